@@ -1,0 +1,108 @@
+"""Trace-time input validation and dtype policy shared by every public function.
+
+Every check here runs on shapes and dtypes only (static under ``jit``), so a bad input fails
+while tracing with a message that names the argument, what was expected and what came.
+Value checks (multi-hot entries in {0, 1}) run only when the array is concrete.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _describe(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None:
+        return f"a {type(x).__name__}"
+    return f"shape {tuple(shape)} and dtype {dtype}"
+
+
+def compute_dtype(*arrays) -> jnp.dtype:
+    """float32 for inputs of 32 bits or fewer (bf16/fp16 are upcast), float64 for float64."""
+    dtype = jnp.float32
+    for a in arrays:
+        if a is not None:
+            dtype = jnp.promote_types(dtype, jnp.asarray(a).dtype if not hasattr(a, "dtype") else a.dtype)
+    return jnp.dtype(dtype)
+
+
+def check_embeddings(x: Any, name: str = "embeddings", *, fn: str = "") -> jax.Array:
+    """Returns ``x`` as an array after checking it is a 2-D floating array ``[batch, dim]``."""
+    prefix = f"{fn}: " if fn else ""
+    if not hasattr(x, "shape"):
+        try:
+            x = jnp.asarray(x)
+        except TypeError as e:
+            raise TypeError(f"{prefix}`{name}` must be a 2-D float array [batch, dim]; got {_describe(x)}") from e
+    if x.ndim != 2:
+        raise ValueError(
+            f"{prefix}`{name}` must be a 2-D float array [batch, dim]; got {_describe(x)} ({x.ndim}-D)"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{prefix}`{name}` must have a floating dtype; got {_describe(x)}")
+    return x
+
+
+def is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "") -> jax.Array:
+    """Class ids ``[B]`` (integer) or multi-hot ``[B, C]`` with entries in {0, 1}."""
+    prefix = f"{fn}: " if fn else ""
+    if not hasattr(labels, "shape"):
+        labels = jnp.asarray(labels)
+    if labels.ndim not in (1, 2):
+        raise ValueError(
+            f"{prefix}`{name}` must be class ids [{batch}] or multi-hot [{batch}, num_classes]; "
+            f"got {_describe(labels)}"
+        )
+    if labels.shape[0] != batch:
+        raise ValueError(
+            f"{prefix}`{name}` must have {batch} rows (one per embedding); got {_describe(labels)}"
+        )
+    if labels.ndim == 1:
+        if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
+            raise TypeError(
+                f"{prefix}`{name}` as class ids must have an integer dtype; got {_describe(labels)}. "
+                "Cast with labels.astype(jnp.int32), or pass multi-hot labels as a 2-D array."
+            )
+    else:
+        if not (
+            jnp.issubdtype(labels.dtype, jnp.integer)
+            or jnp.issubdtype(labels.dtype, jnp.floating)
+            or labels.dtype == jnp.bool_
+        ):
+            raise TypeError(f"{prefix}`{name}` as multi-hot must be bool, int or float; got {_describe(labels)}")
+        if labels.dtype != jnp.bool_ and is_concrete(labels):
+            values = np.asarray(labels)
+            bad = ~((values == 0) | (values == 1))
+            if bad.any():
+                raise ValueError(
+                    f"{prefix}`{name}` as multi-hot must hold only 0 and 1; got {_describe(labels)} "
+                    f"with value {values[bad].flat[0]!r}"
+                )
+    return labels
+
+
+def check_where(where: Any, batch: int, name: str = "where", *, fn: str = "") -> jax.Array | None:
+    prefix = f"{fn}: " if fn else ""
+    if where is None:
+        return None
+    if not hasattr(where, "shape"):
+        where = jnp.asarray(where)
+    if where.shape != (batch,):
+        raise ValueError(f"{prefix}`{name}` must be a bool array of shape ({batch},); got {_describe(where)}")
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"{prefix}`{name}` must be a bool array of shape ({batch},); got {_describe(where)}")
+    return where
+
+
+def check_choice(value: Any, allowed, name: str, *, fn: str = "") -> None:
+    prefix = f"{fn}: " if fn else ""
+    if value not in allowed:
+        raise ValueError(f"{prefix}`{name}` must be one of {sorted(map(repr, allowed))}; got {value!r}")

@@ -1,0 +1,130 @@
+"""Turns a loss's inputs (embeddings, labels or mask, ref set, validity) into arrays.
+
+Shared by every embedding loss and miner so that validation, dtype policy, self-pair
+exclusion and ``where`` handling are identical everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks
+from jaxmetric.masks import PairMask, TripletMask, pair_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Resolved inputs. ``pos``/``neg`` are ``[B, R]`` weights in the compute dtype;
+    ``triplets`` is a ``[B, R, R]`` weight cube when the caller passed a TripletMask."""
+
+    emb: jax.Array
+    ref: jax.Array
+    pos: jax.Array
+    neg: jax.Array
+    anchor_weight: jax.Array  # [B]: 1 for real rows, 0 for padded rows
+    ref_weight: jax.Array  # [R]
+    same_set: bool  # the references are the embeddings themselves
+    triplets: jax.Array | None = None
+    labels: jax.Array | None = None
+    ref_labels: jax.Array | None = None
+
+    @property
+    def dtype(self):
+        return self.emb.dtype
+
+
+def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype) -> jax.Array:
+    if not hasattr(x, "shape"):
+        x = jnp.asarray(x)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{fn}: `{name}` must have shape {tuple(shape)} (queries x references); got shape {tuple(x.shape)}")
+    if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.number)):
+        raise TypeError(f"{fn}: `{name}` must be bool or numeric weights; got dtype {x.dtype}")
+    return x.astype(dtype)
+
+
+def resolve(
+    fn: str,
+    embeddings,
+    labels_or_mask,
+    *,
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+    allow_triplets: bool = False,
+) -> Batch:
+    """Validates and resolves the common loss inputs.
+
+    With ``allow_triplets=False`` a :class:`TripletMask` is converted to pair counts as PML's
+    ``convert_to_pairs`` does; otherwise its cube is kept in ``Batch.triplets``.
+    """
+    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    same_set = ref_emb is None
+    if same_set:
+        ref = embeddings
+    else:
+        ref = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+        if ref.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"{fn}: `ref_emb` must have the embedding dim {embeddings.shape[1]}; got shape {tuple(ref.shape)}"
+            )
+    dtype = _checks.compute_dtype(embeddings, None if same_set else ref)
+    emb = embeddings.astype(dtype)
+    ref = emb if same_set else ref.astype(dtype)
+    b, r = emb.shape[0], ref.shape[0]
+
+    where = _checks.check_where(where, b, "where", fn=fn)
+    if same_set:
+        if ref_where is not None:
+            raise ValueError(f"{fn}: `ref_where` needs `ref_emb`; without a reference set use `where` alone")
+        ref_where = where
+    else:
+        ref_where = _checks.check_where(ref_where, r, "ref_where", fn=fn)
+    anchor_weight = jnp.ones((b,), dtype) if where is None else where.astype(dtype)
+    ref_weight = jnp.ones((r,), dtype) if ref_where is None else ref_where.astype(dtype)
+
+    triplets = None
+    lab = rlab = None
+    if labels_or_mask is None:
+        raise ValueError(f"{fn}: `labels_or_mask` is required: class ids [B], multi-hot [B, C], a PairMask or a TripletMask")
+    if isinstance(labels_or_mask, (PairMask, TripletMask)):
+        if ref_labels is not None:
+            raise ValueError(f"{fn}: `ref_labels` is only used with labels; a {type(labels_or_mask).__name__} already says which pairs count")
+        if isinstance(labels_or_mask, TripletMask):
+            cube = _mask_array(labels_or_mask.weights, (b, r, r), "TripletMask.weights", fn, dtype)
+            cube = cube * anchor_weight[:, None, None] * ref_weight[None, :, None] * ref_weight[None, None, :]
+            if same_set:
+                cube = cube * (1 - jnp.eye(b, dtype=dtype))[:, :, None]  # a sample is never its own positive
+            if allow_triplets:
+                triplets = cube
+            pos, neg = jnp.sum(cube, axis=2), jnp.sum(cube, axis=1)
+        else:
+            pos = _mask_array(labels_or_mask.pos, (b, r), "PairMask.pos", fn, dtype)
+            neg = _mask_array(labels_or_mask.neg, (b, r), "PairMask.neg", fn, dtype)
+            valid = anchor_weight[:, None] * ref_weight[None, :]
+            pos, neg = pos * valid, neg * valid
+            if same_set:
+                pos = pos * (1 - jnp.eye(b, dtype=dtype))
+    else:
+        lab = _checks.check_labels(labels_or_mask, b, "labels", fn=fn)
+        if same_set:
+            rlab = lab
+        else:
+            if ref_labels is None:
+                raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when labels are given (or pass a PairMask)")
+            rlab = _checks.check_labels(ref_labels, r, "ref_labels", fn=fn)
+            if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
+                raise ValueError(
+                    f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); "
+                    f"got shape {tuple(rlab.shape)}"
+                )
+        m = pair_mask(lab, None if same_set else rlab, where=where, ref_where=None if same_set else ref_where)
+        pos, neg = m.pos.astype(dtype), m.neg.astype(dtype)
+    return Batch(
+        emb=emb, ref=ref, pos=pos, neg=neg, anchor_weight=anchor_weight, ref_weight=ref_weight,
+        same_set=same_set, triplets=triplets, labels=lab, ref_labels=rlab,
+    )

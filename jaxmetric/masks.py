@@ -1,0 +1,195 @@
+"""Typed, static-shape selections of pairs and triplets.
+
+PML selects pairs and triplets as variable-length index tuples; jaxmetric uses arrays whose
+shapes depend only on the batch: :class:`PairMask` holds ``[B, R]`` positive and negative
+weights, :class:`TripletMask` holds ``[B, R, R]`` triplet weights. A weight is a multiplicity:
+0 leaves the pair out, 1 counts it once, 2 counts it twice (what a PML index tuple that
+repeats a pair does), and a fraction in (0, 1) down-weights it (multi-label Jaccard rules).
+
+Both are pytrees, so they pass through ``jit``, ``vmap``, ``pmap`` and ``shard_map``, and
+every loss accepts them in the labels slot. A raw array in that slot is always labels.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PairMask:
+    """Positive and negative pairs between ``B`` queries and ``R`` references.
+
+    Attributes:
+      pos: ``[B, R]`` bool or non-negative float weights of positive pairs (anchor, ref).
+      neg: ``[B, R]`` bool or non-negative float weights of negative pairs.
+    """
+
+    pos: jax.Array
+    neg: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.pos.shape)
+
+    def astype(self, dtype) -> "PairMask":
+        return PairMask(jnp.asarray(self.pos).astype(dtype), jnp.asarray(self.neg).astype(dtype))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TripletMask:
+    """Selected (anchor, positive, negative) triplets as ``[B, R, R]`` weights.
+
+    ``weights[a, p, n]`` counts the triplet with anchor ``a`` (a query row), positive ``p`` and
+    negative ``n`` (reference rows). A selection that factors per anchor (every chosen
+    positive with every chosen negative of the same anchor) is better passed as a
+    :class:`PairMask`, which triplet losses expand implicitly without the cube.
+    """
+
+    weights: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.weights.shape)
+
+    def to_pairs(self) -> PairMask:
+        """PML's ``convert_to_pairs``: each triplet gives one positive pair ``(a, p)`` and one
+        negative pair ``(a, n)``, duplicates counted."""
+        w = jnp.asarray(self.weights)
+        w = w.astype(jnp.float32) if w.dtype == jnp.bool_ else w
+        return PairMask(pos=jnp.sum(w, axis=2), neg=jnp.sum(w, axis=1))
+
+
+PAIR_RULES = ("any",)
+
+
+def pair_mask(
+    labels: jax.Array,
+    ref_labels: jax.Array | None = None,
+    *,
+    where: jax.Array | None = None,
+    ref_where: jax.Array | None = None,
+    exclude_self: bool | None = None,
+    rule: str = "any",
+) -> PairMask:
+    """Builds the :class:`PairMask` of all positive and negative pairs from labels.
+
+    Args:
+      labels: class ids ``[B]`` (integer) or multi-hot ``[B, C]`` ({0, 1}, bool/int/float).
+      ref_labels: labels of the reference set ``[R]`` / ``[R, C]``; ``None`` compares
+        ``labels`` with itself.
+      where, ref_where: optional bool ``[B]`` / ``[R]`` marking real rows; pairs touching a
+        padded row are neither positive nor negative.
+      exclude_self: drop the diagonal ``(i, i)`` from both masks. Defaults to True when
+        ``ref_labels`` is None (a sample is never its own positive) and False otherwise
+        (PML only drops it when the reference *is* the query set).
+      rule: how multi-hot rows pair up. ``"any"``: positive when they share at least one
+        label, negative when they share none. Class ids: positive when equal.
+
+    Returns:
+      ``PairMask`` with bool ``pos`` and ``neg`` of shape ``[B, R]``.
+    """
+    fn = "pair_mask"
+    _checks.check_choice(rule, PAIR_RULES, "rule", fn=fn)
+    if not hasattr(labels, "shape"):
+        labels = jnp.asarray(labels)
+    if labels.ndim not in (1, 2):
+        raise ValueError(
+            f"{fn}: `labels` must be class ids [B] or multi-hot [B, C]; got shape {tuple(labels.shape)}"
+        )
+    labels = _checks.check_labels(labels, labels.shape[0], "labels", fn=fn)
+    same_set = ref_labels is None
+    if same_set:
+        ref_labels = labels
+        if ref_where is None:
+            ref_where = where
+    else:
+        if not hasattr(ref_labels, "shape"):
+            ref_labels = jnp.asarray(ref_labels)
+        ref_labels = _checks.check_labels(ref_labels, ref_labels.shape[0], "ref_labels", fn=fn)
+        if ref_labels.ndim != labels.ndim or (labels.ndim == 2 and ref_labels.shape[1] != labels.shape[1]):
+            raise ValueError(
+                f"{fn}: `ref_labels` must be of the same kind as `labels` ({'[R]' if labels.ndim == 1 else f'[R, {labels.shape[1]}]'}); "
+                f"got shape {tuple(ref_labels.shape)}"
+            )
+    if exclude_self is None:
+        exclude_self = same_set
+    where = _checks.check_where(where, labels.shape[0], "where", fn=fn)
+    ref_where = _checks.check_where(ref_where, ref_labels.shape[0], "ref_where", fn=fn)
+
+    if labels.ndim == 1:
+        pos = labels[:, None] == ref_labels[None, :]
+        neg = ~pos
+    else:
+        shared = labels.astype(jnp.float32) @ ref_labels.astype(jnp.float32).T
+        pos = shared > 0
+        neg = ~pos
+    valid = jnp.ones(pos.shape, bool)
+    if exclude_self:
+        if pos.shape[0] != pos.shape[1]:
+            raise ValueError(f"{fn}: `exclude_self=True` needs a square mask; got shape {pos.shape}")
+        valid = valid & ~jnp.eye(pos.shape[0], dtype=bool)
+    if where is not None:
+        valid = valid & where[:, None]
+    if ref_where is not None:
+        valid = valid & ref_where[None, :]
+    return PairMask(pos=pos & valid, neg=neg & valid)
+
+
+def _check_index_array(x, name: str, fn: str) -> jax.Array:
+    if not hasattr(x, "shape"):
+        x = jnp.asarray(x)
+    if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{fn}: `{name}` must be a 1-D integer index array; got shape {tuple(x.shape)} dtype {x.dtype}")
+    return x
+
+
+def _scatter_counts(rows, cols, shape, dtype):
+    # -1 marks padding (a static maximum length): padded entries add nothing.
+    valid = (rows >= 0) & (cols >= 0)
+    counts = jnp.zeros(shape, dtype)
+    return counts.at[jnp.where(valid, rows, 0), jnp.where(valid, cols, 0)].add(valid.astype(dtype))
+
+
+def from_indices(
+    indices_tuple: Sequence[jax.Array],
+    num_queries: int,
+    num_refs: int | None = None,
+    *,
+    dtype=jnp.float32,
+) -> PairMask | TripletMask:
+    """Converts a PML ``indices_tuple`` into a mask, so PML code ports line by line.
+
+    ``(a1, p, a2, n)`` gives a :class:`PairMask` of pair counts; ``(a, p, n)`` gives a
+    :class:`TripletMask` of triplet counts. Entries equal to -1 are padding and ignored, so a
+    tuple can have a static maximum length. Anchors index the ``num_queries`` embeddings;
+    positives and negatives index the ``num_refs`` references (default: the embeddings).
+    """
+    fn = "from_indices"
+    num_refs = num_queries if num_refs is None else num_refs
+    if len(indices_tuple) == 4:
+        a1, p, a2, n = (_check_index_array(x, nm, fn) for x, nm in zip(indices_tuple, ("a1", "p", "a2", "n")))
+        if a1.shape != p.shape or a2.shape != n.shape:
+            raise ValueError(f"{fn}: a1/p and a2/n must have equal lengths; got {a1.shape}, {p.shape}, {a2.shape}, {n.shape}")
+        shape = (num_queries, num_refs)
+        return PairMask(pos=_scatter_counts(a1, p, shape, dtype), neg=_scatter_counts(a2, n, shape, dtype))
+    if len(indices_tuple) == 3:
+        a, p, n = (_check_index_array(x, nm, fn) for x, nm in zip(indices_tuple, ("a", "p", "n")))
+        if not (a.shape == p.shape == n.shape):
+            raise ValueError(f"{fn}: a, p and n must have equal lengths; got {a.shape}, {p.shape}, {n.shape}")
+        valid = (a >= 0) & (p >= 0) & (n >= 0)
+        w = jnp.zeros((num_queries, num_refs, num_refs), dtype)
+        w = w.at[jnp.where(valid, a, 0), jnp.where(valid, p, 0), jnp.where(valid, n, 0)].add(valid.astype(dtype))
+        return TripletMask(weights=w)
+    raise ValueError(f"{fn}: `indices_tuple` must be (a1, p, a2, n) or (a, p, n); got a tuple of length {len(indices_tuple)}")
+
+
+def to_pairs(mask: PairMask | TripletMask) -> PairMask:
+    """A :class:`PairMask` of the pairs a mask implies (triplets converted as PML does)."""
+    return mask.to_pairs() if isinstance(mask, TripletMask) else mask
