@@ -2,7 +2,7 @@
 
 ``loss = jaxmetric.circle_loss(embeddings, labels_or_mask)`` inside a ``jax.jit`` train step.
 """
-from jaxmetric import distances, masks, reduce
+from jaxmetric import distances, evaluation, masks, reduce, samplers
 from jaxmetric.distances import (
     BaseDistance,
     CosineSimilarity,
@@ -45,4 +45,6 @@ __all__ = [
     "distances",
     "masks",
     "reduce",
+    "evaluation",
+    "samplers",
 ]
