@@ -24,6 +24,9 @@ import jax.numpy as jnp
 # Below this squared distance the square root's gradient is taken as 0 (torch.cdist clamps at
 # 1e-30 too), which keeps the gradient of duplicate embeddings finite.
 _SQRT_FLOOR = 1e-30
+# Floor of the SNR denominator Var(q): a constant query (zero signal) gives a large, finite
+# distance whose gradient stays finite in float32 (PML divides by zero there).
+_SNR_FLOOR = 1e-12
 # F.normalize's epsilon.
 _NORM_EPS = 1e-12
 
@@ -185,10 +188,10 @@ class SNRDistance(BaseDistance):
         rc = ref - jnp.mean(ref, axis=1, keepdims=True)
         noise = jnp.maximum(squared_euclidean(qc, rc), 0.0) / (dim - 1)
         signal = jnp.sum(qc * qc, axis=1, keepdims=True) / (dim - 1)
-        return noise / jnp.maximum(signal, jnp.finfo(signal.dtype).tiny)
+        return noise / jnp.maximum(signal, _SNR_FLOOR)
 
     def compute_pairwise(self, query, ref):
         diff = query - ref
         noise = jnp.var(diff, axis=-1, ddof=1)
         signal = jnp.var(query, axis=-1, ddof=1)
-        return noise / jnp.maximum(signal, jnp.finfo(signal.dtype).tiny)
+        return noise / jnp.maximum(signal, _SNR_FLOOR)

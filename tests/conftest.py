@@ -18,3 +18,18 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# In CI the PML parity tests must run: a skipped parity test fails the session.
+_skipped_parity = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "pml" in report.keywords:
+        _skipped_parity.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CI") and _skipped_parity:
+        print(f"\nCI: {len(_skipped_parity)} PML parity test(s) were skipped, which CI forbids: {_skipped_parity[:5]}")
+        session.exitstatus = 1

@@ -45,8 +45,8 @@ def pml_value_and_grads(loss_fn, emb, labels=None, *, indices_tuple=None, ref_em
         kw["indices_tuple"] = tuple(torch.as_tensor(np.asarray(i), dtype=torch.long) for i in indices_tuple)
     if r is not None:
         kw["ref_emb"] = r
-        kw["ref_labels"] = None if ref_labels is None else torch.as_tensor(np.asarray(ref_labels))
-    lab = None if labels is None else torch.as_tensor(np.asarray(labels))
+        kw["ref_labels"] = None if ref_labels is None else torch.as_tensor(np.array(ref_labels))
+    lab = None if labels is None else torch.as_tensor(np.array(labels))
     value = loss_fn(e, lab, **kw)
     if not torch.is_tensor(value):
         value = torch.tensor(float(value), dtype=torch.float64)
