@@ -30,6 +30,7 @@ class Batch:
     triplets: jax.Array | None = None
     labels: jax.Array | None = None
     ref_labels: jax.Array | None = None
+    axis_name: Any = None  # references were gathered over this mapped axis
 
     @property
     def dtype(self):
@@ -56,11 +57,17 @@ def resolve(
     where=None,
     ref_where=None,
     allow_triplets: bool = False,
+    axis_name=None,
 ) -> Batch:
     """Validates and resolves the common loss inputs.
 
     With ``allow_triplets=False`` a :class:`TripletMask` is converted to pair counts as PML's
     ``convert_to_pairs`` does; otherwise its cube is kept in ``Batch.triplets``.
+
+    With ``axis_name`` (inside ``pmap``, ``shard_map`` or ``vmap(axis_name=...)``) the local
+    rows stay the anchors and the references (``embeddings`` themselves, or ``ref_emb``) with
+    their labels and validity are gathered over the axis, so every anchor sees the global
+    batch; a sample is still never its own positive. Masks passed in are then ``[B, R_global]``.
     """
     embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
     same_set = ref_emb is None
@@ -76,6 +83,7 @@ def resolve(
     emb = embeddings.astype(dtype)
     ref = emb if same_set else ref.astype(dtype)
     b, r = emb.shape[0], ref.shape[0]
+    r_local = r
 
     where = _checks.check_where(where, b, "where", fn=fn)
     if same_set:
@@ -86,6 +94,14 @@ def resolve(
         ref_where = _checks.check_where(ref_where, r, "ref_where", fn=fn)
     anchor_weight = jnp.ones((b,), dtype) if where is None else where.astype(dtype)
     ref_weight = jnp.ones((r,), dtype) if ref_where is None else ref_where.astype(dtype)
+    # Column of each anchor's own row among the references (None: no self-pairs exist).
+    self_cols = jnp.arange(b) if same_set else None
+    if axis_name is not None:
+        gather = lambda x: jax.lax.all_gather(x, axis_name, tiled=True)  # noqa: E731
+        if same_set:
+            self_cols = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
+        ref, ref_weight = gather(ref), gather(ref_weight)
+        r = ref.shape[0]
 
     triplets = None
     lab = rlab = None
@@ -97,8 +113,8 @@ def resolve(
         if isinstance(labels_or_mask, TripletMask):
             cube = _mask_array(labels_or_mask.weights, (b, r, r), "TripletMask.weights", fn, dtype)
             cube = cube * anchor_weight[:, None, None] * ref_weight[None, :, None] * ref_weight[None, None, :]
-            if same_set:
-                cube = cube * (1 - jnp.eye(b, dtype=dtype))[:, :, None]  # a sample is never its own positive
+            if self_cols is not None:
+                cube = cube * _not_self(self_cols, r, dtype)[:, :, None]  # a sample is never its own positive
             if allow_triplets:
                 triplets = cube
             pos, neg = jnp.sum(cube, axis=2), jnp.sum(cube, axis=1)
@@ -107,8 +123,8 @@ def resolve(
             neg = _mask_array(labels_or_mask.neg, (b, r), "PairMask.neg", fn, dtype)
             valid = anchor_weight[:, None] * ref_weight[None, :]
             pos, neg = pos * valid, neg * valid
-            if same_set:
-                pos = pos * (1 - jnp.eye(b, dtype=dtype))
+            if self_cols is not None:
+                pos = pos * _not_self(self_cols, r, dtype)
     else:
         lab = _checks.check_labels(labels_or_mask, b, "labels", fn=fn)
         if same_set:
@@ -116,15 +132,26 @@ def resolve(
         else:
             if ref_labels is None:
                 raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when labels are given (or pass a PairMask)")
-            rlab = _checks.check_labels(ref_labels, r, "ref_labels", fn=fn)
+            rlab = _checks.check_labels(ref_labels, r_local, "ref_labels", fn=fn)
             if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
                 raise ValueError(
                     f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); "
                     f"got shape {tuple(rlab.shape)}"
                 )
-        m = pair_mask(lab, None if same_set else rlab, where=where, ref_where=None if same_set else ref_where)
-        pos, neg = m.pos.astype(dtype), m.neg.astype(dtype)
+        if axis_name is not None:
+            rlab = jax.lax.all_gather(rlab, axis_name, tiled=True)
+        m = pair_mask(lab, rlab, exclude_self=False)
+        valid = anchor_weight[:, None] * ref_weight[None, :]
+        if self_cols is not None:
+            valid = valid * _not_self(self_cols, r, dtype)
+        pos, neg = m.pos.astype(dtype) * valid, m.neg.astype(dtype) * valid
     return Batch(
         emb=emb, ref=ref, pos=pos, neg=neg, anchor_weight=anchor_weight, ref_weight=ref_weight,
-        same_set=same_set, triplets=triplets, labels=lab, ref_labels=rlab,
+        same_set=same_set and axis_name is None, triplets=triplets, labels=lab, ref_labels=rlab,
+        axis_name=axis_name,
     )
+
+
+def _not_self(self_cols, num_refs, dtype):
+    """``[B, R]``: 0 where reference column is the anchor itself, else 1."""
+    return (self_cols[:, None] != jnp.arange(num_refs)[None, :]).astype(dtype)

@@ -99,11 +99,43 @@ def resolve(reduction: ReductionSpec, *, fn: str = "") -> ReductionSpec:
     raise TypeError(f"{prefix}`reduction` must be a string, Reduction or callable; got {type(reduction).__name__}")
 
 
-def apply(reduction: ReductionSpec, losses: jax.Array, weights: jax.Array) -> jax.Array:
-    """Reduces per-element ``losses`` with selection ``weights`` of the same shape."""
+def apply(reduction: ReductionSpec, losses: jax.Array, weights: jax.Array, axis_name=None) -> jax.Array:
+    """Reduces per-element ``losses`` with selection ``weights`` of the same shape.
+
+    With ``axis_name`` the partial sums are ``psum``-ed over the mapped axis, so every device
+    gets the reduction over the global set of elements (see :func:`finalize`).
+    """
     if reduction == "none":
         return jnp.where(weights > 0, losses, 0.0)
+    if isinstance(reduction, Reduction):
+        return finalize(reduction, *reduction.partial(losses, weights), axis_name=axis_name)
+    if axis_name is not None:
+        raise ValueError(
+            "a callable `reduction` cannot be combined with `axis_name`: use a built-in reduction "
+            "(its partial sums are summed over devices) or reduce the 'none' output yourself"
+        )
     return reduction(losses, weights)
+
+
+def finalize(reduction: Reduction, num: jax.Array, den: jax.Array, axis_name=None) -> jax.Array:
+    """Finishes a built-in reduction from partial sums, summing them over ``axis_name``.
+
+    Returning ``psum(num) / psum(den)`` is what makes data-parallel gradients exact: under
+    ``pmap`` and ``shard_map`` alike, the conventional ``pmean`` of per-device gradients then
+    equals the single-device gradient of the loss on the concatenated batch.
+    """
+    if axis_name is not None:
+        num = jax.lax.psum(num, axis_name)
+        den = jax.lax.psum(jax.lax.stop_gradient(den), axis_name)
+    return reduction.finalize(num, den)
+
+
+def global_any(x: jax.Array, axis_name=None) -> jax.Array:
+    """``any(x > 0)`` over the local array and, with ``axis_name``, over every device."""
+    count = jnp.sum(x > 0)
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
+    return count > 0
 
 
 def is_builtin(reduction: ReductionSpec) -> bool:

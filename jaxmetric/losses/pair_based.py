@@ -28,6 +28,7 @@ def contrastive_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006).
 
@@ -47,13 +48,13 @@ def contrastive_loss(
     fn = "contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
     neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
     if red == "none":
         return finish(jnp.where(b.pos > 0, pos_losses, 0.0) + jnp.where(b.neg > 0, neg_losses, 0.0), b.dtype)
-    return finish(reduce.apply(red, pos_losses, b.pos) + reduce.apply(red, neg_losses, b.neg), b.dtype)
+    return finish(reduce.apply(red, pos_losses, b.pos, axis_name) + reduce.apply(red, neg_losses, b.neg, axis_name), b.dtype)
 
 
 def multi_similarity_loss(
@@ -69,6 +70,7 @@ def multi_similarity_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Multi-similarity loss (Wang et al., CVPR 2019), per anchor :math:`i`:
 
@@ -87,13 +89,13 @@ def multi_similarity_loss(
     check_distance(distance, fn)
     check_positive(alpha, "alpha", fn)
     check_positive(beta, "beta", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos_exp = distance.margin(mat, base)
     neg_exp = distance.margin(base, mat)
     pos_loss = masked_logsumexp(alpha * pos_exp, clip_weights(b.pos), add_one=True) / alpha
     neg_loss = masked_logsumexp(beta * neg_exp, clip_weights(b.neg), add_one=True) / beta
-    return finish(reduce.apply(red, pos_loss + neg_loss, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, pos_loss + neg_loss, b.anchor_weight, axis_name), b.dtype)
 
 
 def circle_loss(
@@ -108,6 +110,7 @@ def circle_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Circle loss (Sun et al., CVPR 2020), per anchor :math:`i`:
 
@@ -125,7 +128,7 @@ def circle_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, inverted=True)
     check_positive(gamma, "gamma", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     const = jax.lax.stop_gradient(mat)
     logit_p = -gamma * jax.nn.relu(1.0 + m - const) * (mat - (1.0 - m))
@@ -134,7 +137,7 @@ def circle_loss(
     lse = masked_logsumexp(logit_p, pos_w) + masked_logsumexp(logit_n, neg_w)
     row_ok = has_any(pos_w, axis=1) & has_any(neg_w, axis=1)
     losses = jnp.where(row_ok, jax.nn.softplus(lse), 0.0)
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
 
 
 def ntxent_loss(
@@ -148,6 +151,7 @@ def ntxent_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""NT-Xent / InfoNCE (Chen et al., SimCLR 2020; van den Oord et al., 2018), per
     positive pair :math:`(a, p)`:
@@ -168,13 +172,13 @@ def ntxent_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     logits = (mat if distance.is_inverted else -mat) / temperature
     neg_lse = masked_logsumexp(logits, b.neg)[:, None]
     has_neg = has_any(b.neg, axis=1)[:, None]
     losses = jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0)
-    return finish(reduce.apply(red, losses, b.pos), b.dtype)
+    return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
 
 
 def supcon_loss(
@@ -188,6 +192,7 @@ def supcon_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), per anchor :math:`i`:
 
@@ -204,7 +209,7 @@ def supcon_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     logits = (mat if distance.is_inverted else -mat) / temperature
     pos_w = clip_weights(b.pos)
@@ -212,6 +217,6 @@ def supcon_loss(
     log_prob = logits - masked_logsumexp(logits, members)[:, None]
     pos_sum = jnp.sum(pos_w, axis=1)
     mean_log_prob = reduce.safe_divide(jnp.sum(jnp.where(pos_w > 0, pos_w * log_prob, 0.0), axis=1), pos_sum)
-    gate = has_any(b.pos) & has_any(b.neg)  # PML's zero loss for a batch without pos or neg pairs
+    gate = reduce.global_any(b.pos, axis_name) & reduce.global_any(b.neg, axis_name)  # PML: 0 without pos or neg pairs
     losses = jnp.where(gate, -mean_log_prob, 0.0)
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)

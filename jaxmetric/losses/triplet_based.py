@@ -109,6 +109,7 @@ def triplet_margin_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Triplet margin loss (Weinberger & Saul 2009; Schroff et al., FaceNet, CVPR 2015):
 
@@ -135,7 +136,7 @@ def triplet_margin_loss(
     if not (triplets_per_anchor == "all" or (isinstance(triplets_per_anchor, int) and triplets_per_anchor > 0)):
         raise ValueError(f"{fn}: `triplets_per_anchor` must be 'all' or a positive int; got {triplets_per_anchor!r}")
     check_choice(bool(swap), (True, False), "swap", fn=fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, allow_triplets=True)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, allow_triplets=True, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     sign = -1.0 if distance.is_inverted else 1.0
     x = sign * mat  # oriented so that the violation is x_ap - x_an + margin
@@ -148,6 +149,8 @@ def triplet_margin_loss(
             raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
         if key is None:
             raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int")
+        if axis_name is not None:  # independent draws on each device
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         p_idx, n_idx, valid = _sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
         x_ap = jnp.take_along_axis(x, p_idx, axis=1)
         x_an = jnp.take_along_axis(x, n_idx, axis=1)
@@ -155,16 +158,16 @@ def triplet_margin_loss(
             x_an = jnp.minimum(x_an, x_pn[p_idx, n_idx])
         violation = x_ap - x_an + margin
         losses = jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
-        return finish(reduce.apply(red, losses, valid.astype(x.dtype)), b.dtype)
+        return finish(reduce.apply(red, losses, valid.astype(x.dtype), axis_name), b.dtype)
 
     if not reduce.is_builtin(red):
         # "none" or a callable reducer needs every element: build the cube.
         w = b.triplets if b.triplets is not None else b.pos[:, :, None] * b.neg[:, None, :]
-        return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w), b.dtype)
+        return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w, axis_name), b.dtype)
 
     fast = b.triplets is None and not swap and not smooth_loss and red.high is None and red.low in (None, 0.0)
     if fast:
         num, den = _hinge_sorted(x, b.pos, x, b.neg, margin, nonzero_only=red.low is not None)
     else:
         num, den = _blocked_partial(red, x, b.pos, x, b.neg, b.triplets, x_pn, margin, smooth_loss)
-    return finish(red.finalize(num, den), b.dtype)
+    return finish(reduce.finalize(red, num, den, axis_name), b.dtype)
