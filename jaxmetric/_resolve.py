@@ -31,6 +31,23 @@ class Batch:
     labels: jax.Array | None = None
     ref_labels: jax.Array | None = None
     axis_name: Any = None  # references were gathered over this mapped axis
+    self_cols: jax.Array | None = None  # [B]: each anchor's own column among the references
+
+    def block_masks(self, rows: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(pos, neg, anchor_weight)`` for the anchor ``rows`` (``[blk]``; rows past the batch
+        are padding and get zero weight). From labels, the ``[blk, R]`` masks are built on the
+        spot, so a blocked loss never holds the ``[B, R]`` masks."""
+        b = self.emb.shape[0]
+        in_batch = rows < b
+        rows = jnp.minimum(rows, b - 1)
+        aw = self.anchor_weight[rows] * in_batch.astype(self.dtype)
+        if self.labels is None:
+            return self.pos[rows] * aw[:, None], self.neg[rows] * aw[:, None], aw
+        m = pair_mask(self.labels[rows], self.ref_labels, exclude_self=False)
+        valid = aw[:, None] * self.ref_weight[None, :]
+        if self.self_cols is not None:
+            valid = valid * _not_self(self.self_cols[rows], self.ref.shape[0], self.dtype)
+        return m.pos.astype(self.dtype) * valid, m.neg.astype(self.dtype) * valid, aw
 
     @property
     def dtype(self):
@@ -148,7 +165,7 @@ def resolve(
     return Batch(
         emb=emb, ref=ref, pos=pos, neg=neg, anchor_weight=anchor_weight, ref_weight=ref_weight,
         same_set=same_set and axis_name is None, triplets=triplets, labels=lab, ref_labels=rlab,
-        axis_name=axis_name,
+        axis_name=axis_name, self_cols=self_cols,
     )
 
 

@@ -14,6 +14,22 @@ from jaxmetric import _resolve, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
+from jaxmetric.losses._rows import evaluate
+
+_COMMON_ARGS = """
+    Common arguments:
+      embeddings: ``[B, D]`` float array (any float dtype; computed in float32).
+      labels_or_mask: class ids ``[B]``, multi-hot ``[B, C]``, a ``PairMask`` or a ``TripletMask``.
+      distance: a jaxmetric distance (static).
+      reduction: ``"mean"``, ``"sum"``, ``"avg_nonzero"``, ``jaxmetric.threshold(...)``,
+        ``"none"`` or a callable ``f(losses, weights)``.
+      ref_emb, ref_labels: compare the queries with another set ``[R, D]`` / ``[R]``.
+      where, ref_where: bool ``[B]`` / ``[R]``; False rows are padding and take part in no pair.
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, gather the references
+        over that axis; returns the loss of the concatenated global batch on every device.
+      block_size: process anchors in blocks of this size: memory ``O(B D + block_size R)`` in
+        forward and backward, same value and gradient (built-in reductions only).
+"""
 
 
 def contrastive_loss(
@@ -29,6 +45,7 @@ def contrastive_loss(
     where=None,
     ref_where=None,
     axis_name=None,
+    block_size=None,
 ):
     r"""Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006).
 
@@ -49,12 +66,13 @@ def contrastive_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
-    neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
-    if red == "none":
-        return finish(jnp.where(b.pos > 0, pos_losses, 0.0) + jnp.where(b.neg > 0, neg_losses, 0.0), b.dtype)
-    return finish(reduce.apply(red, pos_losses, b.pos, axis_name) + reduce.apply(red, neg_losses, b.neg, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw):
+        pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
+        neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
+        return [(pos_losses, pos), (neg_losses, neg)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 def multi_similarity_loss(
@@ -71,6 +89,7 @@ def multi_similarity_loss(
     where=None,
     ref_where=None,
     axis_name=None,
+    block_size=None,
 ):
     r"""Multi-similarity loss (Wang et al., CVPR 2019), per anchor :math:`i`:
 
@@ -90,12 +109,13 @@ def multi_similarity_loss(
     check_positive(alpha, "alpha", fn)
     check_positive(beta, "beta", fn)
     b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    pos_exp = distance.margin(mat, base)
-    neg_exp = distance.margin(base, mat)
-    pos_loss = masked_logsumexp(alpha * pos_exp, clip_weights(b.pos), add_one=True) / alpha
-    neg_loss = masked_logsumexp(beta * neg_exp, clip_weights(b.neg), add_one=True) / beta
-    return finish(reduce.apply(red, pos_loss + neg_loss, b.anchor_weight, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw):
+        pos_loss = masked_logsumexp(alpha * distance.margin(mat, base), clip_weights(pos), add_one=True) / alpha
+        neg_loss = masked_logsumexp(beta * distance.margin(base, mat), clip_weights(neg), add_one=True) / beta
+        return [(pos_loss + neg_loss, aw)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 def circle_loss(
@@ -111,6 +131,7 @@ def circle_loss(
     where=None,
     ref_where=None,
     axis_name=None,
+    block_size=None,
 ):
     r"""Circle loss (Sun et al., CVPR 2020), per anchor :math:`i`:
 
@@ -129,15 +150,17 @@ def circle_loss(
     check_distance(distance, fn, inverted=True)
     check_positive(gamma, "gamma", fn)
     b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    const = jax.lax.stop_gradient(mat)
-    logit_p = -gamma * jax.nn.relu(1.0 + m - const) * (mat - (1.0 - m))
-    logit_n = gamma * jax.nn.relu(const + m) * (mat - m)
-    pos_w, neg_w = clip_weights(b.pos), clip_weights(b.neg)
-    lse = masked_logsumexp(logit_p, pos_w) + masked_logsumexp(logit_n, neg_w)
-    row_ok = has_any(pos_w, axis=1) & has_any(neg_w, axis=1)
-    losses = jnp.where(row_ok, jax.nn.softplus(lse), 0.0)
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw):
+        const = jax.lax.stop_gradient(mat)
+        logit_p = -gamma * jax.nn.relu(1.0 + m - const) * (mat - (1.0 - m))
+        logit_n = gamma * jax.nn.relu(const + m) * (mat - m)
+        pos_w, neg_w = clip_weights(pos), clip_weights(neg)
+        lse = masked_logsumexp(logit_p, pos_w) + masked_logsumexp(logit_n, neg_w)
+        row_ok = has_any(pos_w, axis=1) & has_any(neg_w, axis=1)
+        return [(jnp.where(row_ok, jax.nn.softplus(lse), 0.0), aw)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 def ntxent_loss(
@@ -152,6 +175,7 @@ def ntxent_loss(
     where=None,
     ref_where=None,
     axis_name=None,
+    block_size=None,
 ):
     r"""NT-Xent / InfoNCE (Chen et al., SimCLR 2020; van den Oord et al., 2018), per
     positive pair :math:`(a, p)`:
@@ -173,12 +197,14 @@ def ntxent_loss(
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
     b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    logits = (mat if distance.is_inverted else -mat) / temperature
-    neg_lse = masked_logsumexp(logits, b.neg)[:, None]
-    has_neg = has_any(b.neg, axis=1)[:, None]
-    losses = jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0)
-    return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw):
+        logits = (mat if distance.is_inverted else -mat) / temperature
+        neg_lse = masked_logsumexp(logits, neg)[:, None]
+        has_neg = has_any(neg, axis=1)[:, None]
+        return [(jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0), pos)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 def supcon_loss(
@@ -193,6 +219,7 @@ def supcon_loss(
     where=None,
     ref_where=None,
     axis_name=None,
+    block_size=None,
 ):
     r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), per anchor :math:`i`:
 
@@ -210,13 +237,20 @@ def supcon_loss(
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
     b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    logits = (mat if distance.is_inverted else -mat) / temperature
-    pos_w = clip_weights(b.pos)
-    members = ((b.pos > 0) | (b.neg > 0)).astype(logits.dtype)
-    log_prob = logits - masked_logsumexp(logits, members)[:, None]
-    pos_sum = jnp.sum(pos_w, axis=1)
-    mean_log_prob = reduce.safe_divide(jnp.sum(jnp.where(pos_w > 0, pos_w * log_prob, 0.0), axis=1), pos_sum)
-    gate = reduce.global_any(b.pos, axis_name) & reduce.global_any(b.neg, axis_name)  # PML: 0 without pos or neg pairs
-    losses = jnp.where(gate, -mean_log_prob, 0.0)
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw):
+        logits = (mat if distance.is_inverted else -mat) / temperature
+        pos_w = clip_weights(pos)
+        members = ((pos > 0) | (neg > 0)).astype(logits.dtype)
+        log_prob = logits - masked_logsumexp(logits, members)[:, None]
+        weighted = jnp.sum(jnp.where(pos_w > 0, pos_w * log_prob, 0.0), axis=1)
+        mean_log_prob = reduce.safe_divide(weighted, jnp.sum(pos_w, axis=1))
+        # PML gives 0 for a batch with no positive pair or no negative pair at all.
+        return [(-mean_log_prob, aw)], [pos, neg]
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
+
+
+for _loss in (contrastive_loss, multi_similarity_loss, circle_loss, ntxent_loss, supcon_loss):
+    _loss.__doc__ += _COMMON_ARGS
+del _loss

@@ -1,0 +1,95 @@
+"""Evaluation of losses whose terms are functions of rows of the similarity matrix.
+
+A loss describes itself by an ``elements`` function::
+
+    elements(mat, pos, neg, anchor_weight) -> (subs, gate)
+
+where ``mat`` is the ``[blk, R]`` distance matrix of a block of anchors, ``subs`` is a list of
+``(losses, weights)`` pairs (each sub-loss is reduced separately and the results summed, as
+PML's ``MultipleReducers``), and ``gate`` is ``None`` or a list of arrays that must each have a
+positive entry somewhere in the (global) batch for the loss to be non-zero.
+
+:func:`evaluate` runs it on the whole ``[B, R]`` matrix, or with ``block_size`` over blocks of
+anchors inside a rematerialised scan: memory ``O(B D + block R)`` in the forward *and* the
+backward pass, value and gradient equal to the dense path. With ``axis_name`` the partial sums
+are summed over devices.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import reduce
+
+
+def _check_block_size(block_size, fn):
+    if block_size is not None and not (isinstance(block_size, int) and block_size > 0):
+        raise ValueError(f"{fn}: `block_size` must be None or a positive int; got {block_size!r}")
+
+
+def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
+    """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss."""
+    _check_block_size(block_size, fn)
+    axis_name = b.axis_name
+    if not reduce.is_builtin(red):
+        if block_size is not None:
+            raise ValueError(f"{fn}: `block_size` needs a built-in reduction (its partial sums add up over blocks); got {red!r}")
+        mat = distance(b.emb, b.ref)
+        subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight)
+        if red == "none":
+            value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
+        else:
+            value = sum(reduce.apply(red, l, w, axis_name) for l, w in subs)
+        if gate is not None:
+            value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
+        return value
+
+    def partials(mat, pos, neg, aw):
+        subs, gate = elements(mat, pos, neg, aw)
+        parts = [p for l, w in subs for p in red.partial(l, w)]
+        counts = [] if gate is None else [jax.lax.stop_gradient(jnp.sum(g > 0).astype(mat.dtype)) for g in gate]
+        return parts, counts
+
+    if block_size is None:
+        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight)
+    else:
+        parts, counts = _scan_blocks(b, distance, partials, block_size)
+    if axis_name is not None:
+        parts = [jax.lax.psum(p, axis_name) for p in parts]
+    value = sum(red.finalize(parts[i], parts[i + 1]) for i in range(0, len(parts), 2))
+    if counts:
+        value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
+    return value
+
+
+def _gate_open(counts, axis_name):
+    if axis_name is not None:
+        counts = [jax.lax.psum(c, axis_name) for c in counts]
+    out = True
+    for c in counts:
+        out = jnp.logical_and(out, c > 0)
+    return out
+
+
+def _scan_blocks(b, distance, partials, block_size):
+    n = b.emb.shape[0]
+    blk = min(block_size, n)
+    nblk = -(-n // blk)
+    pad = nblk * blk - n
+    emb = jnp.pad(b.emb, ((0, pad), (0, 0))).reshape(nblk, blk, -1)
+    rows = jnp.arange(nblk * blk).reshape(nblk, blk)
+
+    @jax.checkpoint
+    def block(e_blk, r_blk):
+        pos, neg, aw = b.block_masks(r_blk)
+        parts, counts = partials(distance(e_blk, b.ref), pos, neg, aw)
+        return parts, counts
+
+    def body(carry, xs):
+        parts, counts = block(*xs)
+        return jax.tree_util.tree_map(jnp.add, carry, (parts, counts)), None
+
+    init = jax.eval_shape(block, emb[0], rows[0])
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), init)
+    (parts, counts), _ = jax.lax.scan(body, init, (emb, rows))
+    return parts, counts
