@@ -85,11 +85,7 @@ def _scan_blocks(b, distance, partials, block_size):
         parts, counts = partials(distance(e_blk, b.ref), pos, neg, aw)
         return parts, counts
 
-    def body(carry, xs):
-        parts, counts = block(*xs)
-        return jax.tree_util.tree_map(jnp.add, carry, (parts, counts)), None
-
-    init = jax.eval_shape(block, emb[0], rows[0])
-    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), init)
-    (parts, counts), _ = jax.lax.scan(body, init, (emb, rows))
-    return parts, counts
+    # lax.map (not a scan with a carry) so the per-block partial sums need no carry type,
+    # which keeps the loop valid under shard_map's varying-axis typing.
+    parts, counts = jax.lax.map(lambda xs: block(*xs), (emb, rows))
+    return [jnp.sum(p) for p in parts], [jnp.sum(c) for c in counts]
