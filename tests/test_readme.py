@@ -22,3 +22,15 @@ def test_benchmark_script_quick(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "geometric-mean speed-up" in out.stdout
     assert (tmp_path / "r.json").exists()
+
+
+def test_gpu_and_large_batch_benchmark_scripts_run_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_losses.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "time / floor" in out.stdout
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "large_batch.py"), "--batch-sizes", "64",
+                          "--modes", "dense", "blocked", "--block-size", "16"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("| 64 |") == 2 and "failed" not in out.stdout
