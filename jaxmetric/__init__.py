@@ -18,6 +18,19 @@ from jaxmetric.losses import (
     supcon_loss,
     triplet_margin_loss,
 )
+from jaxmetric.losses import (
+    DynamicSoftMarginState,
+    dynamic_soft_margin_loss,
+    fast_ap_loss,
+    histogram_loss,
+    init_dynamic_soft_margin_state,
+    init_manifold_proxies,
+    manifold_loss,
+    manifold_meta_classes,
+    pnp_loss,
+    smooth_ap_loss,
+    vicreg_loss,
+)
 from jaxmetric.masks import PairMask, TripletMask, from_indices, pair_mask, to_pairs
 from jaxmetric.reduce import Reduction, threshold
 
@@ -42,6 +55,17 @@ __all__ = [
     "ntxent_loss",
     "supcon_loss",
     "triplet_margin_loss",
+    "DynamicSoftMarginState",
+    "dynamic_soft_margin_loss",
+    "fast_ap_loss",
+    "histogram_loss",
+    "init_dynamic_soft_margin_state",
+    "init_manifold_proxies",
+    "manifold_loss",
+    "manifold_meta_classes",
+    "pnp_loss",
+    "smooth_ap_loss",
+    "vicreg_loss",
     "distances",
     "masks",
     "reduce",

@@ -35,3 +35,43 @@ def clip_weights(w: jax.Array) -> jax.Array:
 
 def has_any(w: jax.Array, axis=None) -> jax.Array:
     return jnp.any(w > 0, axis=axis)
+
+
+def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", name: str = "miner_output") -> jax.Array:
+    """PML's ``convert_to_weights`` for a mask: per-sample weights ``count / max(count)``.
+
+    ``count[k]`` is how often sample ``k`` appears anywhere in the selection (as anchor,
+    positive or negative; multiplicities count), as PML counts the entries of an
+    ``indices_tuple``. ``mask`` is a :class:`~jaxmetric.PairMask` (``[B, B]``), a
+    :class:`~jaxmetric.TripletMask` (``[B, B, B]``) or ``None`` (all weights 1). An empty
+    selection gives all weights 1, as PML does for an empty tuple. ``valid`` (``[B]``, 0/1)
+    drops entries that touch padded rows.
+    """
+    from jaxmetric.masks import PairMask, TripletMask  # local: masks imports nothing from here
+
+    prefix = f"{fn}: " if fn else ""
+    if mask is None:
+        return jnp.ones((batch,), dtype)
+
+    def arr(x, shape, what):
+        x = jnp.asarray(x)
+        if tuple(x.shape) != shape:
+            raise ValueError(f"{prefix}`{name}.{what}` must have shape {shape}; got shape {tuple(x.shape)}")
+        if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.number)):
+            raise TypeError(f"{prefix}`{name}.{what}` must be bool or numeric weights; got dtype {x.dtype}")
+        return x.astype(dtype)
+
+    v = jnp.ones((batch,), dtype) if valid is None else jnp.asarray(valid).astype(dtype)
+    if isinstance(mask, PairMask):
+        vv = v[:, None] * v[None, :]
+        pos = arr(mask.pos, (batch, batch), "pos") * vv
+        neg = arr(mask.neg, (batch, batch), "neg") * vv
+        counts = jnp.sum(pos, 1) + jnp.sum(pos, 0) + jnp.sum(neg, 1) + jnp.sum(neg, 0)
+    elif isinstance(mask, TripletMask):
+        cube = arr(mask.weights, (batch, batch, batch), "weights")
+        cube = cube * v[:, None, None] * v[None, :, None] * v[None, None, :]
+        counts = jnp.sum(cube, (1, 2)) + jnp.sum(cube, (0, 2)) + jnp.sum(cube, (0, 1))
+    else:
+        raise TypeError(f"{prefix}`{name}` must be a PairMask, a TripletMask or None; got {type(mask).__name__}")
+    top = jnp.max(counts)
+    return jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 1.0)

@@ -7,6 +7,15 @@ from jaxmetric.losses.pair_based import (
     supcon_loss,
 )
 from jaxmetric.losses.triplet_based import triplet_margin_loss
+from jaxmetric.losses.histogram import (
+    DynamicSoftMarginState,
+    dynamic_soft_margin_loss,
+    histogram_loss,
+    init_dynamic_soft_margin_state,
+)
+from jaxmetric.losses.listwise import fast_ap_loss, pnp_loss, smooth_ap_loss
+from jaxmetric.losses.manifold import init_manifold_proxies, manifold_loss, manifold_meta_classes
+from jaxmetric.losses.self_supervised import vicreg_loss
 
 __all__ = [
     "circle_loss",
@@ -15,4 +24,15 @@ __all__ = [
     "ntxent_loss",
     "supcon_loss",
     "triplet_margin_loss",
+    "DynamicSoftMarginState",
+    "dynamic_soft_margin_loss",
+    "fast_ap_loss",
+    "histogram_loss",
+    "init_dynamic_soft_margin_state",
+    "init_manifold_proxies",
+    "manifold_loss",
+    "manifold_meta_classes",
+    "pnp_loss",
+    "smooth_ap_loss",
+    "vicreg_loss",
 ]

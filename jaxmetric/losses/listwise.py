@@ -1,0 +1,289 @@
+"""Listwise (ranking / average-precision) losses: FastAP, Smooth-AP and PNP.
+
+Each query ranks the rest of the batch. ``labels_or_mask`` says which items are relevant to a
+query: class ids ``[B]``, multi-hot ``[B, C]`` (relevant = shares a label), a
+:class:`~jaxmetric.PairMask` (``pos`` = relevant, ``neg`` = irrelevant; other items are not
+ranked) or a :class:`~jaxmetric.TripletMask` (converted to pairs). Like PML, none of these
+losses supports a reference set (``ref_emb`` raises ``ValueError``).
+
+Memory: Smooth-AP and PNP compare every pair of items for every query (``O(B^3)`` work). They
+are computed over blocks of queries (``block_size`` queries at a time, by default as many as
+fit about 4M elements), each block rematerialised in the backward pass, so memory is
+``O(block_size * B^2)`` instead of ``O(B^3)``; the value and gradient equal the dense sum.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks, _resolve, reduce
+from jaxmetric._ops import clip_weights, mask_sample_weights
+from jaxmetric.distances import CosineSimilarity, LpDistance
+from jaxmetric.losses._common import check_distance, check_positive, finish
+from jaxmetric.losses._validate import check_block_size, check_static_int, reject_ref
+
+# Elements of one [block, B, B] comparison tensor (float32: 16 MB).
+_RANK_BLOCK_ELEMENTS = 1 << 22
+
+PNP_VARIANTS = ("Ds", "Dq", "Iu", "Ib", "O")
+
+
+def _rank_sums(sim, weights, temperature, sigmoid, block_size=None):
+    """Soft counts of the items ranked above each item, per query.
+
+    For every query ``q`` (a row of ``sim`` ``[B, N]``), item ``i`` and weight set ``k``
+    (``weights`` ``[k, B, N]``):
+
+        S[k, q, i] = sum_{j != i} weights[k, q, j] * sigmoid((sim[q, j] - sim[q, i]) / temperature)
+
+    computed over blocks of queries, each checkpointed so the backward pass never holds more
+    than one ``[block, N, N]`` tensor.
+    """
+    nq, n = sim.shape
+    if block_size is None:
+        block_size = max(1, _RANK_BLOCK_ELEMENTS // max(n * n, 1))
+    blk = int(min(nq, block_size))
+    offdiag = 1.0 - jnp.eye(n, dtype=sim.dtype)
+
+    @jax.checkpoint
+    def one(s, w):
+        d = (s[:, None, :] - s[:, :, None]) / temperature  # [blk, i, j] = s_qj - s_qi
+        g = sigmoid(d) * offdiag
+        return jnp.einsum("qij,kqj->kqi", g, w)
+
+    if blk >= nq:
+        return one(sim, weights)
+    nblk = -(-nq // blk)
+    pad = nblk * blk - nq
+    s = jnp.pad(sim, ((0, pad), (0, 0))).reshape(nblk, blk, n)
+    w = jnp.pad(weights, ((0, 0), (0, pad), (0, 0)))
+    w = w.reshape(w.shape[0], nblk, blk, n).transpose(1, 0, 2, 3)
+    out = jax.lax.map(lambda args: one(*args), (s, w))  # [nblk, k, blk, n]
+    return out.transpose(1, 0, 2, 3).reshape(weights.shape[0], nblk * blk, n)[:, :nq]
+
+
+def _pnp_sigmoid(x):
+    """PML's PNP sigmoid: ``1 / (1 + exp(clamp(-x, -50, 50)))`` (the clamp also stops the
+    gradient outside the range, as in PML)."""
+    return 1.0 / (1.0 + jnp.exp(jnp.clip(-x, -50.0, 50.0)))
+
+
+def fast_ap_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    num_bins=10,
+    distance=LpDistance(power=2),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+    miner_output=None,
+):
+    r"""FastAP (Cakir, He, Xia, Kulis & Sclaroff, "Deep Metric Learning to Rank", CVPR 2019).
+
+    Distances are binned into soft histograms over ``num_bins + 1`` nodes
+    :math:`c_k = k\Delta` on :math:`[0, 2^{p}]` (:math:`p` = ``distance.power``,
+    :math:`\Delta = 2^{p}/\text{num\_bins}`) with triangular kernels
+    :math:`\delta_k(d) = [1 - |d - c_k|/\Delta]_+`. Per query :math:`q` with
+    :math:`N^+_q \ge 1` relevant items:
+
+    .. math::
+        h^{\pm}_{qk} = \sum_{j \in P_q / N_q} \delta_k(d_{qj}),\quad
+        H^+_{qk} = \sum_{k' \le k} h^+_{qk'},\quad H_{qk} = \sum_{k' \le k} (h^+_{qk'} + h^-_{qk'})
+
+    .. math::
+        \ell_q = \Big(1 - \frac{1}{N^+_q}\sum_{k:\,h^+_{qk}H^+_{qk} > 0} \frac{h^+_{qk} H^+_{qk}}{H_{qk}}\Big)\, w_q
+
+    reduced over the queries with a relevant item. :math:`w_q` are the per-sample weights
+    from ``miner_output`` (1 without).
+
+    PML: ``FastAPLoss(num_bins=10)``, ``LpDistance(power=2)`` (normalised, ``p=2`` required),
+    ``MeanReducer``; ``loss(emb, labels, indices_tuple)`` turns the tuple into per-sample
+    weights, which here is ``miner_output`` (a PairMask or TripletMask; weights
+    ``count / max count``, as PML's ``convert_to_weights``). ``ref_emb`` is not supported.
+
+    Args:
+      miner_output: optional :class:`~jaxmetric.PairMask` / :class:`~jaxmetric.TripletMask`
+        (a miner's output) converted to per-sample weights; ``labels_or_mask`` still defines
+        the relevant items.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B]`` per-query losses, 0 for queries without a
+      relevant item).
+    """
+    fn = "fast_ap_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=LpDistance)
+    if not distance.normalize_embeddings or distance.p != 2:
+        raise ValueError(f"{fn}: `distance` must be LpDistance with normalize_embeddings=True and p=2 (as PML asserts); got {distance!r}")
+    num_bins = check_static_int(num_bins, "num_bins", fn)
+    reject_ref(fn, ref_emb, ref_labels, ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn)
+    pos, neg = clip_weights(b.pos), clip_weights(b.neg)
+    n_pos = jnp.sum(pos, axis=1)
+    has_pos = n_pos > 0
+
+    dist = distance(b.emb, b.ref)
+    hist_max = 2.0**distance.power
+    delta = hist_max / num_bins
+    nodes = jnp.linspace(0.0, hist_max, num_bins + 1, dtype=dist.dtype)
+    pulse = jax.nn.relu(1.0 - jnp.abs(dist[None, :, :] - nodes[:, None, None]) / delta)  # [K+1, B, B]
+    h_pos = jnp.einsum("kij,ij->ik", pulse, pos)
+    h_neg = jnp.einsum("kij,ij->ik", pulse, neg)
+    big_h_pos = jnp.cumsum(h_pos, axis=1)
+    big_h = jnp.cumsum(h_pos + h_neg, axis=1)
+    prod = h_pos * big_h_pos
+    ok = (prod > 0) & (big_h > 0)
+    fast_ap = jnp.sum(jnp.where(ok, prod / jnp.where(ok, big_h, 1.0), 0.0), axis=1)
+    ap = reduce.safe_divide(fast_ap, n_pos)
+    losses = (1.0 - ap) * mw
+    # PML returns 0 when no (query, bin) has positive mass at all (never for finite input).
+    weights = (has_pos & jnp.any(ok)).astype(b.dtype)
+    return finish(reduce.apply(red, losses, weights), b.dtype)
+
+
+def smooth_ap_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    temperature=0.01,
+    distance=CosineSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+    miner_output=None,
+    block_size=None,
+):
+    r"""Smooth-AP (Brown, Xie, Kalogeiton & Zisserman, ECCV 2020).
+
+    For query :math:`q` let :math:`P_q = \{q\} \cup \text{pos}(q)` (the query counts as its own
+    relevant item, as in the authors' code and PML) and :math:`A_q = P_q \cup \text{neg}(q)`
+    (every item for labels), :math:`D_{qij} = s_{qj} - s_{qi}`:
+
+    .. math::
+        \mathrm{AP}_q = \frac{1}{|P_q|} \sum_{i\in P_q}
+          \frac{1 + \sum_{j\in P_q, j\ne i} \sigma(D_{qij}/\tau)}
+               {1 + \sum_{j\in A_q, j\ne i} \sigma(D_{qij}/\tau)},
+        \qquad \ell_q = (1 - \mathrm{AP}_q)\, w_q
+
+    with :math:`\tau` = ``temperature`` and :math:`w_q` the per-sample weights from
+    ``miner_output``; reduced (mean) over all queries. Fractional mask weights weigh the sums.
+
+    PML: ``SmoothAPLoss(temperature=0.01)``, ``CosineSimilarity`` (required), ``MeanReducer``;
+    ``indices_tuple`` → per-sample weights (here ``miner_output``); no ``ref_emb``.
+
+    Deliberate difference: PML 2.9.0 takes the relevant set of a query to be the *contiguous
+    block* of size ``g = #classes`` around it (it requires equal class counts and ignores the
+    label values otherwise); jaxmetric takes it from the labels (any order, any counts). The two
+    agree when the batch is sorted into contiguous classes and ``#classes == samples per
+    class`` (the authors' setting). To reproduce PML 2.9.0 exactly for any equal-count batch,
+    pass a :class:`~jaxmetric.PairMask` whose ``pos`` is "same block of size ``g``" and
+    ``neg`` its complement. jaxmetric also applies ``distance.power`` to every similarity
+    (PML skips it inside the blocks).
+
+    Args:
+      miner_output: optional PairMask / TripletMask converted to per-sample weights
+        (``count / max count``, PML's ``convert_to_weights``).
+      block_size: queries per block of the ``O(B^3)`` comparison (static; default: auto).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B]`` per-query losses).
+    """
+    fn = "smooth_ap_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=CosineSimilarity)
+    check_positive(temperature, "temperature", fn)
+    block_size = check_block_size(block_size, fn)
+    reject_ref(fn, ref_emb, ref_labels, ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    n = b.emb.shape[0]
+    mw = mask_sample_weights(miner_output, n, b.dtype, valid=b.anchor_weight, fn=fn)
+    sim = distance(b.emb, b.ref)
+    eye = jnp.eye(n, dtype=b.dtype) * b.anchor_weight[:, None]
+    p_w = clip_weights(b.pos) + eye
+    a_w = jnp.maximum(p_w, clip_weights(b.neg))
+    sums = _rank_sums(sim, jnp.stack([p_w, a_w]), temperature, jax.nn.sigmoid, block_size)
+    ratio = (1.0 + sums[0]) / (1.0 + sums[1])
+    ap = reduce.safe_divide(jnp.sum(p_w * ratio, axis=1), jnp.sum(p_w, axis=1))
+    losses = (1.0 - ap) * mw
+    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+
+
+def pnp_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    b=2,
+    alpha=1,
+    anneal=0.01,
+    variant="O",
+    distance=CosineSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+    block_size=None,
+):
+    r"""PNP loss (Li, Zhao, Wang, Gao, Lu & Tian, "Rethinking the Optimization of Average
+    Precision: Only Penalizing Negative Instances before Positive Ones is Enough", AAAI 2022).
+
+    For a query :math:`q` with at least one relevant item, :math:`P_q = \{q\}\cup\text{pos}(q)`
+    and the soft number of negatives ranked above item :math:`i`:
+
+    .. math::
+        R_{qi} = \sum_{j\in N_q} \sigma\big((s_{qj} - s_{qi})/\text{anneal}\big),\qquad
+        \ell_q = \frac{1}{|P_q|}\sum_{i\in P_q} f(R_{qi})
+
+    with :math:`\sigma(x) = 1/(1+e^{\operatorname{clamp}(-x,-50,50)})` and ``variant``
+    :math:`f`: ``"O"`` :math:`R`; ``"Ds"`` :math:`\log(1+R)`; ``"Dq"``
+    :math:`1/(1+R)^{\alpha}` (and :math:`\ell_q \to 1 - \ell_q`); ``"Iu"``
+    :math:`(1+R)\log(1+R)`; ``"Ib"`` :math:`(bR - \log(1+bR))/b^2`. Reduced (mean) over the
+    queries with a relevant item.
+
+    PML: ``PNPLoss(b=2, alpha=1, anneal=0.01, variant="O")``, ``CosineSimilarity``
+    (required); PML returns an already-reduced mean (its reducer is ignored); jaxmetric's
+    default ``reduction="mean"`` gives the same value and other reductions act on the per-query
+    losses. No ``ref_emb`` and no ``indices_tuple`` in PML; here a PairMask in the labels slot
+    defines the relevant and irrelevant items. With multi-hot labels :math:`N_q` is the
+    negatives of the query (PML's code uses the negatives of item :math:`i`, which is the same
+    set for class ids).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B]`` per-query losses).
+    """
+    fn = "pnp_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=CosineSimilarity)
+    _checks.check_choice(variant, PNP_VARIANTS, "variant", fn=fn)
+    check_positive(anneal, "anneal", fn)
+    if variant == "Ib":
+        check_positive(b, "b", fn)
+    block_size = check_block_size(block_size, fn)
+    reject_ref(fn, ref_emb, ref_labels, ref_where)
+    bt = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    n = bt.emb.shape[0]
+    sim = distance(bt.emb, bt.ref)
+    pos = clip_weights(bt.pos)
+    has_pos = jnp.any(pos > 0, axis=1)
+    p_w = pos + jnp.eye(n, dtype=bt.dtype) * has_pos[:, None].astype(bt.dtype)
+    rank = _rank_sums(sim, clip_weights(bt.neg)[None], anneal, _pnp_sigmoid, block_size)[0]
+    if variant == "Ds":
+        f = jnp.log1p(rank)
+    elif variant == "Dq":
+        f = (1.0 + rank) ** (-alpha)
+    elif variant == "Iu":
+        f = (1.0 + rank) * jnp.log1p(rank)
+    elif variant == "Ib":
+        f = (b * rank - jnp.log1p(b * rank)) / b**2
+    else:
+        f = rank
+    per_query = reduce.safe_divide(jnp.sum(jnp.where(p_w > 0, p_w * f, 0.0), axis=1), jnp.sum(p_w, axis=1))
+    if variant == "Dq":
+        per_query = 1.0 - per_query
+    return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype)), bt.dtype)

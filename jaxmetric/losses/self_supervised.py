@@ -1,0 +1,97 @@
+"""Self-supervised losses between two views of a batch."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks, reduce
+from jaxmetric.losses._common import finish
+
+
+def _safe_sqrt(x):
+    ok = x > 0
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+
+
+def vicreg_loss(
+    embeddings,
+    ref_emb,
+    *,
+    invariance_lambda=25,
+    variance_mu=25,
+    covariance_v=1,
+    eps=1e-4,
+    reduction="mean",
+    where=None,
+):
+    r"""VICReg (Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization
+    for Self-Supervised Learning", ICLR 2022), for two views :math:`Z` (``embeddings``) and
+    :math:`Z'` (``ref_emb``), both ``[N, D]``:
+
+    .. math::
+        L = \lambda\,\operatorname{mean}_i \tfrac{1}{D}\lVert z_i - z'_i\rVert^2
+          + \mu\,\operatorname{mean}_d \tfrac12\big[1 - \sqrt{\operatorname{Var}(Z_{:d}) + \epsilon}\big]_+
+          + \mu\,\operatorname{mean}_d \tfrac12\big[1 - \sqrt{\operatorname{Var}(Z'_{:d}) + \epsilon}\big]_+
+          + \nu\Big(\tfrac1D\sum_{d\ne d'} C(Z)_{dd'}^2 + \tfrac1D\sum_{d\ne d'} C(Z')_{dd'}^2\Big)
+
+    with unbiased variances and covariances :math:`C(Z) = \tilde Z^\top\tilde Z/(N-1)`
+    (:math:`\tilde Z` centred), :math:`\lambda, \mu, \nu` = ``invariance_lambda``,
+    ``variance_mu``, ``covariance_v``.
+
+    PML: ``VICRegLoss(invariance_lambda=25, variance_mu=25, covariance_v=1, eps=1e-4)``, called
+    as ``loss(emb, ref_emb=ref)``; no distance, labels or indices. Its sub-losses are each
+    reduced by ``MeanReducer`` (per sample, per dimension, per dimension) and summed with the
+    already-reduced covariance term; ``reduction`` here plays that role ("none" returns the
+    four sub-losses in a dict, like PML's ``DoNothingReducer``). ``where`` drops padded rows
+    from every statistic (all rows padded gives 0). Deliberate difference: with a single (real) row the variance and
+    covariance terms use 0 for the undefined ``1/(N-1)`` statistics (PML gives NaN).
+
+    Returns:
+      Scalar loss, or with ``reduction="none"`` a dict ``invariance_loss`` ``[N]``,
+      ``variance_loss1`` / ``variance_loss2`` ``[D]``, ``covariance_loss`` (scalar).
+    """
+    fn = "vicreg_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    if ref_emb is None:
+        raise ValueError(f"{fn}: `ref_emb` (the second view, shape like `embeddings`) is required; got None")
+    z = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    zr = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+    if zr.shape != z.shape:
+        raise ValueError(f"{fn}: `ref_emb` must have the shape of `embeddings` {tuple(z.shape)}; got shape {tuple(zr.shape)}")
+    n, d = z.shape
+    where = _checks.check_where(where, n, "where", fn=fn)
+    dtype = _checks.compute_dtype(z, zr)
+    z, zr = z.astype(dtype), zr.astype(dtype)
+    w = jnp.ones((n,), dtype) if where is None else where.astype(dtype)
+    count = jnp.sum(w)
+    dof = count - 1.0
+
+    invariance = invariance_lambda * jnp.mean((z - zr) ** 2, axis=1)
+
+    def centred(x):
+        mean = reduce.safe_divide(jnp.sum(w[:, None] * x, axis=0), count)
+        return (x - mean) * w[:, None]
+
+    def variance(xc):
+        var = reduce.safe_divide(jnp.sum(xc * xc, axis=0), dof)
+        return variance_mu * jax.nn.relu(1.0 - _safe_sqrt(var + eps)) / 2.0
+
+    def covariance(xc):
+        cov = reduce.safe_divide(xc.T @ xc, dof)
+        off = jnp.where(jnp.eye(d, dtype=bool), 0.0, cov)
+        return jnp.sum(off * off) / d
+
+    zc, zrc = centred(z), centred(zr)
+    present = (count > 0).astype(dtype)  # every row padded: 0, as for any empty selection
+    var1, var2 = variance(zc) * present, variance(zrc) * present
+    cov = covariance_v * (covariance(zc) + covariance(zrc))
+    if red == "none":
+        return {
+            "invariance_loss": finish(jnp.where(w > 0, invariance, 0.0), dtype),
+            "variance_loss1": finish(var1, dtype),
+            "variance_loss2": finish(var2, dtype),
+            "covariance_loss": finish(cov, dtype),
+        }
+    dim_w = jnp.ones((d,), dtype)
+    value = reduce.apply(red, invariance, w) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
+    return finish(value, dtype)

@@ -1,0 +1,99 @@
+"""Shared helpers for the tests of the listwise, histogram, manifold and VICReg losses."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from pml_utils import assert_close, pml_value_and_grads
+
+
+@contextlib.contextmanager
+def pml_float64():
+    """Runs PML in float64 throughout.
+
+    A few PML losses create float32 temporaries in a float64 computation (``torch.zeros(n)``
+    without a dtype in SmoothAP, ``long * float`` in HistogramLoss, ``.float()`` before the
+    inverse in ManifoldLoss), which caps their float64 precision near 1e-7. Inside this context
+    the default dtype is float64 and ``Tensor.float()`` keeps float64 tensors as they are, so
+    parity is measured against PML's formulas, not its float32 rounding.
+    """
+    orig_float = torch.Tensor.float
+    orig_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.Tensor.float = lambda self, *a, **k: self if self.dtype == torch.float64 else orig_float(self, *a, **k)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.Tensor.float = orig_float
+        torch.set_default_dtype(orig_dtype)
+
+
+def pml(loss_fn, emb, labels=None, **kw):
+    """``pml_value_and_grads`` under :func:`pml_float64`."""
+    with pml_float64():
+        return pml_value_and_grads(loss_fn, emb, labels, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(fn, static_kw, has_aux):
+    def call(diff, rest, dyn):
+        return fn(diff[0], *rest, *diff[1:], **dict(static_kw), **dyn)
+
+    return jax.jit(jax.value_and_grad(call, has_aux=has_aux))
+
+
+def jvg(fn, diff, rest=(), static=None, dyn=None, has_aux=False):
+    """Jitted value and gradients of ``fn(diff[0], *rest, *diff[1:], **static, **dyn)`` with
+    respect to every array in ``diff`` (float64).
+
+    Compiled functions are cached by ``(fn, static)``; ``rest`` (labels, masks, state) and
+    ``dyn`` (float hyperparameters, traced) are arguments, so tests with the same shapes share
+    one compilation (compiles dominate this suite's runtime on a small shared CPU).
+    Returns ``(value, [grads...])`` or, with ``has_aux``, ``(value, aux, [grads...])``.
+    """
+    static_kw = tuple(sorted((static or {}).items()))
+    diff = tuple(jnp.asarray(d, jnp.float64) for d in diff)
+    out, grads = _compiled(fn, static_kw, has_aux)(diff, tuple(rest), dict(dyn or {}))
+    grads = [np.asarray(g) for g in grads]
+    if has_aux:
+        return float(out[0]), out[1], grads
+    return float(out), grads
+
+
+def check(jv, jgrads, pv, pgrads, what=""):
+    assert_close(jv, pv, what=f"{what} value")
+    for i, (a, b) in enumerate(zip(jgrads, pgrads)):
+        assert_close(a, b, what=f"{what} grad {i}")
+
+
+def sorted_blocks(num_classes, per_class):
+    """Labels sorted into contiguous equal blocks: [0]*m + [1]*m + ..."""
+    return np.repeat(np.arange(num_classes), per_class)
+
+
+def random_pairs(rng, labels, n_pairs=20):
+    """A PML pair tuple (a1, p, a2, n) of valid pairs, with repeats."""
+    labels = np.asarray(labels)
+    b = len(labels)
+    same = (labels[:, None] == labels[None, :]) & ~np.eye(b, dtype=bool)
+    diff = labels[:, None] != labels[None, :]
+    pa, pp = np.nonzero(same)
+    na, nn = np.nonzero(diff)
+    ip = rng.integers(0, len(pa), n_pairs)
+    ineg = rng.integers(0, len(na), n_pairs)
+    return pa[ip], pp[ip], na[ineg], nn[ineg]
+
+
+def random_triplets(rng, labels, n=20):
+    a1, p, _, _ = random_pairs(rng, labels, n)
+    labels = np.asarray(labels)
+    negs = [rng.choice(np.nonzero(labels != labels[a])[0]) for a in a1]
+    return a1, p, np.asarray(negs)
