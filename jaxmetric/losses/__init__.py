@@ -7,6 +7,16 @@ from jaxmetric.losses.pair_based import (
     supcon_loss,
 )
 from jaxmetric.losses.triplet_based import triplet_margin_loss
+from jaxmetric.losses.contrastive import (
+    barlow_twins_loss,
+    clip_loss,
+    dcl_loss,
+    dclw_loss,
+    init_clip_params,
+    init_siglip_params,
+    multi_supcon_loss,
+    siglip_loss,
+)
 
 __all__ = [
     "circle_loss",
@@ -15,4 +25,12 @@ __all__ = [
     "ntxent_loss",
     "supcon_loss",
     "triplet_margin_loss",
+    "barlow_twins_loss",
+    "clip_loss",
+    "dcl_loss",
+    "dclw_loss",
+    "init_clip_params",
+    "init_siglip_params",
+    "multi_supcon_loss",
+    "siglip_loss",
 ]

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jaxmetric import _resolve, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance, check_positive, finish
+from jaxmetric.losses._common import check_distance, check_positive, finish, reduce_context
 
 
 def contrastive_loss(
@@ -53,7 +53,8 @@ def contrastive_loss(
     neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
     if red == "none":
         return finish(jnp.where(b.pos > 0, pos_losses, 0.0) + jnp.where(b.neg > 0, neg_losses, 0.0), b.dtype)
-    return finish(reduce.apply(red, pos_losses, b.pos) + reduce.apply(red, neg_losses, b.neg), b.dtype)
+    ctx = reduce_context(b)
+    return finish(reduce.apply(red, pos_losses, b.pos, context=ctx) + reduce.apply(red, neg_losses, b.neg, context=ctx), b.dtype)
 
 
 def multi_similarity_loss(
@@ -93,7 +94,7 @@ def multi_similarity_loss(
     neg_exp = distance.margin(base, mat)
     pos_loss = masked_logsumexp(alpha * pos_exp, clip_weights(b.pos), add_one=True) / alpha
     neg_loss = masked_logsumexp(beta * neg_exp, clip_weights(b.neg), add_one=True) / beta
-    return finish(reduce.apply(red, pos_loss + neg_loss, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, pos_loss + neg_loss, b.anchor_weight, context=reduce_context(b)), b.dtype)
 
 
 def circle_loss(
@@ -134,7 +135,7 @@ def circle_loss(
     lse = masked_logsumexp(logit_p, pos_w) + masked_logsumexp(logit_n, neg_w)
     row_ok = has_any(pos_w, axis=1) & has_any(neg_w, axis=1)
     losses = jnp.where(row_ok, jax.nn.softplus(lse), 0.0)
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, context=reduce_context(b)), b.dtype)
 
 
 def ntxent_loss(
@@ -174,7 +175,7 @@ def ntxent_loss(
     neg_lse = masked_logsumexp(logits, b.neg)[:, None]
     has_neg = has_any(b.neg, axis=1)[:, None]
     losses = jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0)
-    return finish(reduce.apply(red, losses, b.pos), b.dtype)
+    return finish(reduce.apply(red, losses, b.pos, context=reduce_context(b)), b.dtype)
 
 
 def supcon_loss(
@@ -214,4 +215,4 @@ def supcon_loss(
     mean_log_prob = reduce.safe_divide(jnp.sum(jnp.where(pos_w > 0, pos_w * log_prob, 0.0), axis=1), pos_sum)
     gate = has_any(b.pos) & has_any(b.neg)  # PML's zero loss for a batch without pos or neg pairs
     losses = jnp.where(gate, -mean_log_prob, 0.0)
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, context=reduce_context(b)), b.dtype)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxmetric import _resolve, reduce
 from jaxmetric._checks import check_choice
 from jaxmetric.distances import LpDistance
-from jaxmetric.losses._common import check_distance, finish
+from jaxmetric.losses._common import check_distance, finish, reduce_context
 
 # Elements per anchor block in the cube path (about 64 MB of float32 temporaries per term).
 _BLOCK_ELEMENTS = 1 << 24
@@ -155,12 +155,12 @@ def triplet_margin_loss(
             x_an = jnp.minimum(x_an, x_pn[p_idx, n_idx])
         violation = x_ap - x_an + margin
         losses = jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
-        return finish(reduce.apply(red, losses, valid.astype(x.dtype)), b.dtype)
+        return finish(reduce.apply(red, losses, valid.astype(x.dtype), context=reduce_context(b)), b.dtype)
 
     if not reduce.is_builtin(red):
         # "none" or a callable reducer needs every element: build the cube.
         w = b.triplets if b.triplets is not None else b.pos[:, :, None] * b.neg[:, None, :]
-        return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w), b.dtype)
+        return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w, context=reduce_context(b)), b.dtype)
 
     fast = b.triplets is None and not swap and not smooth_loss and red.high is None and red.low in (None, 0.0)
     if fast:
