@@ -33,6 +33,34 @@ from jaxmetric.losses import (
 )
 from jaxmetric.masks import PairMask, TripletMask, from_indices, pair_mask, to_pairs
 from jaxmetric.reduce import Reduction, threshold
+from jaxmetric import regularizers, wrappers
+from jaxmetric.losses import (
+    barlow_twins_loss,
+    clip_loss,
+    dcl_loss,
+    dclw_loss,
+    init_clip_params,
+    init_siglip_params,
+    multi_supcon_loss,
+    siglip_loss,
+)
+from jaxmetric.reduce import class_weighted, divisor, per_anchor
+from jaxmetric.regularizers import (
+    center_invariant_regularizer,
+    lp_regularizer,
+    regular_face_regularizer,
+    sparse_centers_regularizer,
+    with_embedding_regularizer,
+    zero_mean_regularizer,
+)
+from jaxmetric.wrappers import (
+    CrossBatchMemoryState,
+    cross_batch_memory_loss,
+    init_cross_batch_memory,
+    multi_view_loss,
+    multiple_losses,
+    self_supervised_loss,
+)
 
 __version__ = "0.1.0"
 
@@ -71,4 +99,29 @@ __all__ = [
     "reduce",
     "evaluation",
     "samplers",
+    "regularizers",
+    "wrappers",
+    "barlow_twins_loss",
+    "clip_loss",
+    "dcl_loss",
+    "dclw_loss",
+    "init_clip_params",
+    "init_siglip_params",
+    "multi_supcon_loss",
+    "siglip_loss",
+    "class_weighted",
+    "divisor",
+    "per_anchor",
+    "center_invariant_regularizer",
+    "lp_regularizer",
+    "regular_face_regularizer",
+    "sparse_centers_regularizer",
+    "with_embedding_regularizer",
+    "zero_mean_regularizer",
+    "CrossBatchMemoryState",
+    "cross_batch_memory_loss",
+    "init_cross_batch_memory",
+    "multi_view_loss",
+    "multiple_losses",
+    "self_supervised_loss",
 ]

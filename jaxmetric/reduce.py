@@ -12,7 +12,14 @@ name           value                                                       PML r
 ``threshold(low, high)`` mean over ``low < l < high`` (strict)             ``ThresholdReducer``
 ``"none"``     the per-element losses (zero where not selected)            ``DoNothingReducer``
 callable       ``f(losses, weights) -> scalar``                            custom reducer
+``class_weighted(w)`` mean of ``w[y_anchor] * l`` over selected elements    ``ClassWeightedReducer``
+``per_anchor(inner)`` mean per anchor, then ``inner`` over anchors          ``PerAnchorReducer``
+``divisor(d)``  ``sum(w * l) / d`` (``d`` given, or defined by the loss)   ``DivisorReducer``
 ============== ==========================================================  ===================
+
+The last three are :class:`ContextReduction` objects: they also read a :class:`Context` (the
+anchors' class ids, the real rows, a divisor) that losses pass to :func:`apply`; every loss puts
+the anchor on axis 0 of its per-element losses.
 
 An empty selection gives 0 with a zero gradient, as PML's graph-connected zero.
 
@@ -99,11 +106,18 @@ def resolve(reduction: ReductionSpec, *, fn: str = "") -> ReductionSpec:
     raise TypeError(f"{prefix}`reduction` must be a string, Reduction or callable; got {type(reduction).__name__}")
 
 
-def apply(reduction: ReductionSpec, losses: jax.Array, weights: jax.Array, axis_name=None) -> jax.Array:
+def apply(
+    reduction: ReductionSpec,
+    losses: jax.Array,
+    weights: jax.Array,
+    axis_name=None,
+    context: "Context | None" = None,
+) -> jax.Array:
     """Reduces per-element ``losses`` with selection ``weights`` of the same shape.
 
     With ``axis_name`` the partial sums are ``psum``-ed over the mapped axis, so every device
-    gets the reduction over the global set of elements (see :func:`finalize`).
+    gets the reduction over the global set of elements (see :func:`finalize`). ``context``
+    (anchor labels, valid rows, a divisor) reaches only a :class:`ContextReduction`.
     """
     if reduction == "none":
         return jnp.where(weights > 0, losses, 0.0)
@@ -114,6 +128,8 @@ def apply(reduction: ReductionSpec, losses: jax.Array, weights: jax.Array, axis_
             "a callable `reduction` cannot be combined with `axis_name`: use a built-in reduction "
             "(its partial sums are summed over devices) or reduce the 'none' output yourself"
         )
+    if isinstance(reduction, ContextReduction):
+        return reduction(losses, weights, context)
     return reduction(losses, weights)
 
 
@@ -140,3 +156,160 @@ def global_any(x: jax.Array, axis_name=None) -> jax.Array:
 
 def is_builtin(reduction: ReductionSpec) -> bool:
     return isinstance(reduction, Reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions that need more than (losses, weights): PML's ClassWeightedReducer,
+# PerAnchorReducer and DivisorReducer.
+#
+# Protocol. Every loss lays out its per-element losses with the *anchor* (query row) on axis 0:
+# ``[B]`` per anchor, ``[B, R]`` per pair, ``[B, R, R]`` per triplet, ``[B, t]`` per sampled
+# triplet. What PML reads from a tuple's anchor index is therefore implicit in the layout. What
+# the array cannot carry -- the anchors' class ids, which rows are real, a divisor chosen by the
+# loss -- travels in a :class:`Context` that the loss passes to :func:`apply`. A
+# :class:`ContextReduction` is called as ``red(losses, weights, context)``; plain callables and
+# the built-in strings never see the context, so nothing changes for them.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a loss knows about its elements beyond ``(losses, weights)``.
+
+    Attributes:
+      labels: class ids ``[B]`` of the anchors (axis 0 of ``losses``), or multi-hot ``[B, C]``,
+        or None when the loss was given a mask.
+      anchor_weight: ``[B]`` 1 for real anchor rows, 0 for padded ones (None: all real).
+      divisor: a divisor the loss defines for ``reduce.divisor()`` (PML's ``"divisor"`` key).
+    """
+
+    labels: jax.Array | None = None
+    anchor_weight: jax.Array | None = None
+    divisor: jax.Array | float | None = None
+
+
+class ContextReduction:
+    """Base class of reductions that read a :class:`Context`: ``red(losses, weights, context)``.
+
+    Subclasses implement :meth:`reduce`. Instances compare and hash by identity, so they can be
+    closed over or passed as a static argument even when they hold arrays.
+    """
+
+    def reduce(self, losses: jax.Array, weights: jax.Array, context: Context) -> jax.Array:  # pragma: no cover
+        raise NotImplementedError
+
+    def __call__(self, losses: jax.Array, weights: jax.Array, context: Context | None = None) -> jax.Array:
+        return self.reduce(losses, weights, Context() if context is None else context)
+
+
+def _anchor_broadcast(x: jax.Array, ndim: int) -> jax.Array:
+    """A per-anchor ``[B]`` vector shaped to broadcast against ``[B, ...]`` of rank ``ndim``."""
+    return x.reshape(x.shape + (1,) * (ndim - 1))
+
+
+class ClassWeighted(ContextReduction):
+    """PML's ``ClassWeightedReducer(weights)``: ``sum_e w_e * cw[y_{a(e)}] * l_e / sum_e w_e``.
+
+    Every selected element (multiplicity ``w_e``) is scaled by the weight of its anchor's class
+    and the mean is taken over all selected elements (no filtering of zeros), as PML's
+    ``mean(losses * weights[labels[anchor]])``. Needs class-id labels (the loss passes them).
+    """
+
+    def __init__(self, weights):
+        if not hasattr(weights, "shape"):
+            weights = jnp.asarray(weights)
+        if weights.ndim != 1:
+            raise ValueError(f"class_weighted: `weights` must be a 1-D array [num_classes]; got shape {tuple(weights.shape)}")
+        if not (jnp.issubdtype(weights.dtype, jnp.floating) or jnp.issubdtype(weights.dtype, jnp.integer)):
+            raise TypeError(f"class_weighted: `weights` must be numeric; got dtype {weights.dtype}")
+        self.weights = weights
+
+    def reduce(self, losses, weights, context):
+        labels = context.labels
+        if labels is None:
+            raise ValueError(
+                "class_weighted: the loss must be given class-id labels (it reads the anchors' classes); "
+                "got a mask or a loss that passes no labels"
+            )
+        if labels.ndim != 1 or not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
+            raise TypeError(f"class_weighted: `labels` must be integer class ids [B]; got shape {tuple(labels.shape)} dtype {labels.dtype}")
+        if labels.shape[0] != losses.shape[0]:
+            raise ValueError(
+                f"class_weighted: losses must have the anchor on axis 0 ({labels.shape[0]} anchors); got shape {tuple(losses.shape)}"
+            )
+        cw = _anchor_broadcast(self.weights.astype(losses.dtype)[labels.astype(jnp.int32)], losses.ndim)
+        w = weights.astype(losses.dtype)
+        num = jnp.sum(jnp.where(w > 0, w * cw * losses, 0.0))
+        return safe_divide(num, jnp.sum(w))
+
+    def __repr__(self):
+        return f"class_weighted(weights of shape {tuple(self.weights.shape)})"
+
+
+class PerAnchor(ContextReduction):
+    """PML's ``PerAnchorReducer(reducer=inner)``: average each anchor's selected elements, then
+    reduce the ``[B]`` per-anchor values with ``inner`` (default ``"mean"``).
+
+    Per-anchor losses (``[B]``) go to ``inner`` unchanged. For pairs (and, beyond PML, triplets)
+    anchor ``a`` gets ``sum_e w_e l_e / sum_e w_e`` over its selected elements with the weights
+    clipped at 1 (a repeated pair counts once, as PML's scatter into an ``N x N`` grid), and 0
+    when it has none; ``inner`` then sees every real anchor (weights ``Context.anchor_weight``).
+    """
+
+    def __init__(self, inner: ReductionSpec = "mean"):
+        if inner == "none" or isinstance(inner, PerAnchor):
+            raise ValueError(f"per_anchor: `inner` must reduce to a scalar (a reduction other than 'none'); got {inner!r}")
+        self.inner = resolve(inner, fn="per_anchor")
+
+    def reduce(self, losses, weights, context):
+        if losses.ndim == 1:
+            return apply(self.inner, losses, weights, context=context)
+        w = jnp.minimum(weights.astype(losses.dtype), 1.0)
+        axes = tuple(range(1, losses.ndim))
+        num = jnp.sum(jnp.where(w > 0, w * losses, 0.0), axis=axes)
+        per_anchor = safe_divide(num, jnp.sum(w, axis=axes))
+        aw = context.anchor_weight
+        aw = jnp.ones(losses.shape[:1], losses.dtype) if aw is None else aw.astype(losses.dtype)
+        return apply(self.inner, per_anchor, aw, context=context)
+
+    def __repr__(self):
+        return f"per_anchor(inner={self.inner!r})"
+
+
+class Divisor(ContextReduction):
+    """PML's ``DivisorReducer``: ``sum_e w_e l_e / divisor``; 0 (zero gradient) when the
+    divisor is 0. The divisor is ``value`` when given, else the one the loss defines."""
+
+    def __init__(self, value=None):
+        if isinstance(value, (int, float)) and value < 0:
+            raise ValueError(f"divisor: `value` must be >= 0; got {value!r}")
+        self.value = value
+
+    def reduce(self, losses, weights, context):
+        d = self.value if self.value is not None else context.divisor
+        if d is None:
+            raise ValueError(
+                "divisor: this loss defines no divisor; pass one explicitly, e.g. reduce.divisor(value)"
+            )
+        w = weights.astype(losses.dtype)
+        num = jnp.sum(jnp.where(w > 0, w * losses, 0.0))
+        return safe_divide(num, jnp.asarray(d, losses.dtype))
+
+    def __repr__(self):
+        return f"divisor({self.value!r})"
+
+
+def class_weighted(weights) -> ClassWeighted:
+    """PML's ``ClassWeightedReducer(weights)``; ``weights[c]`` scales the elements whose anchor
+    has class ``c``. Needs class-id labels in the loss call."""
+    return ClassWeighted(weights)
+
+
+def per_anchor(inner: ReductionSpec = "mean") -> PerAnchor:
+    """PML's ``PerAnchorReducer(reducer=inner)``: mean per anchor, then ``inner`` over anchors."""
+    return PerAnchor(inner)
+
+
+def divisor(value=None) -> Divisor:
+    """PML's ``DivisorReducer``: sum divided by ``value`` or by the loss's own divisor."""
+    return Divisor(value)

@@ -16,6 +16,16 @@ from jaxmetric.losses.histogram import (
 from jaxmetric.losses.listwise import fast_ap_loss, pnp_loss, smooth_ap_loss
 from jaxmetric.losses.manifold import init_manifold_proxies, manifold_loss, manifold_meta_classes
 from jaxmetric.losses.self_supervised import vicreg_loss
+from jaxmetric.losses.contrastive import (
+    barlow_twins_loss,
+    clip_loss,
+    dcl_loss,
+    dclw_loss,
+    init_clip_params,
+    init_siglip_params,
+    multi_supcon_loss,
+    siglip_loss,
+)
 
 __all__ = [
     "circle_loss",
@@ -35,4 +45,12 @@ __all__ = [
     "pnp_loss",
     "smooth_ap_loss",
     "vicreg_loss",
+    "barlow_twins_loss",
+    "clip_loss",
+    "dcl_loss",
+    "dclw_loss",
+    "init_clip_params",
+    "init_siglip_params",
+    "multi_supcon_loss",
+    "siglip_loss",
 ]

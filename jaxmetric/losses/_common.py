@@ -35,3 +35,8 @@ def finish(value: jax.Array, dtype) -> jax.Array:
 
 def reduce_elements(red, losses, weights):
     return reduce.apply(red, losses, weights)
+
+
+def reduce_context(b) -> reduce.Context:
+    """The :class:`reduce.Context` of a resolved batch: anchor labels and real rows."""
+    return reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)

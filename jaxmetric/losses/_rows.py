@@ -39,7 +39,8 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
         if red == "none":
             value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
         else:
-            value = sum(reduce.apply(red, l, w, axis_name) for l, w in subs)
+            context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+            value = sum(reduce.apply(red, l, w, axis_name, context=context) for l, w in subs)
         if gate is not None:
             value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
         return value

@@ -158,12 +158,14 @@ def triplet_margin_loss(
             x_an = jnp.minimum(x_an, x_pn[p_idx, n_idx])
         violation = x_ap - x_an + margin
         losses = jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
-        return finish(reduce.apply(red, losses, valid.astype(x.dtype), axis_name), b.dtype)
+        context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+        return finish(reduce.apply(red, losses, valid.astype(x.dtype), axis_name, context=context), b.dtype)
 
     if not reduce.is_builtin(red):
         # "none" or a callable reducer needs every element: build the cube.
         w = b.triplets if b.triplets is not None else b.pos[:, :, None] * b.neg[:, None, :]
-        return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w, axis_name), b.dtype)
+        context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+        return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w, axis_name, context=context), b.dtype)
 
     fast = b.triplets is None and not swap and not smooth_loss and red.high is None and red.low in (None, 0.0)
     if fast:

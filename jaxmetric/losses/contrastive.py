@@ -1,0 +1,272 @@
+"""Contrastive losses beyond PML 2.9: image-text (CLIP, SigLIP), multi-label SupCon and
+self-supervised two-view losses (DCL, DCLW, Barlow Twins).
+
+Two-view losses take ``(x, y)`` with ``x[i]`` and ``y[i]`` two views (or an image and its
+caption) of sample ``i``; ``where`` (bool ``[B]``) marks real pairs so a padded final batch keeps
+its static shape. Learned scalars (temperature, bias) are positional arguments, so their
+gradient comes out of ``jax.grad`` like any parameter's; ``init_clip_params`` and
+``init_siglip_params`` give the papers' initial values.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _checks, _resolve, reduce
+from jaxmetric._ops import masked_logsumexp
+from jaxmetric.distances import CosineSimilarity, l2_normalize
+from jaxmetric.losses._common import check_distance, check_positive, finish
+
+
+def _two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
+    x = _checks.check_embeddings(x, names[0], fn=fn)
+    y = _checks.check_embeddings(y, names[1], fn=fn)
+    if x.shape != y.shape:
+        raise ValueError(f"{fn}: `{names[1]}` must have the shape of `{names[0]}`, {tuple(x.shape)}; got shape {tuple(y.shape)}")
+    dtype = _checks.compute_dtype(x, y)
+    where = _checks.check_where(where, x.shape[0], "where", fn=fn)
+    w = jnp.ones((x.shape[0],), dtype) if where is None else where.astype(dtype)
+    out = []
+    for name, p in params:
+        p = jnp.asarray(p)
+        if p.ndim != 0:
+            raise ValueError(f"{fn}: `{name}` must be a scalar; got shape {tuple(p.shape)}")
+        if not jnp.issubdtype(p.dtype, jnp.floating):
+            raise TypeError(f"{fn}: `{name}` must be a float scalar; got dtype {p.dtype}")
+        out.append(p.astype(dtype))
+    return x.astype(dtype), y.astype(dtype), w, dtype, out
+
+
+def init_clip_params(temperature: float = 0.07) -> dict:
+    """CLIP's initial learnable temperature: ``{"log_temperature": log(0.07)}``."""
+    return {"log_temperature": jnp.asarray(math.log(temperature), jnp.float32)}
+
+
+def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> dict:
+    """SigLIP's initial values: ``{"t_prime": log 10, "bias": -10}``."""
+    return {"t_prime": jnp.asarray(t_prime, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
+
+
+def clip_loss(image_emb, text_emb, log_temperature, *, max_logit_scale=100.0, normalize=True, reduction="mean", where=None):
+    r"""Symmetric InfoNCE of CLIP (Radford et al., ICML 2021) with a learnable temperature.
+
+    With :math:`s_{ij} = \hat x_i\cdot\hat y_j / \tau`, :math:`\tau = e^{\text{log\_temperature}}`:
+
+    .. math::
+        \ell_i = \tfrac12\Big[\big(\log\textstyle\sum_j e^{s_{ij}} - s_{ii}\big)
+                 + \big(\log\textstyle\sum_j e^{s_{ji}} - s_{ii}\big)\Big]
+
+    and the loss is the mean of :math:`\ell_i` (image-to-text and text-to-image cross-entropy
+    averaged). The logit scale :math:`1/\tau` is clipped at ``max_logit_scale`` (100, as in the
+    paper; ``None`` for no clip); above it the gradient to ``log_temperature`` is 0.
+
+    Args:
+      image_emb, text_emb: ``[B, D]``; row ``i`` of each is a matching pair.
+      log_temperature: scalar, learnable; initialise with :func:`init_clip_params`
+        (``log 0.07``). OpenCLIP's ``logit_scale`` parameter is ``-log_temperature``.
+      normalize: L2-normalise the embeddings (CLIP does).
+      reduction: over the ``[B]`` per-pair losses (``"none"`` returns them).
+      where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+    """
+    fn = "clip_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    x, y, w, dtype, (lt,) = _two_views(fn, image_emb, text_emb, ("image_emb", "text_emb"), where, [("log_temperature", log_temperature)])
+    if normalize:
+        x, y = l2_normalize(x), l2_normalize(y)
+    scale = jnp.exp(-lt)
+    if max_logit_scale is not None:
+        scale = jnp.minimum(scale, max_logit_scale)
+    logits = scale * (x @ y.T)
+    valid = w[:, None] * w[None, :]
+    diag = jnp.diagonal(logits)
+    i2t = masked_logsumexp(logits, valid, axis=1) - diag
+    t2i = masked_logsumexp(logits, valid, axis=0) - diag
+    losses = jnp.where(w > 0, 0.5 * (i2t + t2i), 0.0)
+    return finish(reduce.apply(red, losses, w, context=reduce.Context(anchor_weight=w)), dtype)
+
+
+def siglip_loss(x, y, t_prime, bias, *, normalize=True, reduction="mean", where=None):
+    r"""Pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image
+    Pre-Training", ICCV 2023):
+
+    .. math::
+        -\frac{1}{|B|}\sum_i\sum_j \log\sigma\big(z_{ij}\,(t\,\hat x_i\cdot\hat y_j + b)\big),
+        \qquad t = e^{t'},\; z_{ij} = 1 \text{ if } i = j \text{ else } -1
+
+    Per-row sums :math:`\ell_i = -\sum_j \log\sigma(\cdot)` are reduced with ``reduction``
+    (``"mean"`` gives the paper's :math:`1/|B|`).
+
+    Args:
+      x, y: ``[B, D]`` image and text embeddings; row ``i`` of each is the matching pair.
+      t_prime: scalar log-scale :math:`t'` (learnable; paper init ``log 10``).
+      bias: scalar :math:`b` (learnable; paper init ``-10``). See :func:`init_siglip_params`.
+      where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+    """
+    fn = "siglip_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    x, y, w, dtype, (tp, b) = _two_views(fn, x, y, ("x", "y"), where, [("t_prime", t_prime), ("bias", bias)])
+    if normalize:
+        x, y = l2_normalize(x), l2_normalize(y)
+    logits = jnp.exp(tp) * (x @ y.T) + b
+    sign = 2.0 * jnp.eye(x.shape[0], dtype=dtype) - 1.0
+    valid = w[:, None] * w[None, :]
+    terms = jnp.where(valid > 0, -jax.nn.log_sigmoid(sign * logits), 0.0)
+    losses = jnp.sum(terms, axis=1)
+    return finish(reduce.apply(red, losses, w, context=reduce.Context(anchor_weight=w)), dtype)
+
+
+def _jaccard(a, b, dtype):
+    """Jaccard index of multi-hot rows ``a [B, C]`` and ``b [R, C]``; two empty sets give 1."""
+    a = a.astype(dtype)
+    b = b.astype(dtype)
+    inter = a @ b.T
+    union = jnp.sum(a, 1)[:, None] + jnp.sum(b, 1)[None, :] - inter
+    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 1.0)
+
+
+def multi_supcon_loss(
+    embeddings,
+    labels,
+    *,
+    temperature=0.1,
+    threshold=0.5,
+    distance=CosineSimilarity(),
+    reduction="avg_nonzero",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Multi-label supervised contrastive loss (MultiSupCon), per anchor :math:`i`:
+
+    .. math::
+        -\frac{1}{|N(i)|}\sum_{p\in N(i)} s_{ip}\Big[z_i\cdot z_p/\tau -
+        \log\sum_{a\in A(i)} e^{z_i\cdot z_a/\tau}\Big],\qquad
+        N(i) = \{p \in A(i) : s_{ip} \ge c\}
+
+    where :math:`s_{ip} = |Y_i\cap Y_p| / |Y_i\cup Y_p|` is the Jaccard index of the label sets
+    (two empty sets: 1), :math:`c` = ``threshold`` (inclusive), and :math:`A(i)` is every other
+    (real) sample, or every reference with ``ref_emb``. Anchors with no positive give 0.
+
+    After Zhang et al.'s multi-label SupCon and PML PR #667 / PML 3's ``MultiSupConLoss
+    (temperature=0.1, threshold=0.5)`` with ``CosineSimilarity`` and ``AvgNonZeroReducer``.
+    Unlike :func:`supcon_loss` (PML 2.9) there is no batch-level gate: an anchor with positives
+    and no negatives still has a loss (its denominator holds its positives).
+
+    Args:
+      labels: multi-hot ``[B, C]`` (bool, int or float in {0, 1}).
+      ref_labels: multi-hot ``[R, C]`` with ``ref_emb``.
+    """
+    fn = "multi_supcon_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    check_positive(temperature, "temperature", fn)
+    if isinstance(threshold, (int, float)) and not 0 <= threshold <= 1:
+        raise ValueError(f"{fn}: `threshold` must be in [0, 1]; got {threshold!r}")
+    lab = labels if hasattr(labels, "shape") else jnp.asarray(labels)
+    if getattr(lab, "ndim", 0) != 2:
+        raise ValueError(f"{fn}: `labels` must be multi-hot [B, num_classes]; got shape {tuple(getattr(lab, 'shape', ()))}")
+    b = _resolve.resolve(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    mat = distance(b.emb, b.ref)
+    logits = (mat if distance.is_inverted else -mat) / temperature
+    valid = b.anchor_weight[:, None] * b.ref_weight[None, :]
+    if b.same_set:
+        valid = valid * (1.0 - jnp.eye(b.emb.shape[0], dtype=b.dtype))
+    sim = _jaccard(b.labels, b.ref_labels, b.dtype)
+    pos = (valid > 0) & (sim >= threshold)
+    log_prob = logits - masked_logsumexp(logits, valid)[:, None]
+    num = jnp.sum(jnp.where(pos, sim * log_prob, 0.0), axis=1)
+    losses = -reduce.safe_divide(num, jnp.sum(pos.astype(b.dtype), axis=1))
+    return finish(reduce.apply(red, losses, b.anchor_weight, context=reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)), b.dtype)
+
+
+def _dcl(fn, x, y, temperature, sigma, reduction, where):
+    red = reduce.resolve(reduction, fn=fn)
+    check_positive(temperature, "temperature", fn)
+    if sigma is not None:
+        check_positive(sigma, "sigma", fn)
+    x, y, w, dtype, _ = _two_views(fn, x, y, ("x", "y"), where)
+    n = x.shape[0]
+    z = jnp.concatenate([l2_normalize(x), l2_normalize(y)], axis=0)  # [2B, D]
+    logits = (z @ z.T) / temperature
+    sample = jnp.arange(2 * n) % n
+    w2 = jnp.concatenate([w, w])
+    neg = (sample[:, None] != sample[None, :]).astype(dtype) * w2[:, None] * w2[None, :]
+    partner = (jnp.arange(2 * n) + n) % (2 * n)
+    pos_logit = logits[jnp.arange(2 * n), partner]
+    if sigma is not None:
+        s = jnp.sum(l2_normalize(x) * l2_normalize(y), axis=1) / sigma
+        # w_i = 2 - exp(s_i) / mean_k exp(s_k), the mean over real rows.
+        s_max = jax.lax.stop_gradient(jnp.max(jnp.where(w > 0, s, -jnp.inf)))
+        s_max = jnp.where(jnp.isfinite(s_max), s_max, 0.0)
+        e = jnp.where(w > 0, jnp.exp(s - s_max), 0.0)
+        weight = 2.0 - e * reduce.safe_divide(jnp.sum(w), jnp.sum(e))
+        pos_logit = pos_logit * jnp.concatenate([weight, weight])
+    has_neg = jnp.any(neg > 0, axis=1)
+    losses = jnp.where(has_neg & (w2 > 0), masked_logsumexp(logits, neg) - pos_logit, 0.0)
+    return finish(reduce.apply(red, losses, w2, context=reduce.Context(anchor_weight=w2)), dtype)
+
+
+def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None):
+    r"""Decoupled contrastive loss (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022,
+    eq. 6), for each view :math:`k` and sample :math:`i`:
+
+    .. math::
+        -\langle z_i^{(k)}, z_i^{(3-k)}\rangle/\tau + \log\sum_{l\in\{1,2\}}\sum_{j\ne i}
+        e^{\langle z_i^{(k)}, z_j^{(l)}\rangle/\tau}
+
+    on L2-normalised embeddings: the InfoNCE denominator without the positive. The ``[2B]``
+    terms (``x`` rows first) are reduced with ``reduction`` (mean over both views). A batch of
+    one sample has no negatives and gives 0.
+    """
+    return _dcl("dcl_loss", x, y, temperature, None, reduction, where)
+
+
+def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None):
+    r"""Weighted decoupled contrastive loss (DCLW, Yeh et al., ECCV 2022, eq. 7): as
+    :func:`dcl_loss` with the positive term scaled by the von Mises-Fisher weight
+
+    .. math::
+        w_i = 2 - \frac{e^{\langle z_i^{(1)}, z_i^{(2)}\rangle/\sigma}}
+        {\frac1N\sum_k e^{\langle z_k^{(1)}, z_k^{(2)}\rangle/\sigma}}
+
+    (``sigma=0.5``), shared by both views of sample :math:`i`. The weight is differentiated
+    through (as in the lightly implementation; the paper does not say otherwise).
+    """
+    return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where)
+
+
+def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None):
+    r"""Barlow Twins (Zbontar et al., ICML 2021):
+
+    .. math::
+        \sum_i (1 - C_{ii})^2 + \lambda\sum_i\sum_{j\ne i} C_{ij}^2,\qquad
+        C = \tfrac1N \tilde x^\top \tilde y
+
+    where :math:`\tilde x, \tilde y` are the views normalised per dimension over the batch,
+    :math:`(x - \mu)/\sqrt{\sigma^2 + \epsilon}` with the biased variance -- the authors'
+    ``BatchNorm1d(affine=False)`` in training mode (``eps=1e-5``). ``lambd`` is the paper's
+    :math:`\lambda = 5\cdot10^{-3}`. With ``where`` the statistics and :math:`N` count the real
+    rows only; no real row gives 0.
+    """
+    fn = "barlow_twins_loss"
+    check_positive(eps, "eps", fn)
+    x, y, w, dtype, _ = _two_views(fn, x, y, ("x", "y"), where)
+    count = jnp.sum(w)
+    inv = reduce.safe_divide(jnp.asarray(1.0, dtype), count)
+
+    def bn(z):
+        mu = jnp.sum(w[:, None] * z, axis=0) * inv
+        zc = (z - mu) * w[:, None]
+        var = jnp.sum(zc * zc, axis=0) * inv
+        return zc / jnp.sqrt(var + eps)
+
+    c = bn(x).T @ bn(y) * inv
+    d = c.shape[0]
+    off = 1.0 - jnp.eye(d, dtype=dtype)
+    on_diag = jnp.sum((1.0 - jnp.diagonal(c)) ** 2)
+    off_diag = jnp.sum(off * c * c)
+    value = jnp.where(count > 0, on_diag + lambd * off_diag, 0.0)
+    return finish(value, dtype)
