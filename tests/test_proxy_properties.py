@@ -279,3 +279,38 @@ def test_specific_errors():
     # Labels are only range-checked when concrete; under jit the shapes are what is checked.
     with pytest.raises(TypeError, match="labels"):
         jax.jit(lambda l: jaxmetric.arcface_loss(emb, l, w))(labels.astype(np.float32))
+
+
+def test_traced_out_of_range_labels_give_nan():
+    emb, labels, rng = data()
+    w = weights_for("arcface", rng)
+    bad = labels.copy()
+    bad[0] = C
+    f = jax.jit(lambda l: jaxmetric.arcface_loss(emb, l, w))
+    assert np.isnan(f(bad)) and np.isfinite(f(labels))
+    # A padded row may hold any id.
+    where = jnp.asarray(np.arange(B) > 0)
+    assert np.isfinite(jax.jit(lambda l: jaxmetric.arcface_loss(emb, l, w, where=where))(bad))
+
+
+# ----------------------------------------------------------------------------- hypothesis
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_finite = st.one_of(st.just(0.0), st.floats(-1e3, 1e3, width=32))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=6, deadline=None)
+@given(emb=hnp.arrays(np.float32, (B, D), elements=_finite), labels=hnp.arrays(np.int32, (B,), elements=st.integers(0, C - 1)),
+       dup=st.booleans())
+def test_finite_for_any_finite_input(name, emb, labels, dup):
+    """Zero vectors, duplicates, huge magnitudes: finite value and gradients."""
+    if dup:
+        emb = np.repeat(emb[:1], B, axis=0)
+    w = weights_for(name, np.random.default_rng(0))
+    v, grads = jax.value_and_grad(lambda e, ww: call(name, e, labels, ww), argnums=(0, 1))(emb, w)
+    assert np.isfinite(v)
+    for g in grads:
+        assert np.all(np.isfinite(g))

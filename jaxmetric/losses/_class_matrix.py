@@ -30,6 +30,7 @@ class Inputs:
     valid: jax.Array  # [B] 1 for real rows, 0 for padded rows
     sample_weights: jax.Array | None  # [B] PML's miner weights (None: all ones)
     dtype: Any
+    labels_ok: jax.Array | None = None  # traced labels: all real rows hold a valid class id
 
     @property
     def num_classes(self) -> int:
@@ -155,9 +156,13 @@ def prepare(
         if not (jnp.issubdtype(sample_weights.dtype, jnp.number) or sample_weights.dtype == jnp.bool_):
             raise TypeError(f"{fn}: `sample_weights` must be numeric; got {_describe(sample_weights)}")
         sw = sample_weights.astype(dtype)
+    labels_ok = None
+    if not _checks.is_concrete(labels):
+        # Traced ids cannot be range-checked at trace time: the loss becomes NaN instead.
+        labels_ok = jnp.all(((labels >= 0) & (labels < weights.shape[0])) | (valid == 0))
     return Inputs(
         emb=embeddings.astype(dtype), labels=labels, weights=weights.astype(dtype), valid=valid,
-        sample_weights=sw, dtype=jnp.dtype(dtype),
+        sample_weights=sw, dtype=jnp.dtype(dtype), labels_ok=labels_ok,
     )
 
 
@@ -190,8 +195,12 @@ def reduce_samples(red, losses: jax.Array, x: Inputs) -> jax.Array:
     return reduce.apply(red, losses, x.valid)
 
 
-def finish(value, dtype) -> jax.Array:
-    return jnp.asarray(value).astype(dtype)
+def finish(value, x: Inputs) -> jax.Array:
+    """The value in the compute dtype; NaN when traced labels hold an out-of-range class id."""
+    value = jnp.asarray(value).astype(x.dtype)
+    if x.labels_ok is not None:
+        value = jnp.where(x.labels_ok, value, jnp.nan)
+    return value
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

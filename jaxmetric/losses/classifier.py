@@ -97,7 +97,7 @@ def _lsoftmax_target(cos_t, m: int):
 def _finish_ce(fn, red, logits, x, weight_regularizer, w_reg, weight_reg_weight):
     value = cm.reduce_samples(red, cm.cross_entropy(logits, x.labels), x)
     value = cm.add_regularizer(value, weight_regularizer, w_reg, weight_reg_weight, fn)
-    return cm.finish(value, x.dtype)
+    return cm.finish(value, x)
 
 
 def _common(fn, reduction, weight_regularizer):
@@ -530,4 +530,4 @@ def p2sgrad_loss(
     losses = jnp.mean((cos - onehot) ** 2, axis=1)
     value = cm.reduce_samples(red, losses, x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights, weight_reg_weight, fn)
-    return cm.finish(value, x.dtype)
+    return cm.finish(value, x)

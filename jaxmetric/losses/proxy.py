@@ -75,7 +75,7 @@ def proxy_nca_loss(
     logits = softmax_scale * (mat if distance.is_inverted else -mat)
     value = cm.reduce_samples(red, cm.cross_entropy(logits, x.labels), x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights, weight_reg_weight, fn)
-    return cm.finish(value, x.dtype)
+    return cm.finish(value, x)
 
 
 def proxy_anchor_loss(
@@ -133,10 +133,10 @@ def proxy_anchor_loss(
     neg_term = masked_logsumexp(alpha * distance.margin(-margin, sim) + shift, neg_mask, axis=0, add_one=True)
     has_pos = (jnp.sum(pos_mask, axis=0) > 0).astype(x.dtype)
     if red == "none":
-        return cm.finish(pos_term + neg_term, x.dtype)
+        return cm.finish(pos_term + neg_term, x)
     value = reduce.apply(red, pos_term, has_pos) + reduce.apply(red, neg_term, jnp.ones((c,), x.dtype))
     value = cm.add_regularizer(value, weight_regularizer, x.weights, weight_reg_weight, fn)
-    return cm.finish(value, x.dtype)
+    return cm.finish(value, x)
 
 
 def _soft_triple_sim(emb, centers, gamma, distance):
@@ -203,4 +203,4 @@ def soft_triple_loss(
     losses = cm.cross_entropy(la * (s - margin * onehot), x.labels)
     value = cm.reduce_samples(red, losses, x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, fn)
-    return cm.finish(value, x.dtype)
+    return cm.finish(value, x)
