@@ -26,6 +26,20 @@ from jaxmetric.losses.contrastive import (
     multi_supcon_loss,
     siglip_loss,
 )
+from jaxmetric.losses.proxy import proxy_anchor_loss, proxy_nca_loss, soft_triple_loss
+from jaxmetric.losses.classifier import (
+    arcface_loss,
+    cosface_loss,
+    dynamic_arcface_loss,
+    dynamic_arcface_margins,
+    large_margin_softmax_loss,
+    normalized_softmax_loss,
+    p2sgrad_loss,
+    sphereface_loss,
+    subcenter_arcface_loss,
+    subcenter_arcface_outliers,
+)
+from jaxmetric.losses.class_weights import class_logits, init_class_weights
 
 __all__ = [
     "circle_loss",
@@ -53,4 +67,19 @@ __all__ = [
     "init_siglip_params",
     "multi_supcon_loss",
     "siglip_loss",
+    "proxy_anchor_loss",
+    "proxy_nca_loss",
+    "soft_triple_loss",
+    "arcface_loss",
+    "cosface_loss",
+    "dynamic_arcface_loss",
+    "dynamic_arcface_margins",
+    "large_margin_softmax_loss",
+    "normalized_softmax_loss",
+    "p2sgrad_loss",
+    "sphereface_loss",
+    "subcenter_arcface_loss",
+    "subcenter_arcface_outliers",
+    "class_logits",
+    "init_class_weights",
 ]

@@ -1,0 +1,533 @@
+"""Classifier-head losses: softmax cross-entropy over (normalised) class weights, with margins.
+
+Every loss takes ``(embeddings [B, D], labels [B] integer class ids, weights, *, ...)`` where
+``weights`` is the class matrix, an explicit argument shaped ``(num_classes, dim)`` (PML
+stores the transpose, ``W`` of shape ``(embedding_size, num_classes)``). Sub-center losses take
+``(num_classes, sub_centers, dim)`` or PML's flattened ``(num_classes * sub_centers, dim)``
+(class-major rows). Create the matrix with :func:`jaxmetric.init_class_weights` and read
+inference logits with :func:`jaxmetric.class_logits` (PML's ``get_logits``).
+
+Shared keywords (see :mod:`jaxmetric.losses.proxy`): ``mask`` / ``sample_weights`` (PML's
+miner weights: the per-sample loss is multiplied by them, the mean still runs over the batch),
+``where`` (padded rows), ``weight_regularizer`` / ``weight_reg_weight`` (PML's
+``WeightRegularizerMixin``; the regularizer receives the ``(rows, dim)`` class matrix, as PML
+passes ``W.t()``).
+
+Numerics: similarities, exponentials and the cross-entropy are computed in float32 (float64 for
+float64 inputs), so bf16 embeddings with a float32 class matrix give a float32 loss. Angles use
+:func:`~jaxmetric.losses._class_matrix.safe_acos`: ``acos(clamp(cos, -1, 1))`` whose gradient is
+finite at ``cos = +-1``.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmetric import _checks, reduce
+from jaxmetric.distances import DotProductSimilarity, l2_normalize, safe_norm
+from jaxmetric.losses import _class_matrix as cm
+from jaxmetric.losses._class_matrix import safe_acos
+from jaxmetric.losses._common import check_distance, check_positive
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _cosine(emb, w):
+    """``[B, C]`` cosine similarity of the rows of ``emb`` and ``w`` (PML's CosineSimilarity)."""
+    return l2_normalize(emb) @ l2_normalize(w).T
+
+
+def _subcenter_cosine(emb, w3):
+    """``max_k cos(x_i, w_{c,k})`` ``[B, C]`` for centers ``(C, K, D)``."""
+    c, k, d = w3.shape
+    cos = _cosine(emb, w3.reshape(c * k, d)).reshape(emb.shape[0], c, k)
+    return jnp.max(cos, axis=2)
+
+
+def _with_target(cos, labels, target):
+    """Replaces the target-class entry of each row of ``cos`` by ``target`` ``[B]``."""
+    onehot = jax.nn.one_hot(labels, cos.shape[1], dtype=bool)
+    return jnp.where(onehot, target[:, None], cos)
+
+
+def _target(cos, labels):
+    return jnp.take_along_axis(cos, labels[:, None], axis=1)[:, 0]
+
+
+def _arc_margin(cos_t, margin_rad):
+    r"""ArcFace's target logit: :math:`\cos(\theta+m)` for :math:`\theta \le \pi - m`, else
+    :math:`\cos\theta - m \sin m` (keeps it decreasing in :math:`\theta`)."""
+    theta = safe_acos(cos_t)
+    return jnp.where(theta <= math.pi - margin_rad, jnp.cos(theta + margin_rad), jnp.cos(theta) - margin_rad * jnp.sin(margin_rad))
+
+
+def _check_int_margin(margin, fn):
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: `margin` must be a static positive integer (the angle multiplier m); got {margin!r}")
+    if margin != int(margin) or int(margin) < 1:
+        raise ValueError(f"{fn}: `margin` must be a positive integer (the angle multiplier m); got {margin!r}")
+    return int(margin)
+
+
+def _cos_multiple_angle(c, m: int):
+    r""":math:`\cos(m\theta)` from :math:`c = \cos\theta` by the multiple-angle formula
+    :math:`\sum_{n=0}^{\lfloor m/2\rfloor} (-1)^n \binom{m}{2n} c^{m-2n} (1-c^2)^n`
+    (Eq. 7 of L-Softmax; a Chebyshev polynomial of degree m)."""
+    s2 = 1.0 - c * c
+    out = jnp.zeros_like(c)
+    for n in range(m // 2 + 1):
+        out = out + ((-1) ** n) * math.comb(m, 2 * n) * (c ** (m - 2 * n)) * (s2**n)
+    return out
+
+
+def _lsoftmax_target(cos_t, m: int):
+    r"""L-Softmax's :math:`\psi(\theta) = (-1)^k \cos(m\theta) - 2k`,
+    :math:`k = \lfloor m\theta/\pi \rfloor` (constant, as PML computes it under ``no_grad``)."""
+    theta = jax.lax.stop_gradient(safe_acos(cos_t))
+    k = jnp.floor(theta / (math.pi / m))
+    sign = jnp.where(jnp.mod(k, 2.0) == 0, 1.0, -1.0).astype(cos_t.dtype)
+    return sign * _cos_multiple_angle(cos_t, m) - 2.0 * k
+
+
+def _finish_ce(fn, red, logits, x, weight_regularizer, w_reg, weight_reg_weight):
+    value = cm.reduce_samples(red, cm.cross_entropy(logits, x.labels), x)
+    value = cm.add_regularizer(value, weight_regularizer, w_reg, weight_reg_weight, fn)
+    return cm.finish(value, x)
+
+
+def _common(fn, reduction, weight_regularizer):
+    red = reduce.resolve(reduction, fn=fn)
+    cm.check_regularizer(weight_regularizer, red, fn)
+    return red
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def normalized_softmax_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    temperature=0.05,
+    distance=DotProductSimilarity(),
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""NormSoftmax (Zhai & Wu, "Classification is a Strong Baseline for Deep Metric
+    Learning", BMVC 2019): cross-entropy over temperature-scaled cosine logits,
+
+    .. math::
+        L_i = -\log\frac{e^{s(x_i, \hat w_{y_i})/T}}{\sum_c e^{s(x_i, \hat w_c)/T}},
+        \qquad \hat w_c = w_c / \lVert w_c\rVert
+
+    (a distance :math:`d` enters as :math:`-d/T`).
+
+    PML: ``NormalizedSoftmaxLoss(num_classes, embedding_size, temperature=0.05)``,
+    ``DotProductSimilarity()`` (which normalises the embeddings by default, so it is cosine),
+    ``MeanReducer``; ``W`` initialised N(0, 1).
+    """
+    fn = "normalized_softmax_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    check_distance(distance, fn)
+    check_positive(temperature, "temperature", fn)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    logits = _normalized_softmax_logits(x.emb, x.weights, temperature, distance)
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+
+
+def _normalized_softmax_logits(emb, w, temperature, distance):
+    logits = distance(emb, distance.normalize(w)) / temperature
+    return logits if distance.is_inverted else -logits
+
+
+def large_margin_softmax_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    margin=4,
+    scale=1.0,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""L-Softmax (Liu et al., "Large-Margin Softmax Loss for Convolutional Neural Networks",
+    ICML 2016). The target logit's angle is multiplied by the integer ``margin`` :math:`m`:
+
+    .. math::
+        f_{i,c} = s\,\lVert w_c\rVert \lVert x_i\rVert
+        \begin{cases}\psi(\theta_{i,y_i}) & c = y_i\\ \cos\theta_{i,c} & c\neq y_i\end{cases},
+        \qquad \psi(\theta) = (-1)^k\cos(m\theta) - 2k,\ k=\lfloor m\theta/\pi\rfloor
+
+    and :math:`L_i = \mathrm{CE}(f_i, y_i)`. :math:`\cos(m\theta)` is the multiple-angle
+    (Chebyshev) polynomial in :math:`\cos\theta` (Eq. 7), and :math:`k` is a constant, as in
+    PML.
+
+    Args:
+      margin: the integer multiplier :math:`m` (static). PML casts it with ``int()``;
+        jaxmetric rejects a non-integer value.
+      scale: :math:`s`, multiplies every logit.
+
+    PML: ``LargeMarginSoftmaxLoss(num_classes, embedding_size, margin=4, scale=1)``,
+    ``CosineSimilarity`` (required, so no ``distance`` argument here), ``MeanReducer``;
+    ``W`` initialised N(0, 1).
+    """
+    fn = "large_margin_softmax_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    m = _check_int_margin(margin, fn)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    cos = _cosine(x.emb, x.weights)
+    logits = _with_target(cos, x.labels, _lsoftmax_target(_target(cos, x.labels), m))
+    logits = logits * _lsoftmax_magnitudes(x.emb, x.weights) * scale
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+
+
+def _lsoftmax_magnitudes(emb, w):
+    return safe_norm(emb, axis=1)[:, None] * safe_norm(w, axis=1)[None, :]
+
+
+def sphereface_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    margin=4,
+    scale=1.0,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""SphereFace / A-Softmax (Liu et al., "SphereFace: Deep Hypersphere Embedding for Face
+    Recognition", CVPR 2017): L-Softmax with normalised class weights,
+
+    .. math::
+        f_{i,c} = s\,\lVert x_i\rVert
+        \begin{cases}\psi(\theta_{i,y_i}) & c = y_i\\ \cos\theta_{i,c} & c\neq y_i\end{cases}
+
+    with :math:`\psi` as in :func:`large_margin_softmax_loss`.
+
+    PML: ``SphereFaceLoss(num_classes, embedding_size, margin=4, scale=1)``,
+    ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+    """
+    fn = "sphereface_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    m = _check_int_margin(margin, fn)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    cos = _cosine(x.emb, x.weights)
+    logits = _with_target(cos, x.labels, _lsoftmax_target(_target(cos, x.labels), m))
+    logits = logits * safe_norm(x.emb, axis=1)[:, None] * scale
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+
+
+def arcface_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    margin=28.6,
+    scale=64.0,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""ArcFace (Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
+    Recognition", CVPR 2019):
+
+    .. math::
+        L_i = -\log\frac{e^{s\,\psi(\theta_{y_i})}}{e^{s\,\psi(\theta_{y_i})} + \sum_{c\ne y_i} e^{s\cos\theta_c}},
+        \qquad \psi(\theta) = \begin{cases}\cos(\theta + m) & \theta \le \pi - m\\
+        \cos\theta - m\sin m & \text{otherwise}\end{cases}
+
+    Args:
+      margin: the additive angular margin :math:`m` in **degrees** (PML's unit; 28.6° ≈ 0.5
+        rad). May be traced.
+      scale: :math:`s`.
+
+    PML: ``ArcFaceLoss(num_classes, embedding_size, margin=28.6, scale=64)``,
+    ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+    """
+    fn = "arcface_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    cos = _cosine(x.emb, x.weights)
+    m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
+    logits = scale * _with_target(cos, x.labels, _arc_margin(_target(cos, x.labels), m))
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+
+
+def cosface_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    margin=0.35,
+    scale=64.0,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""CosFace / AM-Softmax (Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face
+    Recognition", CVPR 2018): the margin is subtracted in cosine space,
+
+    .. math::
+        L_i = -\log\frac{e^{s(\cos\theta_{y_i} - m)}}{e^{s(\cos\theta_{y_i} - m)} + \sum_{c\ne y_i} e^{s\cos\theta_c}}
+
+    PML: ``CosFaceLoss(num_classes, embedding_size, margin=0.35, scale=64)``,
+    ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+    """
+    fn = "cosface_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    cos = _cosine(x.emb, x.weights)
+    logits = scale * _with_target(cos, x.labels, _target(cos, x.labels) - margin)
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+
+
+def subcenter_arcface_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    margin=28.6,
+    scale=64.0,
+    sub_centers=None,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""Sub-center ArcFace (Deng et al., "Sub-center ArcFace: Boosting Face Recognition by
+    Large-scale Noisy Web Faces", ECCV 2020): :func:`arcface_loss` where each class has
+    :math:`K` sub-centers and :math:`\cos\theta_{i,c} = \max_k \cos(x_i, w_{c,k})`.
+
+    Args:
+      weights: ``(num_classes, K, D)``, or PML's ``(num_classes * K, D)`` with class-major rows
+        (row ``c * K + k``, i.e. PML's ``W.t()``).
+      sub_centers: K; ``None`` takes it from 3-D weights and uses PML's default 3 for 2-D
+        weights. Static.
+      weight_regularizer: receives the ``(num_classes * K, D)`` rows.
+
+    Use :func:`subcenter_arcface_outliers` after training to find each class's dominant
+    sub-center and the samples far from it (PML's ``get_outliers``).
+
+    PML: ``SubCenterArcFaceLoss(num_classes=..., embedding_size=..., margin=28.6, scale=64,
+    sub_centers=3)`` (keyword-only in practice), ``CosineSimilarity``, ``MeanReducer``.
+    """
+    fn = "subcenter_arcface_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    x = cm.prepare(
+        fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
+        centers=(sub_centers, 3, "sub_centers"),
+    )
+    cos = _subcenter_cosine(x.emb, x.weights)
+    m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
+    logits = scale * _with_target(cos, x.labels, _arc_margin(_target(cos, x.labels), m))
+    c, k, d = x.weights.shape
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight)
+
+
+def subcenter_arcface_outliers(embeddings, labels, weights, *, threshold=75.0, sub_centers=None, where=None):
+    r"""PML's ``SubCenterArcFaceLoss.get_outliers`` as a pure, jit-able function.
+
+    For each class, the dominant sub-center is the one that most of the class's samples are
+    closest to (ties: the lowest index). A sample is an outlier when its cosine to its class's
+    dominant sub-center is below :math:`\cos(\text{threshold})` (``threshold`` in degrees).
+
+    Returns:
+      ``(outliers, dominant_centers)``: a bool mask ``[B]`` (PML returns the indices, i.e.
+      ``jnp.flatnonzero(outliers)``) and the dominant sub-centers ``(num_classes, D)`` (PML:
+      ``(D, num_classes)``). Classes absent from the batch (or padded out by ``where``) get
+      sub-center 0 (PML leaves those columns uninitialised). No gradient flows.
+    """
+    fn = "subcenter_arcface_outliers"
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, centers=(sub_centers, 3, "sub_centers"))
+    w3 = jax.lax.stop_gradient(x.weights)
+    emb = jax.lax.stop_gradient(x.emb)
+    c, k, d = w3.shape
+    cos = _cosine(emb, w3.reshape(c * k, d)).reshape(emb.shape[0], c, k)
+    own = jnp.take_along_axis(cos, x.labels[:, None, None], axis=1)[:, 0, :]  # [B, K]
+    closest = jnp.argmax(own, axis=1)
+    counts = (jax.nn.one_hot(x.labels, c, dtype=x.dtype) * x.valid[:, None]).T @ jax.nn.one_hot(closest, k, dtype=x.dtype)
+    dominant = jnp.argmax(counts, axis=1)  # [C]
+    dominant_cos = jnp.take_along_axis(own, dominant[x.labels][:, None], axis=1)[:, 0]
+    outliers = (dominant_cos < math.cos(math.radians(threshold))) & (x.valid > 0)
+    centers = jnp.take_along_axis(w3, dominant[:, None, None], axis=1)[:, 0, :]
+    return outliers, centers.astype(jnp.asarray(weights).dtype)
+
+
+def dynamic_arcface_margins(class_counts, *, margin_bounds=(0.05, 0.5), power=0.25):
+    r"""Per-class ArcFace margins (radians) from training-set class sizes :math:`n_c`:
+
+    .. math::
+        m_c = a\, n_c^{-\lambda} + b
+
+    with :math:`\lambda` = ``power`` and :math:`a, b` chosen so that the smallest class gets
+    ``margin_bounds[1]`` and the largest ``margin_bounds[0]``:
+    :math:`m_c = lo + (hi - lo)\,\frac{n_c^{-\lambda} - n_{max}^{-\lambda}}{n_{min}^{-\lambda} - n_{max}^{-\lambda}}`.
+    When every class has the same size every margin is ``hi`` (plain ArcFace with margin
+    ``hi``; 0.5 rad by default, ArcFace's usual margin).
+
+    Source: Ha et al., "Google Landmark Recognition 2020 Competition Third Place Solution"
+    (arXiv:2010.05350), Sec. 3 ("dynamic margins", :math:`\lambda = 1/4`, bounds 0.05 and
+    0.5 rad as in their code's min-max scaling), and PML v3's ``DynamicArcFaceLoss``
+    documentation (``margin_bounds=(0.05, 0.5), power=0.25``; smallest class gets the upper
+    bound, largest the lower).
+
+    Args:
+      class_counts: ``[C]`` positive counts (integer or float). Checked when concrete.
+    """
+    fn = "dynamic_arcface_margins"
+    if not hasattr(class_counts, "shape"):
+        class_counts = jnp.asarray(class_counts)
+    if class_counts.ndim != 1 or class_counts.shape[0] < 1:
+        raise ValueError(f"{fn}: `class_counts` must be a 1-D array [num_classes]; got {cm._describe(class_counts)}")
+    if not jnp.issubdtype(class_counts.dtype, jnp.number) or jnp.issubdtype(class_counts.dtype, jnp.complexfloating):
+        raise TypeError(f"{fn}: `class_counts` must be real numbers; got {cm._describe(class_counts)}")
+    if _checks.is_concrete(class_counts) and np.any(np.asarray(class_counts) <= 0):
+        raise ValueError(f"{fn}: `class_counts` must all be > 0 (sizes of the training classes); got {np.asarray(class_counts)}")
+    if len(margin_bounds) != 2:
+        raise ValueError(f"{fn}: `margin_bounds` must be (low, high); got {margin_bounds!r}")
+    lo, hi = margin_bounds
+    if all(isinstance(v, (int, float)) for v in (lo, hi)) and not 0 <= lo <= hi:
+        raise ValueError(f"{fn}: `margin_bounds` must satisfy 0 <= low <= high; got {margin_bounds!r}")
+    dtype = jnp.promote_types(jnp.float32, class_counts.dtype) if jnp.issubdtype(class_counts.dtype, jnp.floating) else jnp.float32
+    v = class_counts.astype(dtype) ** (-jnp.asarray(power, dtype))
+    vmin, vmax = jnp.min(v), jnp.max(v)
+    span = vmax - vmin
+    ok = span > 0
+    frac = jnp.where(ok, (v - vmin) / jnp.where(ok, span, 1.0), 1.0)
+    return jax.lax.stop_gradient(lo + (hi - lo) * frac)
+
+
+def dynamic_arcface_loss(
+    embeddings,
+    labels,
+    weights,
+    class_counts,
+    *,
+    margin_bounds=(0.05, 0.5),
+    power=0.25,
+    scale=64.0,
+    sub_centers=None,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""Sub-center ArcFace with dynamic (per-class) margins for long-tailed data (Ha et al.,
+    "Google Landmark Recognition 2020 Competition Third Place Solution", arXiv:2010.05350):
+    :func:`subcenter_arcface_loss` where the margin of sample :math:`i` is
+    :math:`m_{y_i} = a\, n_{y_i}^{-\lambda} + b` (radians), computed by
+    :func:`dynamic_arcface_margins` from ``class_counts`` (the training-set class sizes),
+    ``margin_bounds`` and ``power``: rare classes get larger margins.
+
+    Args:
+      class_counts: ``[num_classes]`` training-set class sizes (> 0), positional, as PML v3's
+        ``DynamicArcFaceLoss(class_counts, ...)``; its length must equal ``weights.shape[0]``.
+      weights: ``(num_classes, K, D)`` or ``(num_classes * K, D)``; K = ``sub_centers``
+        (``None``: from 3-D weights, else PML v3's default 3). ``sub_centers=1`` is ArcFace
+        with per-class margins.
+
+    Beyond PML 2.9: follows PML v3's documented ``DynamicArcFaceLoss(class_counts,
+    embedding_size, margin_bounds=(0.05, 0.5), power=0.25, scale=64, sub_centers=3)``.
+    """
+    fn = "dynamic_arcface_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    x = cm.prepare(
+        fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
+        centers=(sub_centers, 3, "sub_centers"),
+    )
+    margins = dynamic_arcface_margins(class_counts, margin_bounds=margin_bounds, power=power)
+    if margins.shape[0] != x.num_classes:
+        raise ValueError(
+            f"{fn}: `class_counts` must have one entry per class ({x.num_classes} = weights.shape[0]); "
+            f"got shape {tuple(margins.shape)}"
+        )
+    cos = _subcenter_cosine(x.emb, x.weights)
+    m = margins.astype(x.dtype)[x.labels]
+    logits = scale * _with_target(cos, x.labels, _arc_margin(_target(cos, x.labels), m))
+    c, k, d = x.weights.shape
+    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight)
+
+
+def _p2s_cosine(emb, w):
+    """``clamp(x_i . w_c / ||x_i||, -1, 1)`` with ``w`` renormalised to unit rows in the
+    forward pass and a straight-through gradient (PML renormalises ``W`` in place every call,
+    so its gradient is taken with respect to the unit-norm weights as a leaf)."""
+    w_unit = w + jax.lax.stop_gradient(l2_normalize(w) - w)
+    norm = jnp.maximum(safe_norm(emb, axis=1, keepdims=True), jnp.finfo(emb.dtype).tiny)
+    return jnp.clip((emb @ w_unit.T) / norm, -1.0, 1.0)
+
+
+def p2sgrad_loss(
+    embeddings,
+    labels,
+    weights,
+    *,
+    reduction="mean",
+    where=None,
+    mask=None,
+    sample_weights=None,
+    weight_regularizer=None,
+    weight_reg_weight=1.0,
+):
+    r"""P2SGrad (Zhang et al., "P2SGrad: Refined Gradients for Optimizing Deep Face Models",
+    CVPR 2019). Its gradient equals that of a mean squared error between the cosines and the
+    one-hot targets:
+
+    .. math::
+        L_i = \frac{1}{C}\sum_{c} \big(\cos\theta_{i,c} - [c = y_i]\big)^2,
+        \qquad \cos\theta_{i,c} = \operatorname{clamp}\Big(\frac{x_i^\top \hat w_c}{\lVert x_i\rVert}, -1, 1\Big)
+
+    and the default ``"mean"`` averages over samples (PML's ``MSELoss`` mean over all
+    :math:`B \cdot C` entries).
+
+    Args:
+      weights: ``(num_classes, D)``; PML keeps its columns at unit L2 norm. The forward pass
+        uses :math:`\hat w_c = w_c/\lVert w_c\rVert` with a straight-through gradient (the
+        gradient PML computes with respect to its renormalised weights). PML renormalises
+        the stored weights in place every call; a pure function cannot, so to train as PML
+        does, project the rows back to unit norm after each update
+        (``w = jaxmetric.distances.l2_normalize(w)``). :func:`init_class_weights`
+        ``kind="p2sgrad"`` draws U(-1, 1) rows normalised to unit length, as PML.
+      mask, sample_weights, weight_regularizer: beyond PML, which rejects an
+        ``indices_tuple`` and has no weight regularizer for this loss.
+
+    PML: ``P2SGradLoss(descriptors_dim, num_classes)``, no distance, already reduced (mean).
+    """
+    fn = "p2sgrad_loss"
+    red = _common(fn, reduction, weight_regularizer)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    cos = _p2s_cosine(x.emb, x.weights)
+    onehot = jax.nn.one_hot(x.labels, x.num_classes, dtype=x.dtype)
+    losses = jnp.mean((cos - onehot) ** 2, axis=1)
+    value = cm.reduce_samples(red, losses, x)
+    value = cm.add_regularizer(value, weight_regularizer, x.weights, weight_reg_weight, fn)
+    return cm.finish(value, x)
