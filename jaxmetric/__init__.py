@@ -18,6 +18,20 @@ from jaxmetric.losses import (
     supcon_loss,
     triplet_margin_loss,
 )
+from jaxmetric.losses import (
+    angular_loss,
+    generalized_lifted_structure_loss,
+    instance_loss,
+    intra_pair_variance_loss,
+    lifted_structure_loss,
+    margin_loss,
+    nca_loss,
+    npairs_loss,
+    ranked_list_loss,
+    snr_contrastive_loss,
+    threshold_consistent_margin_loss,
+    tuplet_margin_loss,
+)
 from jaxmetric.masks import PairMask, TripletMask, from_indices, pair_mask, to_pairs
 from jaxmetric.reduce import Reduction, threshold
 
@@ -42,6 +56,18 @@ __all__ = [
     "ntxent_loss",
     "supcon_loss",
     "triplet_margin_loss",
+    "angular_loss",
+    "generalized_lifted_structure_loss",
+    "instance_loss",
+    "intra_pair_variance_loss",
+    "lifted_structure_loss",
+    "margin_loss",
+    "nca_loss",
+    "npairs_loss",
+    "ranked_list_loss",
+    "snr_contrastive_loss",
+    "threshold_consistent_margin_loss",
+    "tuplet_margin_loss",
     "distances",
     "masks",
     "reduce",
