@@ -119,6 +119,7 @@ def test_margin_errors():
 
 # ----------------------------------------------------------------------------- ranked list
 
+@pytest.mark.filterwarnings("ignore:Values of Tp or Tn are too high")
 def test_ranked_list_parity():
     emb, lab, _, _ = data(35)
     parity(lambda e: jm.ranked_list_loss(e, J(lab), margin=0.4, Tn=10.0), pml_losses.RankedListLoss(margin=0.4, Tn=10), emb, lab)

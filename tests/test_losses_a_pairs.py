@@ -66,10 +66,9 @@ def test_parity_miner_masks(name, miner):
     parity(lambda e: fn(e, mask), cls(), emb, None, indices_tuple=tup)
 
 
-@pytest.mark.parametrize("name", ["lifted", "snr", "tcm"])
+@pytest.mark.parametrize("name", ["lifted", "snr"])
 def test_parity_miner_mask_with_ref(name):
-    if name == "tcm":
-        pytest.skip("PML's TCM ignores ref_emb; pinned in test_tcm_ref_emb_fixed")
+    # (PML's TCM ignores ref_emb: pinned in test_tcm_ref_emb_fixed.)
     fn, cls, _ = PAIR_LOSSES[name]
     emb, lab, ref, rlab = data(4)
     # Positives restricted to reference rows >= B so that PML's lifted index quirk (query row p)
