@@ -40,6 +40,15 @@ from jaxmetric.losses.classifier import (
     subcenter_arcface_outliers,
 )
 from jaxmetric.losses.class_weights import class_logits, init_class_weights
+from jaxmetric.losses.angle_based import angular_loss, tuplet_margin_loss
+from jaxmetric.losses.lifted import generalized_lifted_structure_loss, lifted_structure_loss
+from jaxmetric.losses.margin_based import margin_loss, ranked_list_loss
+from jaxmetric.losses.pair_margin import (
+    intra_pair_variance_loss,
+    snr_contrastive_loss,
+    threshold_consistent_margin_loss,
+)
+from jaxmetric.losses.softmax_based import instance_loss, nca_loss, npairs_loss
 
 __all__ = [
     "circle_loss",
@@ -82,4 +91,16 @@ __all__ = [
     "subcenter_arcface_outliers",
     "class_logits",
     "init_class_weights",
+    "angular_loss",
+    "generalized_lifted_structure_loss",
+    "instance_loss",
+    "intra_pair_variance_loss",
+    "lifted_structure_loss",
+    "margin_loss",
+    "nca_loss",
+    "npairs_loss",
+    "ranked_list_loss",
+    "snr_contrastive_loss",
+    "threshold_consistent_margin_loss",
+    "tuplet_margin_loss",
 ]

@@ -1,0 +1,153 @@
+"""Angle-based losses: the angle at a negative (angular loss) and an additive angular margin
+on positive pairs (tuplet margin loss).
+
+Names, hyperparameters (angles in degrees, as PML) and defaults are PML 2.9's. Both work in
+``O(B R)`` memory.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _resolve, reduce
+from jaxmetric._ops import has_any, masked_logsumexp
+from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
+from jaxmetric.losses._common import check_distance, finish
+from jaxmetric.losses._labels import relation, resolve_labelled
+
+
+def _row_shift(x, w):
+    """Per-row max of ``x`` over ``w > 0`` (0 for an empty row), as a constant."""
+    m = jnp.max(jnp.where(w > 0, x, -jnp.inf), axis=1, keepdims=True)
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+
+
+def angular_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    alpha=40.0,
+    labels=None,
+    distance=LpDistance(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Angular loss (Wang, Zhou, Wen, Liu & Lin, "Deep Metric Learning with Angular Loss",
+    ICCV 2017), per positive pair :math:`(a, p)`:
+
+    .. math::
+        \ell_{ap} = \log\Big(1 + \sum_{n\in N_a} \exp\big(4\tan^2\!\alpha\,(x_a + x_p)^\top x_n
+        - 2(1 + \tan^2\!\alpha)\, x_a^\top x_p\big)\Big)
+
+    with L2-normalised :math:`x`, ``alpha`` in degrees, and :math:`N_a` every reference whose
+    labels differ from the anchor's (multi-hot: shares no label), as in PML, even when a mask
+    selects the pairs. Positive pairs come from the labels or the mask (multiplicities count).
+
+    The sum over negatives is computed as a matrix product of per-row-shifted exponentials, so
+    memory is ``O(B R + R^2)`` instead of PML's (positive pairs x references); it is exact
+    while :math:`8\tan^2\alpha` stays inside the exponent range (``alpha`` up to about 73
+    degrees in float32, 84 in float64), and finite beyond.
+
+    Labels: with a :class:`~jaxmetric.PairMask` / :class:`~jaxmetric.TripletMask` in
+    ``labels_or_mask`` the negatives still come from labels, so pass them as ``labels=``
+    (and ``ref_labels=`` with ``ref_emb``); without them a ``ValueError`` is raised.
+
+    PML: ``AngularLoss(alpha=40)``, ``LpDistance(p=2, power=1, normalize_embeddings=True)``
+    (the only distance allowed), ``MeanReducer`` over positive pairs; 0 when there is no
+    positive or no negative pair. Deliberate difference: PML normalises anchors and positives
+    but takes the negatives :math:`x_n` *un-normalised* from the input; jaxmetric normalises
+    them too, as in the paper. Both agree on normalised inputs (values and, for
+    ``loss(normalize(x))``, gradients).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
+    """
+    fn = "angular_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=LpDistance)
+    if not (distance.p == 2 and distance.power == 1 and distance.normalize_embeddings):
+        raise ValueError(
+            f"{fn}: `distance` must be LpDistance(p=2, power=1, normalize_embeddings=True), as PML asserts; got {distance!r}"
+        )
+    b, lab, rlab = resolve_labelled(
+        fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels,
+        where=where, ref_where=ref_where, why=" (the angular loss takes its negatives from the labels)",
+    )
+    dt = b.dtype
+    valid = b.anchor_weight[:, None] * b.ref_weight[None, :]
+    neg = jnp.where(relation(lab, rlab, b.same_set), 0.0, valid).astype(dt)
+
+    xq = l2_normalize(b.emb, distance.p)
+    xr = xq if b.same_set else l2_normalize(b.ref, distance.p)
+    s = xq @ xr.T  # [B, R]
+    g = s if b.same_set else xr @ xr.T  # [R, R]: positive-to-negative cosines
+    tan2 = jnp.tan(jnp.deg2rad(jnp.asarray(alpha, dt))) ** 2
+    c = 4.0 * tan2
+    k = 2.0 * (1.0 + tan2)
+
+    # sum_n neg[a, n] exp(c s[a, n] + c g[p, n]) = (A @ Bm.T)[a, p] * exp(m_a + m_p)
+    cs, cg = c * s, c * g
+    m_a = _row_shift(cs, neg)  # [B, 1]
+    m_p = _row_shift(cg, jnp.broadcast_to(b.ref_weight[None, :], cg.shape))  # [R, 1]
+    a_mat = jnp.where(neg > 0, neg * jnp.exp(jnp.where(neg > 0, cs - m_a, 0.0)), 0.0)
+    rsel = jnp.broadcast_to(b.ref_weight[None, :] > 0, cg.shape)
+    b_mat = jnp.where(rsel, jnp.exp(jnp.where(rsel, cg - m_p, 0.0)), 0.0)
+    total = a_mat @ b_mat.T  # [B, R]
+    tiny = jnp.finfo(dt).tiny
+    lse = m_a + m_p.T + jnp.log(jnp.maximum(total, tiny))
+    row_has = has_any(neg, axis=1)[:, None]
+    losses = jnp.where(row_has, jax.nn.softplus(jnp.where(row_has, lse - k * s, 0.0)), 0.0)
+    losses = jnp.where(has_any(b.neg), losses, 0.0)  # PML: no negative pair -> zero loss
+    return finish(reduce.apply(red, losses, b.pos), dt)
+
+
+def tuplet_margin_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    margin=5.73,
+    scale=64.0,
+    distance=CosineSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Tuplet margin loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss", ICCV
+    2019), per positive pair :math:`(a, p)`:
+
+    .. math::
+        \ell_{ap} = \log\Big(1 + \sum_{n\in N_a} e^{s\,(\cos\theta_{an} - \cos(\theta_{ap} - \beta))}\Big)
+
+    with :math:`\beta` = ``margin`` in degrees, :math:`s` = ``scale``, :math:`N_a` the negative
+    pairs of the anchor (multiplicities count). Computed without ``acos``:
+    :math:`\cos(\theta - \beta) = c\cos\beta + \sqrt{1 - c^2}\,\sin\beta` with a square root
+    that is 0 (zero gradient) at :math:`|c| \ge 1`.
+
+    PML: ``TupletMarginLoss(margin=5.73, scale=64)``, ``CosineSimilarity`` (asserted),
+    ``MeanReducer`` over positive pairs. Deliberate differences: PML applies ``acos`` without
+    clamping, so a positive cosine that rounds above 1 (duplicate embeddings) gives NaN and a
+    cosine of exactly 1 an infinite gradient; jaxmetric is finite there. PML returns 0 when
+    every index list has at most one entry.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
+    """
+    fn = "tuplet_margin_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=CosineSimilarity)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    cos = distance(b.emb, b.ref)
+    beta = jnp.deg2rad(jnp.asarray(margin, b.dtype))
+    sq = 1.0 - cos * cos
+    ok = sq > 0
+    sin = jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
+    pos_cos = cos * jnp.cos(beta) + sin * jnp.sin(beta)  # cos(theta_ap - beta)
+    neg_lse = masked_logsumexp(scale * cos, b.neg)[:, None]
+    row_has = has_any(b.neg, axis=1)[:, None]
+    losses = jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0)
+    return finish(reduce.apply(red, losses, b.pos), b.dtype)

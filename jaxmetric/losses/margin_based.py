@@ -1,0 +1,293 @@
+"""Losses with a distance boundary learned or fixed per batch: margin loss (learnable beta)
+and ranked list loss.
+
+Names, hyperparameters and defaults are PML 2.9's.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmetric import _checks, _resolve, reduce
+from jaxmetric._ops import has_any
+from jaxmetric.distances import LpDistance
+from jaxmetric.losses._common import check_distance, finish
+from jaxmetric.losses._labels import reject_ref, require_class_ids, resolve_labelled
+from jaxmetric.losses.triplet_based import _sample_triplets
+from jaxmetric.masks import TripletMask
+
+# Elements per anchor block when a reduction needs every triplet (about 64 MB of float32).
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def _blocked_cube_partial(red, pos_l, neg_l, wp, wn, cube):
+    """``red.partial`` over the triplet elements ``pos_l[a, p] + neg_l[a, n]`` with weights
+    ``cube[a, p, n]`` (or ``wp[a, p] * wn[a, n]``), a block of anchors at a time; the block
+    is rematerialised in the backward pass, so memory stays ``O(block R^2)``."""
+    b, r = pos_l.shape
+    blk = int(max(1, min(b, _BLOCK_ELEMENTS // max(r * r, 1))))
+    nblk = -(-b // blk)
+    pad = nblk * blk - b
+
+    def padded(x):
+        if x is None:
+            return None
+        return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, blk) + x.shape[1:])
+
+    @jax.checkpoint
+    def block(args):
+        pl, nl, p_w, n_w, c = args
+        w = c if c is not None else p_w[:, :, None] * n_w[:, None, :]
+        return red.partial(pl[:, :, None] + nl[:, None, :], w)
+
+    nums, dens = jax.lax.map(block, (padded(pos_l), padded(neg_l), padded(wp), padded(wn), padded(cube)))
+    return jnp.sum(nums), jnp.sum(dens)
+
+
+def _check_beta(beta, fn):
+    if not hasattr(beta, "shape"):
+        try:
+            beta = jnp.asarray(beta)
+        except TypeError as e:
+            raise TypeError(f"{fn}: `beta` must be a float scalar or a (num_classes,) float array; got {type(beta).__name__}") from e
+    if not (jnp.issubdtype(beta.dtype, jnp.floating) or jnp.issubdtype(beta.dtype, jnp.integer)):
+        raise TypeError(f"{fn}: `beta` must be a float scalar or a (num_classes,) float array; got dtype {beta.dtype}")
+    if beta.ndim > 1:
+        raise ValueError(f"{fn}: `beta` must be a scalar or a (num_classes,) array; got shape {tuple(beta.shape)}")
+    if beta.ndim == 1 and beta.shape[0] == 0:
+        raise ValueError(f"{fn}: `beta` must have at least one entry; got shape {tuple(beta.shape)}")
+    return beta
+
+
+def margin_loss(
+    embeddings,
+    labels_or_mask,
+    beta=1.2,
+    *,
+    margin=0.2,
+    nu=0.0,
+    triplets_per_anchor="all",
+    key=None,
+    labels=None,
+    distance=LpDistance(),
+    reduction="divisor",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Margin loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
+    Learning", ICCV 2017), per triplet :math:`(a, p, n)` with boundary :math:`\beta`:
+
+    .. math::
+        \ell_{apn} = [d_{ap} - \beta_a + \alpha]_+ + [\beta_a - d_{an} + \alpha]_+ ,
+        \qquad L = \frac{\sum \ell_{apn}}{\#\{\text{non-zero terms}\}} + \nu\,\beta
+
+    with :math:`\alpha` = ``margin`` (sides swap for similarities). ``beta`` is a learned
+    parameter passed explicitly: a scalar (or shape ``(1,)``), or ``(num_classes,)`` indexed
+    by the anchor's class id (then class ids are required). Its gradient is the gradient of
+    this function with respect to ``beta``: train it by passing it from your parameters.
+    The regulariser :math:`\nu\beta` (PML's ``beta_reg_loss``) is added whenever ``nu`` is
+    non-zero: for a scalar beta as is, for per-class beta as :math:`\nu\beta_{y_a}` per
+    triplet, reduced like the margin terms.
+
+    Triplets: all of them (``triplets_per_anchor="all"``; memory ``O(B R)``: the sums factor
+    per anchor) or ``triplets_per_anchor`` random draws per anchor from PRNG ``key``; a
+    :class:`~jaxmetric.PairMask` means every selected positive with every selected negative of
+    the anchor (PML's ``convert_to_triplets``), a :class:`~jaxmetric.TripletMask` its triplets.
+    With a mask and per-class ``beta``, pass the class ids as ``labels=``.
+
+    ``reduction``: ``"divisor"`` (default; PML's ``DivisorReducer``: the sum over triplets
+    divided by the number of non-zero positive terms plus non-zero negative terms), or any
+    other reduction over the per-triplet losses :math:`\ell_{apn}` (``"none"``: the
+    ``[B, R, R]`` per-triplet losses without the regulariser, or ``[B, t]`` when sampling).
+    Threshold reductions and callables need every triplet and work a block of anchors at a
+    time. No triplet at all gives 0 (the regulariser included), as PML.
+
+    PML: ``MarginLoss(margin=0.2, nu=0, beta=1.2, triplets_per_anchor="all",
+    learn_beta=False, num_classes=None)``, ``LpDistance()``, ``DivisorReducer``. Deliberate
+    difference: PML adds :math:`\nu\beta` only with ``learn_beta=True``; jaxmetric has no such
+    flag (any argument can be differentiated), so keep ``nu=0`` for a fixed beta. Random
+    triplets follow jaxmetric's sampler, not torch's RNG.
+
+    Returns:
+      Scalar loss (``"none"``: per-triplet losses, see above).
+    """
+    fn = "margin_loss"
+    use_divisor = isinstance(reduction, str) and reduction == "divisor"
+    red = None if use_divisor else reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    if not (triplets_per_anchor == "all" or (isinstance(triplets_per_anchor, int) and not isinstance(triplets_per_anchor, bool) and triplets_per_anchor > 0)):
+        raise ValueError(f"{fn}: `triplets_per_anchor` must be 'all' or a positive int; got {triplets_per_anchor!r}")
+    beta = _check_beta(beta, fn)
+    per_class = beta.ndim == 1 and beta.shape[0] > 1
+    is_cube = isinstance(labels_or_mask, TripletMask)
+    b, lab, _ = resolve_labelled(
+        fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels, where=where,
+        ref_where=ref_where, required=per_class, need_ref=False, allow_triplets=is_cube,
+        why=" and a per-class `beta` (it is indexed by the anchor's class)",
+    )
+    dt = b.dtype
+    beta = beta.astype(dt)
+    if per_class:
+        require_class_ids(lab, fn, why=" for a per-class `beta`")
+        if _checks.is_concrete(lab) and lab.shape[0] > 0:
+            lab_np = np.asarray(lab)
+            if lab_np.min() < 0 or lab_np.max() >= beta.shape[0]:
+                raise ValueError(
+                    f"{fn}: class ids must lie in [0, {beta.shape[0]}) to index a per-class `beta` of shape "
+                    f"{tuple(beta.shape)}; got ids from {lab_np.min()} to {lab_np.max()}"
+                )
+        beta_a = beta[lab.astype(jnp.int32)]  # [B]
+    else:
+        beta_a = jnp.broadcast_to(jnp.reshape(beta, ()), (b.emb.shape[0],))
+    reg_a = nu * beta_a  # per-anchor regulariser element
+
+    mat = distance(b.emb, b.ref)
+    bcol = beta_a[:, None]
+    pos_l = jax.nn.relu(distance.margin(mat, bcol) + margin)  # [B, R]
+    neg_l = jax.nn.relu(distance.margin(bcol, mat) + margin)
+
+    beta_scalar = jnp.reshape(beta, ()) if not per_class else None
+
+    def with_reg(value, per_class_reg):
+        """Adds PML's beta_reg_loss: nu * beta as is (scalar beta), or the per-triplet
+        elements nu * beta[y_a] reduced like the margin terms (``per_class_reg()``)."""
+        return value + (per_class_reg() if per_class else nu * beta_scalar)
+
+    if triplets_per_anchor != "all":
+        if is_cube:
+            raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
+        if key is None:
+            raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int")
+        p_idx, n_idx, valid = _sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
+        w = valid.astype(dt)
+        tp = jnp.take_along_axis(pos_l, p_idx, axis=1)
+        tn = jnp.take_along_axis(neg_l, n_idx, axis=1)
+        elements = tp + tn
+        reg_el = jnp.broadcast_to(reg_a[:, None], elements.shape)
+        if red == "none":
+            return finish(reduce.apply(red, elements, w), dt)
+        if use_divisor:
+            den = jnp.sum(w * (tp > 0)) + jnp.sum(w * (tn > 0))
+            value = with_reg(reduce.safe_divide(jnp.sum(w * elements), den), lambda: reduce.safe_divide(jnp.sum(w * reg_el), den))
+        else:
+            value = with_reg(reduce.apply(red, elements, w), lambda: reduce.apply(red, reg_el, w))
+        return finish(jnp.where(has_any(w), value, 0.0), dt)
+
+    if is_cube:
+        pw, nw = b.pos, b.neg  # triplet counts per (a, p) and per (a, n)
+    else:
+        pw = b.pos * jnp.sum(b.neg, axis=1, keepdims=True)
+        nw = b.neg * jnp.sum(b.pos, axis=1, keepdims=True)
+    t_a = jnp.sum(pw, axis=1)  # triplets per anchor
+    gate = jnp.sum(t_a) > 0
+
+    def wsum(w, x):
+        return jnp.sum(jnp.where(w > 0, w * x, 0.0))
+
+    num = wsum(pw, pos_l) + wsum(nw, neg_l)
+
+    if red == "none" or (red is not None and not reduce.is_builtin(red)):
+        cube_w = b.triplets if is_cube else b.pos[:, :, None] * b.neg[:, None, :]
+        elements = pos_l[:, :, None] + neg_l[:, None, :]
+        if red == "none":
+            return finish(jnp.where(gate, reduce.apply(red, elements, cube_w), 0.0), dt)
+        value = with_reg(red(elements, cube_w), lambda: red(jnp.broadcast_to(reg_a[:, None, None], elements.shape), cube_w))
+        return finish(jnp.where(gate, value, 0.0), dt)
+
+    if use_divisor:
+        den = wsum(pw, (pos_l > 0).astype(dt)) + wsum(nw, (neg_l > 0).astype(dt))
+        value = with_reg(reduce.safe_divide(num, den), lambda: reduce.safe_divide(wsum(t_a, reg_a), den))
+        return finish(jnp.where(gate, value, 0.0), dt)
+
+    if red.high is None and red.low is None:
+        value = red.finalize(num, jnp.sum(t_a))
+    elif red.high is None and red.low == 0.0 and not is_cube:
+        # avg_nonzero: a triplet is zero only when both of its terms are.
+        zero_p = jnp.sum(jnp.where(pos_l > 0, 0.0, b.pos), axis=1)
+        zero_n = jnp.sum(jnp.where(neg_l > 0, 0.0, b.neg), axis=1)
+        value = red.finalize(num, jnp.sum(t_a) - jnp.sum(zero_p * zero_n))
+    else:
+        value = red.finalize(*_blocked_cube_partial(red, pos_l, neg_l, b.pos, b.neg, b.triplets if is_cube else None))
+    value = with_reg(value, lambda: red(reg_a, t_a))
+    return finish(jnp.where(gate, value, 0.0), dt)
+
+
+def ranked_list_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    margin,
+    Tn,
+    imbalance=0.5,
+    alpha=None,
+    Tp=0.0,
+    distance=LpDistance(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Ranked list loss (Wang, Hua, Kodirov, Hu, Garnier & Robertson, "Ranked List Loss for
+    Deep Metric Learning", CVPR 2019), per anchor :math:`i` with boundary :math:`\alpha`
+    (default :math:`1 + m/2`) and margin :math:`m`:
+
+    .. math::
+        L_P = \frac{\sum_{j\in P^*_i} w_{ij}\,(d_{ij} - (\alpha - m))}{\sum_{j\in P^*_i} w_{ij} + B\cdot 10^{-5}},
+        \quad w_{ij} = e^{T_p (d_{ij} - (\alpha - m))}
+
+    .. math::
+        L_N = \frac{\sum_{j\in N^*_i} w_{ij}\,(\alpha - d_{ij})}{\sum_{j\in N^*_i} w_{ij} + B\cdot 10^{-5}},
+        \quad w_{ij} = e^{T_n (\alpha - d_{ij})}, \qquad \ell_i = (1-\lambda) L_P + \lambda L_N
+
+    with :math:`P^*_i` the positives farther than :math:`\alpha - m`, :math:`N^*_i` the
+    negatives closer than :math:`\alpha`, both also requiring :math:`d_{ij} > 0` as PML's
+    value-based membership does, :math:`\lambda` = ``imbalance``. The weights carry
+    gradients, as in PML; they are computed with a per-row shift, so a large temperature
+    does not overflow (PML warns above 5; jaxmetric needs no warning). With ``where``,
+    :math:`B` counts the real rows.
+
+    ``margin`` and ``Tn`` have no default (as in PML). Labels: class ids or multi-hot
+    (positive = shares a label). A :class:`~jaxmetric.PairMask` / :class:`~jaxmetric.TripletMask`
+    is accepted as the positive/negative relation (a jaxmetric extension: PML rejects an
+    ``indices_tuple`` here).
+
+    PML: ``RankedListLoss(margin, Tn, imbalance=0.5, alpha=None, Tp=0)``, ``LpDistance()``,
+    ``MeanReducer`` over all anchors; ``ref_emb`` is rejected (``ValueError``).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B]`` per-anchor losses).
+    """
+    fn = "ranked_list_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    reject_ref(fn, ref_emb, ref_labels, ref_where)
+    if isinstance(imbalance, (int, float)) and not 0 <= imbalance <= 1:
+        raise ValueError(f"{fn}: `imbalance` must be in [0, 1]; got {imbalance!r}")
+    if alpha is None:
+        alpha = 1.0 + margin / 2.0
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    dt = b.dtype
+    bsz = b.emb.shape[0]
+    mat = distance(b.emb, b.emb) * (1 - jnp.eye(bsz, dtype=dt))
+    pos_thr = alpha - margin
+    in_p = (b.pos > 0) & (mat > pos_thr) & (mat > 0)
+    in_n = (b.neg > 0) & (mat < alpha) & (mat > 0)
+    cols = jnp.sum(b.ref_weight)
+
+    def weighted(member, x, t):
+        # sum_j e^{t x} x / (sum_j e^{t x} + cols * 1e-5), shifted by the row max of t x.
+        tx = jnp.where(member, t * x, 0.0)
+        m = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.where(member, tx, -jnp.inf), axis=1, keepdims=True), 0.0))
+        e = jnp.where(member, jnp.exp(tx - m), 0.0)
+        num = jnp.sum(jnp.where(member, e * x, 0.0), axis=1)
+        den = jnp.sum(e, axis=1) + cols * 1e-5 * jnp.exp(-m[:, 0])
+        return reduce.safe_divide(num, den)
+
+    loss_p = weighted(in_p, mat - pos_thr, Tp)
+    loss_n = weighted(in_n, alpha - mat, Tn)
+    losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
+    return finish(reduce.apply(red, losses, b.anchor_weight), dt)

@@ -1,0 +1,155 @@
+"""Pair losses that put a hinge on each positive and each negative pair separately:
+contrastive with the SNR distance, intra-pair variance, threshold-consistent margin.
+
+Each reduces its positive-pair and negative-pair terms separately and sums them, as PML's
+``MultipleReducers`` does. They take class ids, multi-hot labels (positive = shares a label),
+a :class:`~jaxmetric.PairMask` or a :class:`~jaxmetric.TripletMask` (converted to pairs as
+PML's ``convert_to_pairs``); pair multiplicities count, as PML's index lists do.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmetric import _resolve, reduce
+from jaxmetric.distances import CosineSimilarity, SNRDistance
+from jaxmetric.losses._common import check_distance, finish
+
+
+def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype):
+    if red == "none":
+        return finish(jnp.where(pos_w > 0, pos_losses, 0.0) + jnp.where(neg_w > 0, neg_losses, 0.0), dtype)
+    return finish(reduce.apply(red, pos_losses, pos_w) + reduce.apply(red, neg_losses, neg_w), dtype)
+
+
+def snr_contrastive_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    pos_margin=0.0,
+    neg_margin=1.0,
+    distance=SNRDistance(),
+    reduction="avg_nonzero",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Signal-to-noise-ratio contrastive loss (Yuan, Chen, Yang, Mei & Yang, "Signal-to-Noise
+    Ratio: A Robust Distance Metric for Deep Metric Learning", CVPR 2019): the contrastive loss
+    with :math:`d = \mathrm{Var}(x_a - x_r)/\mathrm{Var}(x_a)`,
+
+    .. math::
+        L_{pos} = [d_{ap} - m_{pos}]_+ ,\qquad L_{neg} = [m_{neg} - d_{an}]_+
+
+    each reduced with ``reduction`` and summed.
+
+    PML: ``SignalToNoiseRatioContrastiveLoss(pos_margin=0, neg_margin=1)``, ``SNRDistance()``
+    (asserted), ``AvgNonZeroReducer`` per sub-loss. Deliberate difference: PML returns 0 when
+    every index list has at most one entry; jaxmetric computes the loss.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
+    """
+    fn = "snr_contrastive_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=SNRDistance)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    mat = distance(b.emb, b.ref)
+    pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
+    neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
+    return _two_sided(red, pos_losses, b.pos, neg_losses, b.neg, b.dtype)
+
+
+def intra_pair_variance_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    pos_eps=0.01,
+    neg_eps=0.01,
+    distance=CosineSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss",
+    ICCV 2019, eq. 6). With :math:`\mu^+`, :math:`\mu^-` the means of the positive and negative
+    pair similarities over the whole batch (gradients flow through them):
+
+    .. math::
+        L_{pos} = [(1-\epsilon^+)\mu^+ - s_{ap}]_+^2 ,\qquad L_{neg} = [s_{an} - (1+\epsilon^-)\mu^-]_+^2
+
+    each reduced with ``reduction`` and summed. For distances the directions flip:
+    :math:`[d_{ap} - (1+\epsilon^+)\mu^+]_+^2` and :math:`[(1-\epsilon^-)\mu^- - d_{an}]_+^2`.
+
+    PML: ``IntraPairVarianceLoss(pos_eps=0.01, neg_eps=0.01)``, ``CosineSimilarity``,
+    ``MeanReducer`` per sub-loss. Deliberate difference: PML returns 0 when every index list
+    has at most one entry; jaxmetric computes the loss.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
+    """
+    fn = "intra_pair_variance_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    mat = distance(b.emb, b.ref)
+
+    def mean_over(w):
+        return reduce.safe_divide(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), jnp.sum(w))
+
+    mu_pos, mu_neg = mean_over(b.pos), mean_over(b.neg)
+    if distance.is_inverted:
+        pos_var = (1.0 - pos_eps) * mu_pos - mat
+        neg_var = mat - (1.0 + neg_eps) * mu_neg
+    else:
+        pos_var = mat - (1.0 + pos_eps) * mu_pos
+        neg_var = (1.0 - neg_eps) * mu_neg - mat
+    return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype)
+
+
+def threshold_consistent_margin_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    lambda_plus=1.0,
+    lambda_minus=1.0,
+    margin_plus=0.9,
+    margin_minus=0.5,
+    distance=CosineSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Threshold-consistent margin loss (Zhang, Wu, Wang, Xiong, Li & Wang, "Threshold-
+    Consistent Margin Loss for Open-World Deep Metric Learning", arXiv 2307.04047, 2023):
+
+    .. math::
+        \lambda^+ \operatorname*{mean}_{(a,p):\, s_{ap}\le m^+} (m^+ - s_{ap})
+        + \lambda^- \operatorname*{mean}_{(a,n):\, s_{an}\ge m^-} (s_{an} - m^-)
+
+    with cosine similarities :math:`s`; an empty side gives 0. ``reduction`` reduces each
+    side over its selected pairs (the default ``"mean"`` is the formula above; ``"sum"`` sums).
+    Meant as a regulariser added to another loss.
+
+    PML: ``ThresholdConsistentMarginLoss(lambda_plus=1.0, lambda_minus=1.0, margin_plus=0.9,
+    margin_minus=0.5)``, ``CosineSimilarity`` (asserted), already reduced (PML's reducer has no
+    effect). Deliberate difference: with ``ref_emb`` PML reads the positives and negatives from
+    ``embeddings`` at the reference indices (ignoring ``ref_emb``); jaxmetric reads them from
+    ``ref_emb``. Both agree without ``ref_emb``.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair terms, times the lambdas).
+    """
+    fn = "threshold_consistent_margin_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=CosineSimilarity)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    s = distance(b.emb, b.ref)
+    pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
+    neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
+    return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype)

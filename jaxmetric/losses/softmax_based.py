@@ -1,0 +1,207 @@
+"""Softmax-over-the-batch losses: N-pairs, NCA and instance loss.
+
+Each is a cross-entropy whose "classes" are other samples of the batch, so each needs labels
+in its formula (N-pairs: one pair per class; NCA: the same-class samples; instance: the
+class's rank). Names, hyperparameters and defaults are PML 2.9's. Memory ``O(B R)``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxmetric import _resolve, reduce
+from jaxmetric._ops import has_any, masked_logsumexp
+from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
+from jaxmetric.losses._common import check_distance, finish
+from jaxmetric.losses._labels import reject_mask, reject_ref, relation, require_class_ids, resolve_labelled
+from jaxmetric.masks import PairMask, TripletMask
+
+
+def npairs_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    labels=None,
+    distance=DotProductSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""N-pair loss (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
+    Objective", NeurIPS 2016). One positive pair :math:`(a_c, p_c)` is taken per class
+    :math:`c`; with :math:`K` such pairs, per pair:
+
+    .. math::
+        \ell_c = -\log \frac{e^{s(a_c, p_c)}}{\sum_{c'} e^{s(a_c, p_{c'})}}
+
+    The pair of a class is its first positive pair in row-major (anchor, positive) order
+    among the selected pairs, as PML's ``np.unique`` on the anchors' labels picks it from
+    ``get_all_pairs_indices`` or a ``TripletMarginMiner`` tuple (both list pairs in that
+    order). A mask has no order, so where a PML miner lists an anchor's positives in another
+    order (``MultiSimilarityMiner``: hardest first) PML may pick another positive of the
+    same anchor. Distances are negated.
+
+    Labels: class ids ``[B]`` in ``labels_or_mask``; or a :class:`~jaxmetric.PairMask` /
+    :class:`~jaxmetric.TripletMask` selecting the candidate pairs with the class ids as
+    ``labels=`` (required; multi-hot labels are rejected, a class is not defined there).
+
+    PML: ``NPairsLoss()``, ``DotProductSimilarity()`` (normalising, so cosine), ``MeanReducer``
+    over the chosen pairs; ``ref_emb`` is rejected (``ValueError``).
+
+    Returns:
+      Scalar loss (``"none"``: ``[B]``, the loss at each chosen anchor, 0 elsewhere).
+    """
+    fn = "npairs_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    reject_ref(fn, ref_emb, ref_labels, ref_where)
+    b, lab, _ = resolve_labelled(
+        fn, embeddings, labels_or_mask, labels=labels, where=where,
+        why=" (N-pairs picks one positive pair per class)",
+    )
+    require_class_ids(lab, fn, why=" (N-pairs picks one positive pair per class)")
+    mat = distance(b.emb, b.ref)
+    logits = mat if distance.is_inverted else -mat
+    bsz = mat.shape[0]
+    idx = jnp.arange(bsz)
+    has_pos = has_any(b.pos, axis=1)
+    first_p = jnp.min(jnp.where(b.pos > 0, idx[None, :], bsz), axis=1)
+    first_p = jnp.minimum(first_p, bsz - 1)
+    # An anchor is chosen when no earlier anchor of its class has a positive pair.
+    same = lab[:, None] == lab[None, :]
+    blocked = jnp.any(same & has_pos[None, :] & (idx[None, :] < idx[:, None]), axis=1)
+    chosen = (has_pos & ~blocked).astype(b.dtype)
+    pair_logits = logits[:, first_p]  # [a, c]: s(anchor a, positive of the pair chosen at c)
+    lse = masked_logsumexp(pair_logits, jnp.broadcast_to(chosen[None, :], pair_logits.shape))
+    losses = lse - logits[idx, first_p]
+    return finish(reduce.apply(red, losses, chosen), b.dtype)
+
+
+def _mask_sample_weights(mask, b):
+    """PML's ``convert_to_weights``: how often each query row appears in the index tuple
+    (anchors only with ``ref_emb``), over the largest count."""
+    if isinstance(mask, TripletMask):
+        cube = b.triplets
+        count = jnp.sum(cube, axis=(1, 2))
+        if b.same_set:
+            count = count + jnp.sum(cube, axis=(0, 2)) + jnp.sum(cube, axis=(0, 1))
+    else:
+        count = jnp.sum(b.pos, axis=1) + jnp.sum(b.neg, axis=1)
+        if b.same_set:
+            count = count + jnp.sum(b.pos, axis=0) + jnp.sum(b.neg, axis=0)
+    return reduce.safe_divide(count, jnp.max(count))
+
+
+def nca_loss(
+    embeddings,
+    labels_or_mask,
+    *,
+    softmax_scale=1.0,
+    labels=None,
+    distance=LpDistance(power=2),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Neighbourhood components analysis loss (Goldberger, Roweis, Hinton & Salakhutdinov,
+    NeurIPS 2004), per query :math:`i`:
+
+    .. math::
+        \ell_i = -\log \sum_{j:\, y_j = y_i} \operatorname{softmax}_j(-\sigma\, d_{ij})
+        = \log\sum_{j} e^{-\sigma d_{ij}} - \log\sum_{j:\, y_j = y_i} e^{-\sigma d_{ij}}
+
+    with :math:`\sigma` = ``softmax_scale``; :math:`j` runs over the references (the batch
+    without :math:`i` when there is no ``ref_emb``); similarities are not negated. Queries
+    without a same-class reference are left out of the mean, as PML drops them. Multi-hot:
+    same class = shares a label. Computed in log space (no underflow of the probability).
+
+    Masks: as PML's ``indices_tuple`` for NCA, a :class:`~jaxmetric.PairMask` or
+    :class:`~jaxmetric.TripletMask` only weights the queries, by how often each appears in it
+    (as anchor, positive or negative; anchors only with ``ref_emb``) over the largest count.
+    The classes still come from labels: pass them as ``labels=`` (and ``ref_labels=`` with
+    ``ref_emb``); without them a ``ValueError`` is raised.
+
+    PML: ``NCALoss(softmax_scale=1)``, ``LpDistance(power=2)`` (squared Euclidean on normalised
+    embeddings), ``MeanReducer`` over the queries kept. Deliberate differences: an empty mask
+    gives 0 (PML then weights every query by 1); PML returns 0 for a single query even with
+    ``ref_emb``.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B]`` per-query losses).
+    """
+    fn = "nca_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    is_mask = isinstance(labels_or_mask, (PairMask, TripletMask))
+    b, lab, rlab = resolve_labelled(
+        fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels,
+        where=where, ref_where=ref_where, allow_triplets=True,
+        why=" (NCA's positives are the same-class samples; a mask only weights the queries)",
+    )
+    mat = distance(b.emb, b.ref)
+    logits = softmax_scale * (mat if distance.is_inverted else -mat)
+    members = b.anchor_weight[:, None] * b.ref_weight[None, :]
+    if b.same_set:
+        members = members * (1 - jnp.eye(mat.shape[0], dtype=members.dtype))
+    pos = jnp.where(relation(lab, rlab, b.same_set), members, 0.0)
+    losses = masked_logsumexp(logits, members) - masked_logsumexp(logits, pos)
+    kept = has_any(pos, axis=1).astype(b.dtype)
+    if is_mask:
+        losses = losses * _mask_sample_weights(labels_or_mask, b)
+    return finish(reduce.apply(red, losses, kept), b.dtype)
+
+
+def instance_loss(
+    embeddings,
+    labels,
+    *,
+    gamma=64.0,
+    distance=CosineSimilarity(),
+    reduction="mean",
+    ref_emb=None,
+    ref_labels=None,
+    where=None,
+    ref_where=None,
+):
+    r"""Instance loss (Zheng, Zheng, Garrett, Yang, Xu & Shen, "Dual-Path Convolutional
+    Image-Text Embeddings with Instance Loss", ACM TOMM 2020), as PML implements it: a
+    cross-entropy over the batch's scaled cosine matrix,
+
+    .. math::
+        \ell_i = -\log \operatorname{softmax}_j(\gamma\, s_{ij})\big|_{j = t_i}
+
+    where :math:`j` runs over the whole batch (including :math:`i`) and the target
+    :math:`t_i` is the rank of :math:`y_i` among the batch's distinct labels (so batch
+    column :math:`t_i` plays the class; faithful to the authors' code). With ``where``, ranks
+    and columns count the real rows only, so a padded batch equals the unpadded one.
+
+    Labels: class ids ``[B]`` only (multi-hot and masks raise; PML rejects ``indices_tuple``).
+
+    PML: ``InstanceLoss(gamma=64)``, ``CosineSimilarity`` (asserted), ``MeanReducer``;
+    ``ref_emb`` is rejected (``ValueError``).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B]`` per-sample losses).
+    """
+    fn = "instance_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn, kind=CosineSimilarity)
+    reject_ref(fn, ref_emb, ref_labels, ref_where)
+    reject_mask(fn, labels, " (class ids [B]; PML's InstanceLoss rejects indices_tuple)")
+    b = _resolve.resolve(fn, embeddings, labels, where=where)
+    lab = require_class_ids(b.labels, fn, why=" (the target is the rank of the class)").astype(jnp.int32)
+    logits = gamma * distance(b.emb, b.emb)
+    bsz = logits.shape[0]
+    idx = jnp.arange(bsz)
+    real = b.anchor_weight > 0
+    seen_before = jnp.any((lab[None, :] == lab[:, None]) & (idx[None, :] < idx[:, None]) & real[None, :], axis=1)
+    first = real & ~seen_before  # first real occurrence of each class
+    rank = jnp.sum(first[None, :] & (lab[None, :] < lab[:, None]), axis=1)
+    column = jnp.cumsum(real) - 1  # position of each real row among the real rows
+    target = real[None, :] & (column[None, :] == rank[:, None])
+    cols = jnp.broadcast_to(real[None, :], logits.shape).astype(logits.dtype)
+    losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
+    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
