@@ -3,16 +3,16 @@
 A loss produces per-element losses (per anchor, per pair or per triplet) and weights
 (multiplicities: 0 = not selected). ``reduction`` then says how to turn them into a scalar:
 
-============== ==========================================================  ===================
-name           value                                                       PML reducer
-============== ==========================================================  ===================
-``"mean"``     ``sum(w * l) / sum(w)``                                     ``MeanReducer``
-``"sum"``      ``sum(w * l)``                                              ``SumReducer``
-``"avg_nonzero"`` mean over the elements with ``l > 0``                    ``AvgNonZeroReducer``
-``threshold(low, high)`` mean over ``low < l < high`` (strict)             ``ThresholdReducer``
-``"none"``     the per-element losses (zero where not selected)            ``DoNothingReducer``
-callable       ``f(losses, weights) -> scalar``                            custom reducer
-============== ==========================================================  ===================
+========================== ==================================================  =========================
+name                       value                                               PML reducer
+========================== ==================================================  =========================
+``"mean"``                 ``sum(w * l) / sum(w)``                             ``MeanReducer``
+``"sum"``                  ``sum(w * l)``                                      ``SumReducer``
+``"avg_nonzero"``          mean over the elements with ``l > 0``               ``AvgNonZeroReducer``
+``threshold(low, high)``   mean over ``low < l < high`` (strict)               ``ThresholdReducer``
+``"none"``                 the per-element losses (zero where not selected)    ``DoNothingReducer``
+callable                   ``f(losses, weights) -> scalar``                    custom reducer
+========================== ==================================================  =========================
 
 An empty selection gives 0 with a zero gradient, as PML's graph-connected zero.
 
