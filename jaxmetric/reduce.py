@@ -3,19 +3,19 @@
 A loss produces per-element losses (per anchor, per pair or per triplet) and weights
 (multiplicities: 0 = not selected). ``reduction`` then says how to turn them into a scalar:
 
-============== ==========================================================  ===================
-name           value                                                       PML reducer
-============== ==========================================================  ===================
-``"mean"``     ``sum(w * l) / sum(w)``                                     ``MeanReducer``
-``"sum"``      ``sum(w * l)``                                              ``SumReducer``
-``"avg_nonzero"`` mean over the elements with ``l > 0``                    ``AvgNonZeroReducer``
-``threshold(low, high)`` mean over ``low < l < high`` (strict)             ``ThresholdReducer``
-``"none"``     the per-element losses (zero where not selected)            ``DoNothingReducer``
-callable       ``f(losses, weights) -> scalar``                            custom reducer
-``class_weighted(w)`` mean of ``w[y_anchor] * l`` over selected elements    ``ClassWeightedReducer``
-``per_anchor(inner)`` mean per anchor, then ``inner`` over anchors          ``PerAnchorReducer``
-``divisor(d)``  ``sum(w * l) / d`` (``d`` given, or defined by the loss)   ``DivisorReducer``
-============== ==========================================================  ===================
+========================== ==================================================  =========================
+name                       value                                               PML reducer
+========================== ==================================================  =========================
+``"mean"``                 ``sum(w * l) / sum(w)``                             ``MeanReducer``
+``"sum"``                  ``sum(w * l)``                                      ``SumReducer``
+``"avg_nonzero"``          mean over the elements with ``l > 0``               ``AvgNonZeroReducer``
+``threshold(low, high)``   mean over ``low < l < high`` (strict)               ``ThresholdReducer``
+``"none"``                 the per-element losses (zero where not selected)    ``DoNothingReducer``
+callable                   ``f(losses, weights) -> scalar``                    custom reducer
+``class_weighted(w)``      mean of ``w[y_anchor] * l`` over selected elements  ``ClassWeightedReducer``
+``per_anchor(inner)``      mean per anchor, then ``inner`` over anchors        ``PerAnchorReducer``
+``divisor(d)``             ``sum(w * l) / d`` (given, or defined by the loss)  ``DivisorReducer``
+========================== ==================================================  =========================
 
 The last three are :class:`ContextReduction` objects: they also read a :class:`Context` (the
 anchors' class ids, the real rows, a divisor) that losses pass to :func:`apply`; every loss puts
