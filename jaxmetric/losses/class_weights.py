@@ -6,23 +6,23 @@ PML's initialisation for that loss, shaped ``(num_classes, dim)`` (``(num_classe
 SoftTriple and the sub-center losses). ``class_logits(embeddings, weights, kind=...)`` is PML's
 ``get_logits``: the ``[B, num_classes]`` scores used at inference (no margin).
 
-=======================  ==========================================  ==========================
-kind                     PML initialisation (on PML's layout)        ``class_logits``
-=======================  ==========================================  ==========================
-``proxy_nca``            ``normal_``: N(0, 1)                        ``distance(x, p)`` (raw
-                                                                     distances, as PML)
-``proxy_anchor``         ``kaiming_normal_(mode="fan_out")``:        ``distance(x, p)``
-                         N(0, 2 / num_classes)
-``soft_triple``          ``kaiming_uniform_(a=sqrt 5)`` on           relaxed similarity
-                         ``(D, C K)``: U(±1/sqrt(C K))               ``S_ic``
-``normalized_softmax``   N(0, 1)                                     ``s(x, w/|w|) / T``
-``large_margin_softmax`` N(0, 1)                                     ``s |w_c| |x| cos``
-``sphereface``           N(0, 1)                                     ``s |x| cos``
-``arcface``, ``cosface`` N(0, 1)                                     ``s cos``
-``subcenter_arcface``,   N(0, 1), K = 3 sub-centers                  ``s max_k cos``
+========================  ========================================  ==========================
+kind                      PML initialisation (on PML's layout)        ``class_logits``
+========================  ========================================  ==========================
+``proxy_nca``             ``normal_``: N(0, 1)                        ``distance(x, p)`` (raw
+                                                                      distances, as PML)
+``proxy_anchor``          ``kaiming_normal_(mode="fan_out")``:        ``distance(x, p)``
+                          N(0, 2 / num_classes)
+``soft_triple``           ``kaiming_uniform_(a=sqrt 5)`` on           relaxed similarity
+                          ``(D, C K)``: U(±1/sqrt(C K))               ``S_ic``
+``normalized_softmax``    N(0, 1)                                     ``s(x, w/|w|) / T``
+``large_margin_softmax``  N(0, 1)                                     ``s |w_c| |x| cos``
+``sphereface``            N(0, 1)                                     ``s |x| cos``
+``arcface``, ``cosface``  N(0, 1)                                     ``s cos``
+``subcenter_arcface``,    N(0, 1), K = 3 sub-centers                  ``s max_k cos``
 ``dynamic_arcface``
-``p2sgrad``              U(-1, 1), rows renormalised to unit norm    ``cos`` (clamped)
-=======================  ==========================================  ==========================
+``p2sgrad``               U(-1, 1), rows renormalised to unit norm    ``cos`` (clamped)
+========================  ========================================  ==========================
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._rows import evaluate
 
 _COMMON_ARGS = """
-    Common arguments:
+    Args:
       embeddings: ``[B, D]`` float array (any float dtype; computed in float32).
       labels_or_mask: class ids ``[B]``, multi-hot ``[B, C]``, a ``PairMask`` or a ``TripletMask``.
       distance: a jaxmetric distance (static).
