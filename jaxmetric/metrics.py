@@ -4,8 +4,9 @@ Inputs are ``y_true [n, L]`` ({0, 1}: bool, int or float), and either thresholde
 ``y_pred [n, L]`` ({0, 1}) or scores ``y_score [n, L]`` (logits or probabilities; only the
 order matters). Every metric takes an optional ``sample_weight [n]`` (0 leaves a row out, so a
 padded evaluation batch keeps its static shape). Shapes are static, nothing syncs with the
-host, and the results are float32 scalars (float64 for float64 inputs), so the functions run
-inside ``jax.jit`` / ``jax.vmap``.
+host, and the results are scalars (float32, or float64 when ``jax_enable_x64`` is on, so that
+they equal scikit-learn's to the last digit), so the functions run inside ``jax.jit`` /
+``jax.vmap``.
 
 ===================================  ================================================  ==========
 function                             definition                                        sklearn
@@ -85,7 +86,10 @@ def _check_weight(w, n: int, fn: str, dtype):
 
 
 def _dtype(*arrays):
-    return _checks.compute_dtype(*[a for a in arrays if a is not None and jnp.issubdtype(_as_array(a).dtype, jnp.floating)])
+    """float64 when 64-bit mode is on (counts and ratios then match NumPy exactly), else
+    float32. Metrics have no gradient, so the wider type costs nothing that matters."""
+    del arrays
+    return jnp.dtype(jnp.float64) if jax.config.jax_enable_x64 else jnp.dtype(jnp.float32)
 
 
 def _safe_div(num, den):
