@@ -420,14 +420,14 @@ def test_bce_vs_torch():
             (gt,) = torch.autograd.grad(vt, xt)
             jkw = {k: jnp.asarray(v) for k, v in kwargs.items()}
             v, g = jax.value_and_grad(lambda a: ml.bce_loss(a, jnp.asarray(y), reduction=red, **jkw))(jnp.asarray(x))
-            np.testing.assert_allclose(float(v), float(vt), rtol=1e-12)
+            np.testing.assert_allclose(float(v), float(vt.detach()), rtol=1e-12)
             np.testing.assert_allclose(np.asarray(g), gt.numpy(), rtol=1e-10, atol=1e-14)
     # MultiLabelSoftMarginLoss(weight) = mean over classes, then batch
     xt = torch.tensor(x, requires_grad=True)
     vt = torch.nn.MultiLabelSoftMarginLoss(weight=torch.tensor(w))(xt, torch.tensor(y))
     (gt,) = torch.autograd.grad(vt, xt)
     v, g = jax.value_and_grad(lambda a: ml.bce_loss(a, jnp.asarray(y), weight=jnp.asarray(w)))(jnp.asarray(x))
-    np.testing.assert_allclose(float(v), float(vt), rtol=1e-12)
+    np.testing.assert_allclose(float(v), float(vt.detach()), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g), gt.numpy(), rtol=1e-10, atol=1e-14)
 
 
@@ -453,7 +453,7 @@ def test_focal_vs_torchvision_formula():
         vt = tv_focal(xt, torch.tensor(y), alpha, gamma)
         (gt,) = torch.autograd.grad(vt, xt)
         v, g = jax.value_and_grad(lambda a: ml.focal_loss(a, jnp.asarray(y), alpha=alpha, gamma=gamma))(jnp.asarray(x))
-        np.testing.assert_allclose(float(v), float(vt), rtol=1e-10)
+        np.testing.assert_allclose(float(v), float(vt.detach()), rtol=1e-10)
         np.testing.assert_allclose(np.asarray(g), gt.numpy(), rtol=1e-8, atol=1e-14)
 
 
@@ -536,3 +536,31 @@ def test_bad_inputs(call, exc, match):
 def test_errors_raise_under_jit_at_trace_time():
     with pytest.raises(ValueError, match="`targets` must have the shape"):
         jax.jit(lambda a, b: ml.bce_loss(a, b))(jnp.zeros((2, 3)), jnp.zeros((3, 2)))
+
+
+# --------------------------------------------------------------------------------------
+# hypothesis: finite values and gradients, unknown labels inert, for any finite logits
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_ALL = jax.jit(
+    lambda x, y: jnp.stack([jax.value_and_grad(lambda a: CASE_TABLE[n][0](a, y))(x)[0] for n in BASE]),
+)
+_ALL_GRADS = jax.jit(lambda x, y: jnp.stack([jax.grad(lambda a: CASE_TABLE[n][0](a, y))(x) for n in BASE]))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    hnp.arrays(np.float32, (6, 5), elements=st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, 1e4, -1e4]))),
+    hnp.arrays(np.int32, (6, 5), elements=st.sampled_from([-1, 0, 1])),
+)
+def test_property_finite_and_unknown_inert(x, y):
+    v = np.asarray(_ALL(jnp.asarray(x), jnp.asarray(y)))
+    g = np.asarray(_ALL_GRADS(jnp.asarray(x), jnp.asarray(y)))
+    assert np.all(np.isfinite(v)) and np.all(np.isfinite(g))
+    assert np.all(g[:, y < 0] == 0.0)
+    # changing the logits of unknown labels changes nothing
+    x2 = np.where(y < 0, -x + 3.0, x).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(_ALL(jnp.asarray(x2), jnp.asarray(y))), v, rtol=1e-6, atol=1e-6)
