@@ -88,6 +88,23 @@ from jaxmetric.wrappers import (
     multiple_losses,
     self_supervised_loss,
 )
+from jaxmetric import datasets, metrics
+from jaxmetric.losses.multilabel import (
+    asymmetric_loss,
+    bce_loss,
+    class_balanced_weights,
+    distribution_balanced_loss,
+    focal_loss,
+    hill_loss,
+    poly_bce_loss,
+    pos_weight_from_counts,
+    splc_loss,
+    splc_targets,
+    two_way_loss,
+    zlpr_loss,
+)
+from jaxmetric.masks import paired_mask
+from jaxmetric.datasets import load_arff
 
 __version__ = "0.1.0"
 
@@ -178,4 +195,20 @@ __all__ = [
     "multi_view_loss",
     "multiple_losses",
     "self_supervised_loss",
+    "asymmetric_loss",
+    "bce_loss",
+    "class_balanced_weights",
+    "distribution_balanced_loss",
+    "focal_loss",
+    "hill_loss",
+    "poly_bce_loss",
+    "pos_weight_from_counts",
+    "splc_loss",
+    "splc_targets",
+    "two_way_loss",
+    "zlpr_loss",
+    "paired_mask",
+    "load_arff",
+    "datasets",
+    "metrics",
 ]

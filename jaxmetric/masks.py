@@ -66,7 +66,33 @@ class TripletMask:
         return PairMask(pos=jnp.sum(w, axis=2), neg=jnp.sum(w, axis=1))
 
 
-PAIR_RULES = ("any",)
+PAIR_RULES = ("any", "exact", "jaccard", "dice", "cosine", "shared_count")
+_WEIGHTED_RULES = ("jaccard", "dice", "cosine")
+NEGATIVE_RULES = ("complement", "disjoint")
+
+
+def _overlap_stats(labels: jax.Array, ref_labels: jax.Array):
+    """``shared[i, j] = |y_i ∧ y_j|`` and the label-set sizes ``|y_i|``, ``|y_j|`` (float32,
+    float64 for float64 labels)."""
+    dtype = _checks.compute_dtype(labels, ref_labels)
+    a = labels.astype(dtype)
+    r = ref_labels.astype(dtype)
+    shared = a @ r.T
+    return shared, jnp.sum(a, axis=1)[:, None], jnp.sum(r, axis=1)[None, :]
+
+
+def _rule_similarity(rule: str, shared, na, nr):
+    """Jaccard, Dice or cosine similarity of multi-hot rows; 0 where both sets are empty."""
+    from jaxmetric.reduce import safe_divide
+
+    if rule == "jaccard":
+        return safe_divide(shared, na + nr - shared)
+    if rule == "dice":
+        return safe_divide(2.0 * shared, na + nr)
+    # cosine of the 0/1 vectors: |a ∧ b| / sqrt(|a| |b|)
+    prod = na * nr
+    ok = prod > 0
+    return jnp.where(ok, shared / jnp.sqrt(jnp.where(ok, prod, 1.0)), 0.0)
 
 
 def pair_mask(
@@ -77,6 +103,9 @@ def pair_mask(
     ref_where: jax.Array | None = None,
     exclude_self: bool | None = None,
     rule: str = "any",
+    threshold: float | None = None,
+    weighted: bool = True,
+    negatives: str = "complement",
 ) -> PairMask:
     """Builds the :class:`PairMask` of all positive and negative pairs from labels.
 
@@ -89,14 +118,46 @@ def pair_mask(
       exclude_self: drop the diagonal ``(i, i)`` from both masks. Defaults to True when
         ``ref_labels`` is None (a sample is never its own positive) and False otherwise
         (PML only drops it when the reference *is* the query set).
-      rule: how multi-hot rows pair up. ``"any"``: positive when they share at least one
-        label, negative when they share none. Class ids: positive when equal.
+      rule: how multi-hot rows ``a = y_i``, ``b = y_j`` pair up (class ids: positive when
+        equal, for every rule):
+
+        ================  =====================================================  ============
+        rule              positive when                                           pos weight
+        ================  =====================================================  ============
+        ``"any"``         ``|a ∧ b| >= 1`` (share a label; the default)          1
+        ``"exact"``       ``a == b`` (same label set; two empty sets are equal)   1
+        ``"jaccard"``     ``J = |a ∧ b| / |a ∨ b| >= threshold`` and ``J > 0``    ``J``
+        ``"dice"``        ``D = 2|a ∧ b| / (|a| + |b|) >= threshold``, ``D > 0``  ``D``
+        ``"cosine"``      ``K = |a ∧ b| / sqrt(|a||b|) >= threshold``, ``K > 0``  ``K``
+        ``"shared_count"`` ``|a ∧ b| >= threshold`` (an integer, default 1)      1
+        ================  =====================================================  ============
+
+      threshold: the rule's minimum (``None``: any overlap, i.e. similarity > 0 or one shared
+        label). Only for ``"jaccard"``, ``"dice"``, ``"cosine"`` (a float in [0, 1]) and
+        ``"shared_count"`` (an integer >= 1). May be a traced value.
+      weighted: for ``"jaccard"``, ``"dice"``, ``"cosine"``: positives carry the similarity
+        as a float weight in (0, 1] (True, the default) or weight 1 (False; thresholded
+        positives, MultiSupCon's ``multi=False``).
+      negatives: ``"complement"`` (default): every pair that is not positive is negative
+        (MultiSupCon's convention); ``"disjoint"``: only pairs sharing no label are negative,
+        pairs that overlap below the threshold are left out of both masks. For ``"any"`` the
+        two coincide.
 
     Returns:
-      ``PairMask`` with bool ``pos`` and ``neg`` of shape ``[B, R]``.
+      ``PairMask`` of shape ``[B, R]``: bool ``pos`` and ``neg``, except a float ``pos``
+      (float32; float64 for float64 labels) for the weighted rules with ``weighted=True``.
     """
     fn = "pair_mask"
     _checks.check_choice(rule, PAIR_RULES, "rule", fn=fn)
+    _checks.check_choice(negatives, NEGATIVE_RULES, "negatives", fn=fn)
+    if threshold is not None:
+        if rule in ("any", "exact"):
+            raise ValueError(f"{fn}: `threshold` is only used by rules 'jaccard', 'dice', 'cosine' and 'shared_count'; got threshold={threshold!r} with rule={rule!r}")
+        if isinstance(threshold, (int, float)):
+            if rule == "shared_count" and not (threshold >= 1 and float(threshold).is_integer()):
+                raise ValueError(f"{fn}: `threshold` for rule 'shared_count' must be an integer >= 1; got {threshold!r}")
+            if rule != "shared_count" and not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"{fn}: `threshold` for rule {rule!r} must be in [0, 1]; got {threshold!r}")
     if not hasattr(labels, "shape"):
         labels = jnp.asarray(labels)
     if labels.ndim not in (1, 2):
@@ -127,19 +188,40 @@ def pair_mask(
         pos = labels[:, None] == ref_labels[None, :]
         neg = ~pos
     else:
-        shared = labels.astype(jnp.float32) @ ref_labels.astype(jnp.float32).T
-        pos = shared > 0
-        neg = ~pos
-    valid = jnp.ones(pos.shape, bool)
+        shared, na, nr = _overlap_stats(labels, ref_labels)
+        if rule == "any":
+            pos = shared > 0
+        elif rule == "exact":
+            pos = (shared == na) & (shared == nr)  # a == b  <=>  |a ∧ b| = |a| = |b| (no [B, R, C])
+        elif rule == "shared_count":
+            pos = shared >= (1.0 if threshold is None else threshold)
+        else:
+            sim = _rule_similarity(rule, shared, na, nr)
+            pos = sim > 0
+            if threshold is not None:
+                pos = pos & (sim >= threshold)
+            if weighted:
+                pos = jnp.where(pos, sim, 0.0)
+        if negatives == "disjoint":
+            neg = shared == 0
+            if rule == "exact":
+                neg = neg & ~pos  # two empty label sets are equal: positive, not negative
+        else:
+            neg = ~(pos > 0)
+    valid = jnp.ones(neg.shape, bool)
     if exclude_self:
-        if pos.shape[0] != pos.shape[1]:
-            raise ValueError(f"{fn}: `exclude_self=True` needs a square mask; got shape {pos.shape}")
-        valid = valid & ~jnp.eye(pos.shape[0], dtype=bool)
+        if neg.shape[0] != neg.shape[1]:
+            raise ValueError(f"{fn}: `exclude_self=True` needs a square mask; got shape {neg.shape}")
+        valid = valid & ~jnp.eye(neg.shape[0], dtype=bool)
     if where is not None:
         valid = valid & where[:, None]
     if ref_where is not None:
         valid = valid & ref_where[None, :]
-    return PairMask(pos=pos & valid, neg=neg & valid)
+    if pos.dtype == jnp.bool_:
+        pos = pos & valid
+    else:
+        pos = jnp.where(valid, pos, 0.0)
+    return PairMask(pos=pos, neg=neg & valid)
 
 
 def _check_index_array(x, name: str, fn: str) -> jax.Array:
@@ -193,3 +275,81 @@ def from_indices(
 def to_pairs(mask: PairMask | TripletMask) -> PairMask:
     """A :class:`PairMask` of the pairs a mask implies (triplets converted as PML does)."""
     return mask.to_pairs() if isinstance(mask, TripletMask) else mask
+
+
+PAIRED_OPTIONS = ("negative", "ignore")
+PAIRED_LAYOUTS = ("concat", "cross")
+
+
+def paired_mask(
+    pair_labels: jax.Array,
+    *,
+    other_pairs: str = "negative",
+    same_side: str = "ignore",
+    layout: str = "concat",
+    where: jax.Array | None = None,
+) -> PairMask:
+    """The :class:`PairMask` of explicitly paired data: ``x1[i]`` and ``x2[i]`` with a pair
+    label ``pair_labels[i]`` in {0, 1} (1: a positive pair, 0: a negative pair).
+
+    With ``layout="concat"`` (default) the mask is over the concatenated embeddings
+    ``jnp.concatenate([x1, x2])`` (``[2B, 2B]``, both directions), to pass with them to any
+    loss: ``contrastive_loss(jnp.concatenate([x1, x2]), paired_mask(y))``. With
+    ``layout="cross"`` it is the ``[B, B]`` mask of queries ``x1`` against references ``x2``,
+    to pass with ``ref_emb=x2``.
+
+    ==================================  ===================================================
+    pair                                 role
+    ==================================  ===================================================
+    ``(x1[i], x2[i])``, ``y[i] = 1``     positive
+    ``(x1[i], x2[i])``, ``y[i] = 0``     negative
+    ``(x1[i], x2[j])``, ``i != j``       ``other_pairs``: negative (in-batch negatives, the
+                                         default) or ignored (only the explicit pairs count:
+                                         the classic siamese contrastive loss)
+    ``(x1[i], x1[j])``, ``(x2[i], x2[j])``  ``same_side``: ignored (default) or negative
+                                         (SimCLR-style, both views as candidates); concat
+                                         layout only
+    ==================================  ===================================================
+
+    Args:
+      pair_labels: ``[B]`` bool or integer {0, 1} (or float 0./1.) pair labels.
+      where: optional bool ``[B]`` marking real pairs; a padded pair and every pair touching
+        its two rows is neither positive nor negative.
+
+    Returns:
+      ``PairMask`` with bool ``pos`` and ``neg``: ``[2B, 2B]`` (concat) or ``[B, B]`` (cross).
+    """
+    fn = "paired_mask"
+    _checks.check_choice(other_pairs, PAIRED_OPTIONS, "other_pairs", fn=fn)
+    _checks.check_choice(same_side, PAIRED_OPTIONS, "same_side", fn=fn)
+    _checks.check_choice(layout, PAIRED_LAYOUTS, "layout", fn=fn)
+    if not hasattr(pair_labels, "shape"):
+        pair_labels = jnp.asarray(pair_labels)
+    if pair_labels.ndim != 1:
+        raise ValueError(f"{fn}: `pair_labels` must be a 1-D array [B] of 0/1 pair labels; got shape {tuple(pair_labels.shape)}")
+    if not (pair_labels.dtype == jnp.bool_ or jnp.issubdtype(pair_labels.dtype, jnp.number)):
+        raise TypeError(f"{fn}: `pair_labels` must be bool, integer or float 0/1; got dtype {pair_labels.dtype}")
+    if pair_labels.dtype != jnp.bool_ and _checks.is_concrete(pair_labels):
+        import numpy as np
+
+        v = np.asarray(pair_labels)
+        bad = ~((v == 0) | (v == 1))
+        if bad.any():
+            raise ValueError(f"{fn}: `pair_labels` must hold only 0 and 1; got shape {tuple(v.shape)} with value {v[bad].flat[0]!r}")
+    b = pair_labels.shape[0]
+    where = _checks.check_where(where, b, "where", fn=fn)
+    y = pair_labels.astype(bool)
+    eye = jnp.eye(b, dtype=bool)
+    cross_pos = eye & y[None, :]  # [i, i] with y[i] = 1 (y indexed by the column = row)
+    cross_neg = eye & ~y[None, :]
+    if other_pairs == "negative":
+        cross_neg = cross_neg | ~eye
+    valid = jnp.ones((b, b), bool) if where is None else where[:, None] & where[None, :]
+    cross_pos, cross_neg = cross_pos & valid, cross_neg & valid
+    if layout == "cross":
+        return PairMask(pos=cross_pos, neg=cross_neg)
+    side_neg = (~eye & valid) if same_side == "negative" else jnp.zeros((b, b), bool)
+    no = jnp.zeros((b, b), bool)
+    pos = jnp.block([[no, cross_pos], [cross_pos.T, no]])
+    neg = jnp.block([[side_neg, cross_neg], [cross_neg.T, side_neg]])
+    return PairMask(pos=pos, neg=neg)

@@ -49,6 +49,20 @@ from jaxmetric.losses.pair_margin import (
     threshold_consistent_margin_loss,
 )
 from jaxmetric.losses.softmax_based import instance_loss, nca_loss, npairs_loss
+from jaxmetric.losses.multilabel import (
+    asymmetric_loss,
+    bce_loss,
+    class_balanced_weights,
+    distribution_balanced_loss,
+    focal_loss,
+    hill_loss,
+    poly_bce_loss,
+    pos_weight_from_counts,
+    splc_loss,
+    splc_targets,
+    two_way_loss,
+    zlpr_loss,
+)
 
 __all__ = [
     "circle_loss",
@@ -103,4 +117,16 @@ __all__ = [
     "snr_contrastive_loss",
     "threshold_consistent_margin_loss",
     "tuplet_margin_loss",
+    "asymmetric_loss",
+    "bce_loss",
+    "class_balanced_weights",
+    "distribution_balanced_loss",
+    "focal_loss",
+    "hill_loss",
+    "poly_bce_loss",
+    "pos_weight_from_counts",
+    "splc_loss",
+    "splc_targets",
+    "two_way_loss",
+    "zlpr_loss",
 ]
