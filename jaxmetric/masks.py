@@ -121,16 +121,16 @@ def pair_mask(
       rule: how multi-hot rows ``a = y_i``, ``b = y_j`` pair up (class ids: positive when
         equal, for every rule):
 
-        ================  =====================================================  ============
-        rule              positive when                                           pos weight
-        ================  =====================================================  ============
-        ``"any"``         ``|a ∧ b| >= 1`` (share a label; the default)          1
-        ``"exact"``       ``a == b`` (same label set; two empty sets are equal)   1
-        ``"jaccard"``     ``J = |a ∧ b| / |a ∨ b| >= threshold`` and ``J > 0``    ``J``
-        ``"dice"``        ``D = 2|a ∧ b| / (|a| + |b|) >= threshold``, ``D > 0``  ``D``
-        ``"cosine"``      ``K = |a ∧ b| / sqrt(|a||b|) >= threshold``, ``K > 0``  ``K``
-        ``"shared_count"`` ``|a ∧ b| >= threshold`` (an integer, default 1)      1
-        ================  =====================================================  ============
+        ==================  ======================================================  ==========
+        rule                positive when                                           pos weight
+        ==================  ======================================================  ==========
+        ``"any"``           ``|a ∧ b| >= 1`` (share a label; the default)           1
+        ``"exact"``         ``a == b`` (same label set; two empty sets are equal)   1
+        ``"jaccard"``       ``J = |a ∧ b| / |a ∨ b| >= threshold`` and ``J > 0``    ``J``
+        ``"dice"``          ``D = 2|a ∧ b| / (|a| + |b|) >= threshold``, ``D > 0``  ``D``
+        ``"cosine"``        ``K = |a ∧ b| / sqrt(|a||b|) >= threshold``, ``K > 0``  ``K``
+        ``"shared_count"``  ``|a ∧ b| >= threshold`` (an integer, default 1)        1
+        ==================  ======================================================  ==========
 
       threshold: the rule's minimum (``None``: any overlap, i.e. similarity > 0 or one shared
         label). Only for ``"jaccard"``, ``"dice"``, ``"cosine"`` (a float in [0, 1]) and
@@ -298,18 +298,18 @@ def paired_mask(
     ``layout="cross"`` it is the ``[B, B]`` mask of queries ``x1`` against references ``x2``,
     to pass with ``ref_emb=x2``.
 
-    ==================================  ===================================================
-    pair                                 role
-    ==================================  ===================================================
-    ``(x1[i], x2[i])``, ``y[i] = 1``     positive
-    ``(x1[i], x2[i])``, ``y[i] = 0``     negative
-    ``(x1[i], x2[j])``, ``i != j``       ``other_pairs``: negative (in-batch negatives, the
-                                         default) or ignored (only the explicit pairs count:
-                                         the classic siamese contrastive loss)
+    ======================================  ===================================================
+    pair                                    role
+    ======================================  ===================================================
+    ``(x1[i], x2[i])``, ``y[i] = 1``        positive
+    ``(x1[i], x2[i])``, ``y[i] = 0``        negative
+    ``(x1[i], x2[j])``, ``i != j``          ``other_pairs``: negative (in-batch negatives, the
+                                            default) or ignored (only the explicit pairs count:
+                                            the classic siamese contrastive loss)
     ``(x1[i], x1[j])``, ``(x2[i], x2[j])``  ``same_side``: ignored (default) or negative
-                                         (SimCLR-style, both views as candidates); concat
-                                         layout only
-    ==================================  ===================================================
+                                            (SimCLR-style, both views as candidates); concat
+                                            layout only
+    ======================================  ===================================================
 
     Args:
       pair_labels: ``[B]`` bool or integer {0, 1} (or float 0./1.) pair labels.

@@ -8,18 +8,18 @@ host, and the results are scalars (float32, or float64 when ``jax_enable_x64`` i
 they equal scikit-learn's to the last digit), so the functions run inside ``jax.jit`` /
 ``jax.vmap``.
 
-===================================  ================================================  ==========
-function                             definition                                        sklearn
-===================================  ================================================  ==========
-:func:`hamming_loss`                 fraction of wrong labels                          ``hamming_loss``
-:func:`subset_accuracy`              fraction of rows predicted exactly                ``accuracy_score``
-:func:`f1_score`                     micro / macro / samples / weighted / per class    ``f1_score``
-:func:`average_precision`            AP per class, macro / micro / samples / weighted  ``average_precision_score``
-:func:`label_ranking_average_precision`  LRAP                                          ``label_ranking_average_precision_score``
-:func:`coverage_error`               mean rank of the lowest-scored true label         ``coverage_error``
-:func:`label_ranking_loss`           fraction of mis-ordered (true, false) pairs       ``label_ranking_loss``
-:func:`one_error`                    top-scored label not a true label                 (not in sklearn)
-===================================  ================================================  ==========
+=======================================  ================================================  =========================================
+function                                 definition                                        sklearn
+=======================================  ================================================  =========================================
+:func:`hamming_loss`                     fraction of wrong labels                          ``hamming_loss``
+:func:`subset_accuracy`                  fraction of rows predicted exactly                ``accuracy_score``
+:func:`f1_score`                         micro / macro / samples / weighted / per class    ``f1_score``
+:func:`average_precision`                AP per class, macro / micro / samples / weighted  ``average_precision_score``
+:func:`label_ranking_average_precision`  LRAP                                              ``label_ranking_average_precision_score``
+:func:`coverage_error`                   mean rank of the lowest-scored true label         ``coverage_error``
+:func:`label_ranking_loss`               fraction of mis-ordered (true, false) pairs       ``label_ranking_loss``
+:func:`one_error`                        top-scored label not a true label                 (not in sklearn)
+=======================================  ================================================  =========================================
 
 Edge cases are scikit-learn 1.9's: ties in scores share the *max* rank (a tie between a true
 and a false label counts as mis-ordered); a class without positives has AP 0 and stays in the
