@@ -59,6 +59,19 @@ from jaxmetric.losses import (
     tuplet_margin_loss,
 )
 from jaxmetric.masks import PairMask, TripletMask, from_indices, pair_mask, to_pairs
+from jaxmetric import miners
+from jaxmetric.miners import (
+    angular_miner,
+    batch_easy_hard_miner,
+    batch_hard_miner,
+    distance_weighted_miner,
+    embeddings_already_packaged_as_triplets,
+    hdc_miner,
+    multi_similarity_miner,
+    pair_margin_miner,
+    triplet_margin_miner,
+    uniform_histogram_miner,
+)
 from jaxmetric.reduce import Reduction, threshold
 from jaxmetric import regularizers, wrappers
 from jaxmetric.losses import (
@@ -211,4 +224,15 @@ __all__ = [
     "load_arff",
     "datasets",
     "metrics",
+    "miners",
+    "angular_miner",
+    "batch_easy_hard_miner",
+    "batch_hard_miner",
+    "distance_weighted_miner",
+    "embeddings_already_packaged_as_triplets",
+    "hdc_miner",
+    "multi_similarity_miner",
+    "pair_margin_miner",
+    "triplet_margin_miner",
+    "uniform_histogram_miner",
 ]

@@ -17,8 +17,12 @@ from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """Resolved inputs. ``pos``/``neg`` are ``[B, R]`` weights in the compute dtype;
-    ``triplets`` is a ``[B, R, R]`` weight cube when the caller passed a TripletMask."""
+    """Resolved inputs. ``pos``/``neg`` are ``[B, R]`` weights in the compute dtype.
+
+    When the caller passed a :class:`TripletMask`: ``triplets`` is its ``[B, R, R]`` weight
+    cube (``allow_triplets=True``), or ``triplet_mask`` is the mask itself in any form, with
+    ``where``/``ref_where`` and self-pairs applied (``allow_triplets="mask"``; ``pos``/``neg``
+    are then the pairs that can occur, not counts, for the margin and angle forms)."""
 
     emb: jax.Array
     ref: jax.Array
@@ -28,6 +32,7 @@ class Batch:
     ref_weight: jax.Array  # [R]
     same_set: bool  # the references are the embeddings themselves
     triplets: jax.Array | None = None
+    triplet_mask: TripletMask | None = None
     labels: jax.Array | None = None
     ref_labels: jax.Array | None = None
     axis_name: Any = None  # references were gathered over this mapped axis
@@ -73,19 +78,23 @@ def resolve(
     ref_labels=None,
     where=None,
     ref_where=None,
-    allow_triplets: bool = False,
+    allow_triplets: bool | str = False,
     axis_name=None,
 ) -> Batch:
     """Validates and resolves the common loss inputs.
 
-    With ``allow_triplets=False`` a :class:`TripletMask` is converted to pair counts as PML's
-    ``convert_to_pairs`` does; otherwise its cube is kept in ``Batch.triplets``.
+    With ``allow_triplets=False`` a :class:`TripletMask` (any form) is converted to pair counts
+    as PML's ``convert_to_pairs`` does, without the cube for the compact forms; with ``True``
+    its dense cube is kept in ``Batch.triplets``; with ``"mask"`` the mask itself is kept in
+    ``Batch.triplet_mask`` (for losses that read the compact forms).
 
     With ``axis_name`` (inside ``pmap``, ``shard_map`` or ``vmap(axis_name=...)``) the local
     rows stay the anchors and the references (``embeddings`` themselves, or ``ref_emb``) with
     their labels and validity are gathered over the axis, so every anchor sees the global
     batch; a sample is still never its own positive. Masks passed in are then ``[B, R_global]``.
     """
+    if allow_triplets not in (False, True, "mask"):
+        raise ValueError(f"{fn}: internal: allow_triplets must be False, True or 'mask'; got {allow_triplets!r}")
     embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
     same_set = ref_emb is None
     if same_set:
@@ -121,6 +130,7 @@ def resolve(
         r = ref.shape[0]
 
     triplets = None
+    tmask = None
     lab = rlab = None
     if labels_or_mask is None:
         raise ValueError(f"{fn}: `labels_or_mask` is required: class ids [B], multi-hot [B, C], a PairMask or a TripletMask")
@@ -128,13 +138,19 @@ def resolve(
         if ref_labels is not None:
             raise ValueError(f"{fn}: `ref_labels` is only used with labels; a {type(labels_or_mask).__name__} already says which pairs count")
         if isinstance(labels_or_mask, TripletMask):
-            cube = _mask_array(labels_or_mask.weights, (b, r, r), "TripletMask.weights", fn, dtype)
-            cube = cube * anchor_weight[:, None, None] * ref_weight[None, :, None] * ref_weight[None, None, :]
-            if self_cols is not None:
-                cube = cube * _not_self(self_cols, r, dtype)[:, :, None]  # a sample is never its own positive
-            if allow_triplets:
-                triplets = cube
-            pos, neg = jnp.sum(cube, axis=2), jnp.sum(cube, axis=1)
+            tm = restrict_triplets(labels_or_mask, b, r, anchor_weight, ref_weight, self_cols, fn, dtype)
+            if allow_triplets == "mask":
+                tmask = tm
+                if tm.form in ("margin", "angle"):
+                    pos, neg = tm.pos, tm.neg
+                else:
+                    pairs = tm.to_pairs()
+                    pos, neg = pairs.pos.astype(dtype), pairs.neg.astype(dtype)
+            else:
+                if allow_triplets:
+                    triplets = tm.to_dense().astype(dtype)
+                pairs = tm.to_pairs()
+                pos, neg = pairs.pos.astype(dtype), pairs.neg.astype(dtype)
         else:
             pos = _mask_array(labels_or_mask.pos, (b, r), "PairMask.pos", fn, dtype)
             neg = _mask_array(labels_or_mask.neg, (b, r), "PairMask.neg", fn, dtype)
@@ -164,8 +180,73 @@ def resolve(
         pos, neg = m.pos.astype(dtype) * valid, m.neg.astype(dtype) * valid
     return Batch(
         emb=emb, ref=ref, pos=pos, neg=neg, anchor_weight=anchor_weight, ref_weight=ref_weight,
-        same_set=same_set and axis_name is None, triplets=triplets, labels=lab, ref_labels=rlab,
+        same_set=same_set and axis_name is None, triplets=triplets, triplet_mask=tmask, labels=lab, ref_labels=rlab,
         axis_name=axis_name, self_cols=self_cols,
+    )
+
+
+def _scalar(x: Any, name: str, fn: str, dtype) -> jax.Array:
+    x = jnp.asarray(x)
+    if x.shape != ():
+        raise ValueError(f"{fn}: `{name}` must be a scalar; got shape {tuple(x.shape)}")
+    return x.astype(dtype)
+
+
+def restrict_triplets(m: TripletMask, b: int, r: int, anchor_weight, ref_weight, self_cols, fn: str, dtype) -> TripletMask:
+    """Validates a :class:`TripletMask` of any form against ``B`` queries and ``R`` references,
+    casts it to ``dtype`` and removes triplets that touch a padded row (``where``) or use the
+    anchor as its own positive (``self_cols``: each anchor's own reference column, or None when
+    the references are another set). The form is kept."""
+    form = m.form
+    valid = anchor_weight[:, None] * ref_weight[None, :]
+    same_set = self_cols is not None
+    not_self = _not_self(self_cols, r, dtype) if same_set else None
+    if form == "dense":
+        cube = _mask_array(m.weights, (b, r, r), "TripletMask.weights", fn, dtype)
+        cube = cube * anchor_weight[:, None, None] * ref_weight[None, :, None] * ref_weight[None, None, :]
+        if same_set:
+            cube = cube * not_self[:, :, None]  # a sample is never its own positive
+        return TripletMask(weights=cube)
+    if form == "list":
+        if m.num_refs != r:
+            raise ValueError(f"{fn}: a list-form TripletMask must have `num_refs` = {r} (the number of references); got {m.num_refs}")
+        for name, idx in (("p_idx", m.p_idx), ("n_idx", m.n_idx)):
+            if not hasattr(idx, "shape") or idx.ndim != 2 or idx.shape[0] != b or not jnp.issubdtype(idx.dtype, jnp.integer):
+                raise TypeError(
+                    f"{fn}: `TripletMask.{name}` must be an integer array [{b}, K]; got "
+                    f"shape {tuple(getattr(idx, 'shape', ()))} dtype {getattr(idx, 'dtype', type(idx).__name__)}"
+                )
+        k = m.p_idx.shape[1]
+        w = _mask_array(m.weights, (b, k), "TripletMask.weights", fn, dtype)
+        if m.n_idx.shape != m.p_idx.shape:
+            raise ValueError(f"{fn}: `TripletMask.n_idx` must have the shape of `p_idx` {(b, k)}; got {tuple(m.n_idx.shape)}")
+        ok = (m.p_idx >= 0) & (m.p_idx < r) & (m.n_idx >= 0) & (m.n_idx < r)
+        p_idx = jnp.clip(m.p_idx, 0, r - 1).astype(jnp.int32)
+        n_idx = jnp.clip(m.n_idx, 0, r - 1).astype(jnp.int32)
+        w = w * ok * anchor_weight[:, None] * ref_weight[p_idx] * ref_weight[n_idx]
+        if same_set:
+            w = w * (p_idx != self_cols[:, None])
+        return TripletMask(weights=w, p_idx=p_idx, n_idx=n_idx, num_refs=r)
+    pos = _mask_array(m.pos, (b, r), "TripletMask.pos", fn, dtype) * valid
+    neg = _mask_array(m.neg, (b, r), "TripletMask.neg", fn, dtype) * valid
+    if same_set:
+        pos = pos * not_self
+    if form == "margin":
+        x = _mask_array(m.x, (b, r), "TripletMask.x", fn, dtype)
+        return TripletMask(
+            pos=pos, neg=neg, x=jax.lax.stop_gradient(x),
+            lo=_scalar(m.lo, "TripletMask.lo", fn, dtype), hi=_scalar(m.hi, "TripletMask.hi", fn, dtype),
+        )
+    q = _checks.check_embeddings(m.query, "TripletMask.query", fn=fn)
+    rf = _checks.check_embeddings(m.ref, "TripletMask.ref", fn=fn)
+    if q.shape[0] != b or rf.shape[0] != r or q.shape[1] != rf.shape[1]:
+        raise ValueError(
+            f"{fn}: an angle-form TripletMask needs `query` [{b}, D] and `ref` [{r}, D]; got shapes "
+            f"{tuple(q.shape)} and {tuple(rf.shape)}"
+        )
+    return TripletMask(
+        pos=pos, neg=neg, query=jax.lax.stop_gradient(q.astype(dtype)), ref=jax.lax.stop_gradient(rf.astype(dtype)),
+        angle=_scalar(m.angle, "TripletMask.angle", fn, dtype),
     )
 
 

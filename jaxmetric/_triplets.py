@@ -1,0 +1,236 @@
+"""Triplet selections without the ``[B, R, R]`` cube: the arithmetic behind the compact
+:class:`~jaxmetric.TripletMask` forms.
+
+* ``first_false``: a branch-free binary search over rows of sorted values with an arbitrary
+  monotone predicate, so a threshold test is evaluated with exactly the floating-point
+  expression PML uses (``d_an - d_ap <= margin``), not a rearranged one.
+* ``margin_pair_counts``: PML's ``convert_to_pairs`` for the margin rule
+  ``lo < x[a, n] - x[a, p] <= hi`` in ``O(B R log R)`` time and ``O(B R)`` memory.
+* ``*_cube``: the dense weights of a block of anchors, for blocked evaluation.
+* ``blocked_sum``: ``sum_blocks f(block)`` over anchor blocks with ``lax.map`` and
+  ``jax.checkpoint``, so neither the forward pass nor the gradient ever holds more than one
+  block's ``[blk, R, R]`` temporaries.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+# PyTorch's F.pairwise_distance adds eps to the difference: ||x1 - x2 + eps||.
+PAIRWISE_EPS = 1e-6
+# Elements of one [blk, R, R] block (about 64 MB of float32 per temporary).
+BLOCK_ELEMENTS = 1 << 24
+
+
+_PREDICATES = {
+    # name: pred(v, q, t), True then False along a row of ascending v
+    "sub_le": lambda v, q, t: (v - q) <= t,  # v - q <= t
+    "rsub_gt": lambda v, q, t: (q - v) > t,  # q - v > t
+    "hinge": lambda v, q, t: ((q - v) + t) > 0,  # PML's violation (q - v) + margin > 0
+    "lt": lambda v, q, t: v < q,
+    "le": lambda v, q, t: v <= q,
+}
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def first_false(sorted_vals: jax.Array, length: jax.Array, queries: jax.Array, kind: str, t=0.0) -> jax.Array:
+    """For each query, the first position ``k`` in ``[0, length)`` of its row where
+    ``pred(sorted_vals[row, k], query, t)`` is False (``length`` if it never is).
+
+    ``pred`` (named by ``kind``, see ``_PREDICATES``) must be True then False along each row,
+    which holds for a monotone floating-point expression of a sorted value (rounding is
+    monotone), so the threshold is tested with exactly the expression PML evaluates.
+
+    Args:
+      sorted_vals: ``[B, R]``, ascending along axis 1 over the first ``length[b]`` entries.
+      length: ``[B]`` integer number of valid entries per row.
+      queries: ``[B, Q]``.
+      kind: the predicate (static).
+      t: a scalar threshold used by the predicate.
+    Returns:
+      ``[B, Q]`` int32 positions.
+    """
+    pred = _PREDICATES[kind]
+    r = sorted_vals.shape[1]
+    # A zero derived from every loop input (not a fresh constant), so the loop carry has the
+    # type of the body's output under shard_map, where values computed from sharded data are
+    # "varying" over the mesh axis.
+    # (Comparisons, not products: the sorted values hold +inf for invalid entries.)
+    zero = (
+        (queries == queries).astype(jnp.int32) * 0
+        + (sorted_vals[:, :1] == 0).astype(jnp.int32) * 0
+        + length[:, None].astype(jnp.int32) * 0
+    )
+    lo = zero
+    hi = zero + length.astype(jnp.int32)[:, None]
+    steps = max(1, math.ceil(math.log2(r + 1)))
+
+    def body(_, state):
+        lo, hi = state
+        active = lo < hi
+        mid = (lo + hi) // 2
+        v = jnp.take_along_axis(sorted_vals, jnp.clip(mid, 0, max(r - 1, 0)), axis=1)
+        ok = pred(v, queries, t)
+        return jnp.where(active & ok, mid + 1, lo), jnp.where(active & ~ok, mid, hi)
+
+    lo, _ = jax.lax.fori_loop(0, steps, body, (lo, hi))
+    return lo
+
+
+def _sorted_with_prefix(keys_valid: jax.Array, keys: jax.Array, w: jax.Array):
+    """Sorts each row by ``keys`` (invalid entries last) and returns the sorted keys, the
+    number of valid entries and the prefix sums of the weights ``[B, R + 1]``."""
+    k = jnp.where(keys_valid, keys, jnp.inf)
+    ks, ws = jax.lax.sort((k, jnp.where(keys_valid, w, 0.0)), dimension=1, num_keys=1)
+    length = jnp.sum(keys_valid, axis=1)
+    zeros = jnp.zeros((w.shape[0], 1), w.dtype)
+    return ks, length, jnp.concatenate([zeros, jnp.cumsum(ws, axis=1)], axis=1)
+
+
+@jax.jit
+def margin_pair_counts(pos, neg, x, lo, hi):
+    """Pair counts of the triplets ``pos[a,p] neg[a,n] [lo < x[a,n] - x[a,p] <= hi]``.
+
+    Returns ``(pos_counts, neg_counts)``: ``pos_counts[a, p]`` is the summed weight of the
+    selected triplets with positive pair ``(a, p)``, ``neg_counts[a, n]`` of those with
+    negative pair ``(a, n)`` -- PML's ``convert_to_pairs`` for an ``(a, p, n)`` list.
+    """
+    pos, neg, x = (jax.lax.stop_gradient(t) for t in (pos, neg, x))
+    dtype = pos.dtype
+    lo = jnp.asarray(lo, x.dtype)
+    hi = jnp.asarray(hi, x.dtype)
+    # For each positive: the negatives n with lo < x_an - x_ap <= hi form a contiguous run of
+    # the negatives sorted by x_an.
+    xs_n, len_n, cw_n = _sorted_with_prefix(neg > 0, x, neg)
+    k_hi = first_false(xs_n, len_n, x, "sub_le", hi)
+    k_lo = first_false(xs_n, len_n, x, "sub_le", lo)
+    cnt_p = jnp.take_along_axis(cw_n, k_hi, axis=1) - jnp.take_along_axis(cw_n, k_lo, axis=1)
+    pos_counts = jnp.where(pos > 0, pos * jnp.maximum(cnt_p, 0.0), 0.0)
+    # For each negative: the positives p with lo < x_an - x_ap <= hi form a contiguous run of
+    # the positives sorted by x_ap.
+    xs_p, len_p, cw_p = _sorted_with_prefix(pos > 0, x, pos)
+    j_lo = first_false(xs_p, len_p, x, "rsub_gt", lo)
+    j_hi = first_false(xs_p, len_p, x, "rsub_gt", hi)
+    cnt_n = jnp.take_along_axis(cw_p, j_lo, axis=1) - jnp.take_along_axis(cw_p, j_hi, axis=1)
+    neg_counts = jnp.where(neg > 0, neg * jnp.maximum(cnt_n, 0.0), 0.0)
+    return pos_counts.astype(dtype), neg_counts.astype(dtype)
+
+
+def margin_cube(pos, neg, x, lo, hi):
+    """Dense ``[b, R, R]`` weights of the margin rule for a block of anchor rows."""
+    t = x[:, None, :] - x[:, :, None]  # t[a, p, n] = x_an - x_ap
+    cond = (t > lo) & (t <= hi)
+    return jnp.where(cond, pos[:, :, None] * neg[:, None, :], 0.0)
+
+
+def angle_values(query, ref):
+    """PML AngularMiner's angle ``atan(||a - p|| / (2 ||n - (a + p)/2||))`` for a block of
+    anchors: ``[b, R, R]`` indexed ``[a, p, n]``, with torch's ``pairwise_distance`` epsilon,
+    computed from inner products (no ``[b, R, R, D]`` temporary)."""
+    eps = PAIRWISE_EPS
+    dim = query.shape[1]
+    qq = jnp.sum(query * query, axis=1)  # [b]
+    rr = jnp.sum(ref * ref, axis=1)  # [R]
+    sq = jnp.sum(query, axis=1)
+    sr = jnp.sum(ref, axis=1)
+    qr = query @ ref.T  # [b, R]
+    rrm = ref @ ref.T  # [R, R]
+    # ||a - p + eps||^2
+    ap2 = qq[:, None] + rr[None, :] - 2.0 * qr + 2.0 * eps * (sq[:, None] - sr[None, :]) + dim * eps * eps
+    ap = jnp.sqrt(jnp.maximum(ap2, 0.0))
+    # c = (a + p) / 2;  ||n - c + eps||^2
+    cc = (qq[:, None] + 2.0 * qr + rr[None, :]) / 4.0  # [b, R_p]
+    sc = (sq[:, None] + sr[None, :]) / 2.0  # [b, R_p]
+    nc2 = (
+        rr[None, None, :]
+        + cc[:, :, None]
+        - (qr[:, None, :] + rrm[None, :, :])  # 2 n.c = n.a + n.p
+        + 2.0 * eps * (sr[None, None, :] - sc[:, :, None])
+        + dim * eps * eps
+    )
+    nc = jnp.sqrt(jnp.maximum(nc2, 0.0))
+    return jnp.arctan(ap[:, :, None] / (2.0 * nc))
+
+
+def angle_cube(pos, neg, query, ref, angle):
+    """Dense ``[b, R, R]`` weights of the angle rule (angle in radians) for a block of anchors."""
+    query, ref = jax.lax.stop_gradient(query), jax.lax.stop_gradient(ref)
+    cond = angle_values(query, ref) > angle
+    return jnp.where(cond, pos[:, :, None] * neg[:, None, :], 0.0)
+
+
+def block_size(b: int, r: int) -> int:
+    return int(max(1, min(b, BLOCK_ELEMENTS // max(r * r, 1))))
+
+
+def blocked_sum(fn, rows, shared=(), *, block: int | None = None):
+    """``sum over anchor blocks of fn(*row_blocks, *shared)`` (a pytree of arrays).
+
+    ``rows`` are arrays with leading dimension ``B``; they are zero-padded to whole blocks, so
+    ``fn`` must give zeros for all-zero rows. Each block is rematerialised in the backward
+    pass (``jax.checkpoint``), so memory is ``O(block R^2)`` for value and gradient.
+    """
+    b = rows[0].shape[0]
+    r = rows[0].shape[1] if rows[0].ndim > 1 else 1
+    blk = block or block_size(b, r)
+    nblk = -(-b // blk)
+    pad = nblk * blk - b
+
+    def padded(x):
+        return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, blk) + x.shape[1:])
+
+    xs = tuple(padded(x) for x in rows)
+
+    @jax.checkpoint
+    def one(args):
+        return fn(*args, *shared)
+
+    out = jax.lax.map(one, xs)
+    return jax.tree_util.tree_map(lambda o: jnp.sum(o, axis=0), out)
+
+
+def blocked_rows(fn, rows, shared=(), *, block: int | None = None):
+    """``concat over anchor blocks of fn(*row_blocks, *shared)`` (per-anchor outputs)."""
+    b = rows[0].shape[0]
+    r = rows[0].shape[1] if rows[0].ndim > 1 else 1
+    blk = block or block_size(b, r)
+    nblk = -(-b // blk)
+    pad = nblk * blk - b
+
+    def padded(x):
+        return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, blk) + x.shape[1:])
+
+    out = jax.lax.map(lambda args: fn(*args, *shared), tuple(padded(x) for x in rows))
+    return jax.tree_util.tree_map(lambda o: o.reshape((nblk * blk,) + o.shape[2:])[:b], out)
+
+
+@jax.jit
+def angle_pair_counts(pos, neg, query, ref, angle):
+    """PML's ``convert_to_pairs`` for the angle rule, computed over anchor blocks."""
+    pos, neg, query, ref = (jax.lax.stop_gradient(t) for t in (pos, neg, query, ref))
+    return blocked_rows(_angle_row_counts, (pos, neg, query), (ref, jnp.asarray(angle, pos.dtype)))
+
+
+def _angle_row_counts(p, n, q, rf, ang):
+    w = angle_cube(p, n, q, rf, ang)
+    return jnp.sum(w, axis=2), jnp.sum(w, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_refs",))
+def list_pair_counts(p_idx, n_idx, w, num_refs: int):
+    """Pair counts of the triplets ``(a, p_idx[a, k], n_idx[a, k])`` with weights ``w``."""
+    b = p_idx.shape[0]
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], p_idx.shape)
+    w = jax.lax.stop_gradient(w)
+    pos = jnp.zeros((b, num_refs), w.dtype).at[rows, p_idx].add(w, mode="drop")
+    neg = jnp.zeros((b, num_refs), w.dtype).at[rows, n_idx].add(w, mode="drop")
+    return pos, neg
+
+
+def list_cube(p_idx, n_idx, w, num_refs: int):
+    b = p_idx.shape[0]
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], p_idx.shape)
+    return jnp.zeros((b, num_refs, num_refs), w.dtype).at[rows, p_idx, n_idx].add(w, mode="drop")
