@@ -68,3 +68,30 @@ def save_embedding_plot(emb, labels, path: str, title: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_embedding_panels(panels, path: str, title: str) -> str:
+    """Several held-out embeddings side by side (one PCA each), to compare training variants.
+
+    ``panels``: a list of ``(embeddings, labels, panel_title)``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, (emb, labels, panel_title) in zip(axes[0], panels):
+        xy = project_2d(np.asarray(emb))
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=np.asarray(labels), cmap="tab10", s=6, vmin=0, vmax=9)
+        ax.set_title(panel_title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(*sc.legend_elements(), title="digit", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
