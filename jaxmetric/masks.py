@@ -52,17 +52,17 @@ class TripletMask:
     ``n`` (reference rows); its weight is a multiplicity (0 = not selected). The form is fixed
     by which fields are set (see :attr:`form`); build one with the class methods.
 
-    ============ =============================================== ==========================
-    form         fields                                          triplet weight
-    ============ =============================================== ==========================
-    ``"dense"``  ``weights [B, R, R]``                           ``weights[a, p, n]``
-    ``"margin"`` ``pos, neg, x [B, R]``, scalars ``lo, hi``      ``pos[a,p] neg[a,n]`` if
-                                                                 ``lo < x[a,n] - x[a,p] <= hi``
-    ``"angle"``  ``pos, neg [B, R]``, ``query [B, D]``,          ``pos[a,p] neg[a,n]`` if the
-                 ``ref [R, D]``, scalar ``angle`` (radians)       angle of (a, p, n) > ``angle``
-    ``"list"``   ``p_idx, n_idx, weights [B, K]``, static         ``weights[a, k]`` for
-                 ``num_refs``                                    ``(a, p_idx[a,k], n_idx[a,k])``
-    ============ =============================================== ==========================
+    ============  ==========================================  ===============================
+    form          fields                                      triplet weight
+    ============  ==========================================  ===============================
+    ``"dense"``   ``weights [B, R, R]``                       ``weights[a, p, n]``
+    ``"margin"``  ``pos, neg, x [B, R]``, scalars ``lo, hi``  ``pos[a,p] neg[a,n]`` if
+                                                              ``lo < x[a,n] - x[a,p] <= hi``
+    ``"angle"``   ``pos, neg [B, R]``, ``query [B, D]``,      ``pos[a,p] neg[a,n]`` if the
+                  ``ref [R, D]``, scalar ``angle`` (radians)  angle of (a, p, n) > ``angle``
+    ``"list"``    ``p_idx, n_idx, weights [B, K]``, static    ``weights[a, k]`` for
+                  ``num_refs``                                ``(a, p_idx[a,k], n_idx[a,k])``
+    ============  ==========================================  ===============================
 
     The dense form costs ``B R^2`` memory (8 GB of bools at ``B = R = 2048``); the others cost
     ``O(B R)``. ``x`` in the margin form holds oriented distances (distances, or negated
