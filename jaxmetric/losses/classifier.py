@@ -145,6 +145,17 @@ def normalized_softmax_loss(
     PML: ``NormalizedSoftmaxLoss(num_classes, embedding_size, temperature=0.05)``,
     ``DotProductSimilarity()`` (which normalises the embeddings by default, so it is cosine),
     ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "normalized_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -197,6 +208,17 @@ def large_margin_softmax_loss(
     PML: ``LargeMarginSoftmaxLoss(num_classes, embedding_size, margin=4, scale=1)``,
     ``CosineSimilarity`` (required, so no ``distance`` argument here), ``MeanReducer``;
     ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "large_margin_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -243,6 +265,17 @@ def sphereface_loss(
 
     PML: ``SphereFaceLoss(num_classes, embedding_size, margin=4, scale=1)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "sphereface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -289,6 +322,17 @@ def arcface_loss(
 
     PML: ``ArcFaceLoss(num_classes, embedding_size, margin=28.6, scale=64)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -327,6 +371,17 @@ def cosface_loss(
 
     PML: ``CosFaceLoss(num_classes, embedding_size, margin=0.35, scale=64)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "cosface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -373,6 +428,17 @@ def subcenter_arcface_loss(
 
     PML: ``SubCenterArcFaceLoss(num_classes=..., embedding_size=..., margin=28.6, scale=64,
     sub_centers=3)`` (keyword-only in practice), ``CosineSimilarity``, ``MeanReducer``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "subcenter_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -499,6 +565,17 @@ def dynamic_arcface_loss(
 
     Beyond PML 2.9: follows PML v3's documented ``DynamicArcFaceLoss(class_counts,
     embedding_size, margin_bounds=(0.05, 0.5), power=0.25, scale=64, sub_centers=3)``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "dynamic_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -569,6 +646,17 @@ def p2sgrad_loss(
         ``indices_tuple`` and has no weight regularizer for this loss.
 
     PML: ``P2SGradLoss(descriptors_dim, num_classes)``, no distance, already reduced (mean).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "p2sgrad_loss"
     red = _common(fn, reduction, weight_regularizer)

@@ -82,6 +82,14 @@ def clip_loss(
       normalize: L2-normalise the embeddings (CLIP does).
       reduction: over the ``[B]`` per-pair losses (``"none"`` returns them).
       where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: both towers are gathered;
+        each device computes, for its rows ``i``, the image-to-text term of image ``i`` against every
+        text and the text-to-image term of text ``i`` against every image, so the reduced shares
+        add up to the single-device loss on the concatenated batch (``"none"``: this device's rows).
+      block_size: rows per block (static): memory ``O(B D + block_size R)`` in forward and
+        backward (never the ``[B, R]`` logits), same value and gradient. Any reduction.
     """
     fn = "clip_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -123,6 +131,13 @@ def siglip_loss(x, y, t_prime, bias, *, normalize=True, reduction="mean", where=
       t_prime: scalar log-scale :math:`t'` (learnable; paper init ``log 10``).
       bias: scalar :math:`b` (learnable; paper init ``-10``). See :func:`init_siglip_params`.
       where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: ``y`` is gathered and each
+        device sums its rows ``i`` against every column (the positive at ``i``'s global index); the
+        value equals the single-device loss on the concatenated batch.
+      block_size: rows per block (static): memory ``O(B D + block_size R)`` in forward and
+        backward, same value and gradient. Any reduction.
     """
     fn = "siglip_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -186,6 +201,11 @@ def multi_supcon_loss(
     Args:
       labels: multi-hot ``[B, C]`` (bool, int or float in {0, 1}).
       ref_labels: multi-hot ``[R, C]`` with ``ref_emb``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        anchors, the references and their labels are gathered from every device (a sample is never
+        its own positive); returns the single-device loss on the concatenated batch.
     """
     fn = "multi_supcon_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -257,6 +277,12 @@ def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None, axis_name=N
     on L2-normalised embeddings: the InfoNCE denominator without the positive. The ``[2B]``
     terms (``x`` rows first) are reduced with ``reduction`` (mean over both views). A batch of
     one sample has no negatives and gives 0.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: both views are gathered;
+        each device computes the terms of both views of its own samples against both views of the
+        global batch and the reduction sums the shares: the single-device loss on the concatenated
+        batch (``"none"``: this device's ``[2 B_local]`` terms, ``x`` rows first).
     """
     return _dcl("dcl_loss", x, y, temperature, None, reduction, where, axis_name)
 
@@ -271,6 +297,10 @@ def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None,
 
     (``sigma=0.5``), shared by both views of sample :math:`i`. The weight is differentiated
     through (as in the lightly implementation; the paper does not say otherwise).
+
+    Scale:
+      axis_name: as :func:`dcl_loss`; the weights' normaliser (the mean of
+        :math:`e^{\langle z^{(1)}_k, z^{(2)}_k\rangle/\sigma}`) runs over the global batch.
     """
     return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where, axis_name)
 
@@ -287,6 +317,11 @@ def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None, axis_name=None)
     ``BatchNorm1d(affine=False)`` in training mode (``eps=1e-5``). ``lambd`` is the paper's
     :math:`\lambda = 5\cdot10^{-3}`. With ``where`` the statistics and :math:`N` count the real
     rows only; no real row gives 0.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the batch statistics
+        (count, means, variances) and the cross-correlation sums are summed over devices, so
+        :math:`C` and the value are the concatenated batch's.
     """
     fn = "barlow_twins_loss"
     check_positive(eps, "eps", fn)

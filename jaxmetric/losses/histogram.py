@@ -64,6 +64,12 @@ def histogram_loss(
 
     Returns:
       Scalar loss.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: each device bins the pairs
+        ``{i, j}`` (``j >= i``, global indices) of its rows ``i`` against the gathered batch and the
+        two pair histograms (and their totals) are summed over devices, so the value is the
+        single-device loss on the concatenated batch. A mask is then ``[B_local, B_global]``.
     """
     fn = "histogram_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -226,6 +232,15 @@ def dynamic_soft_margin_loss(
     Returns:
       ``(loss, new_state)``; ``new_state.hist`` keeps the dtype of ``state.hist``. An empty
       selection gives 0 and leaves the state unchanged, as PML.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: anchors are this device's
+        rows, positives and negatives come from the gathered batch (or ``ref_emb``); the histogram
+        increment and its total are summed over devices before the update, so every device returns
+        the same new state, equal to the single-device state on the concatenated batch (return it
+        with ``out_specs=P()``). Labels-free path: the pairs ``(embeddings[k], ref_emb[k])`` are
+        per device and the hardest negative is searched in the global rows and columns (``ref_emb``
+        must then have as many rows as ``embeddings``). Combines with ``block_size``.
     """
     fn = "dynamic_soft_margin_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -119,6 +119,12 @@ def fast_ap_loss(
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses, 0 for queries without a
       relevant item).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        queries and the items they rank are gathered from every device; returns the single-device loss
+        on the concatenated batch (gradients exact after ``pmean``). A mask or ``miner_output`` is then
+        ``[B_local, B_global]`` (rows: this device's queries).
     """
     fn = "fast_ap_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -201,6 +207,12 @@ def smooth_ap_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        queries and the items they rank are gathered from every device; returns the single-device loss
+        on the concatenated batch (gradients exact after ``pmean``). A mask or ``miner_output`` is then
+        ``[B_local, B_global]``. Combines with ``block_size``.
     """
     fn = "smooth_ap_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -265,6 +277,12 @@ def pnp_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        queries and the items they rank are gathered from every device; returns the single-device loss
+        on the concatenated batch (gradients exact after ``pmean``). A mask is then ``[B_local, B_global]``.
+      block_size: queries per block of the ``O(B^3)`` comparison (static; default: auto).
     """
     fn = "pnp_loss"
     red = reduce.resolve(reduction, fn=fn)

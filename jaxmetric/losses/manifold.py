@@ -113,6 +113,14 @@ def manifold_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-sample losses).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the graph couples every
+        sample with every other, so each device gathers the global batch, builds and inverts the
+        whole ``(N + K) x (N + K)`` system itself (``N`` = global batch; memory and time of the
+        single-device loss on every device) and reduces the losses of its own rows; the value is
+        the single-device loss on the concatenated batch. With ``key`` (no ``meta_classes``) every
+        device draws the global assignment and takes its rows, i.e. the single-device draw.
     """
     fn = "manifold_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -68,6 +68,17 @@ def proxy_nca_loss(
     ``LpDistance(power=2)``, ``MeanReducer``. Deliberate difference: PML drops a row whose
     target probability underflows to exactly 0 (huge ``softmax_scale``); jaxmetric works in
     log space and keeps it with its finite loss.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "proxy_nca_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -125,6 +136,18 @@ def proxy_anchor_loss(
 
     PML: ``ProxyAnchorLoss(num_classes, embedding_size, margin=0.1, alpha=32)``,
     ``CosineSimilarity``, ``DivisorReducer``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-proxy
+        log-sum-exps over the batch are combined over devices (global max, ``psum`` of the
+        shifted sums and of the positive counts);
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``. The per-proxy terms are then global, so ``"none"`` returns the
+        global ``[C]`` terms and a callable reduction is allowed.
+      block_size: proxies per block (static): the ``[B, C]`` similarities are computed block by
+        block of proxies (rematerialised in the backward pass), memory ``O(B D + C D + B
+        block_size)``, same value and gradient.
     """
     fn = "proxy_anchor_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -217,6 +240,17 @@ def soft_triple_loss(
     PML: ``SoftTripleLoss(num_classes, embedding_size, centers_per_class=10, la=20, gamma=0.1,
     margin=0.01)``, ``CosineSimilarity`` (a similarity is required), ``MeanReducer``; centers
     initialised ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(C K), 1/sqrt(C K)).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "soft_triple_loss"
     red = reduce.resolve(reduction, fn=fn)

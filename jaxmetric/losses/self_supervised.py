@@ -51,6 +51,13 @@ def vicreg_loss(
     Returns:
       Scalar loss, or with ``reduction="none"`` a dict ``invariance_loss`` ``[N]``,
       ``variance_loss1`` / ``variance_loss2`` ``[D]``, ``covariance_loss`` (scalar).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the moments (row counts,
+        means, variances, covariance sums) are summed over devices, so the variance and covariance
+        terms are the global batch's, and the invariance term is reduced over the global rows: the
+        value equals the single-device loss on the concatenated batch. With ``reduction="none"``
+        ``invariance_loss`` holds this device's rows. Callable reductions are rejected.
     """
     fn = "vicreg_loss"
     red = reduce.resolve(reduction, fn=fn)
