@@ -37,7 +37,7 @@ def has_any(w: jax.Array, axis=None) -> jax.Array:
     return jnp.any(w > 0, axis=axis)
 
 
-def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", name: str = "miner_output") -> jax.Array:
+def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", name: str = "miner_output", axis_name=None) -> jax.Array:
     """PML's ``convert_to_weights`` for a mask: per-sample weights ``count / max(count)``.
 
     ``count[k]`` is how often sample ``k`` appears anywhere in the selection (as anchor,
@@ -46,12 +46,26 @@ def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", na
     :class:`~jaxmetric.TripletMask` (``[B, B, B]``) or ``None`` (all weights 1). An empty
     selection gives all weights 1, as PML does for an empty tuple. ``valid`` (``[B]``, 0/1)
     drops entries that touch padded rows.
-    """
-    from jaxmetric.masks import PairMask, TripletMask  # local: masks imports nothing from here
 
+    With ``axis_name`` the mask holds this device's rows against the global batch (``[B, R]``
+    / ``[B, R, R]``, ``R`` = global batch), the counts of each sample are summed over devices
+    and the maximum is global, so every device gets its rows' single-device weights.
+    """
     prefix = f"{fn}: " if fn else ""
     if mask is None:
         return jnp.ones((batch,), dtype)
+    v = jnp.ones((batch,), dtype) if valid is None else jnp.asarray(valid).astype(dtype)
+    return selection_weights(mask, batch, v, dtype, prefix=prefix, name=name, axis_name=axis_name)
+
+
+def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str = "mask", using_ref: bool = False, axis_name=None):
+    """PML's ``convert_to_weights`` of a PairMask / TripletMask over ``batch`` (local) rows with
+    validity ``v``; ``using_ref`` counts only anchor positions. See :func:`mask_sample_weights`."""
+    from jaxmetric import distributed as dist
+    from jaxmetric.masks import PairMask, TripletMask
+
+    vr = dist.gather(v, axis_name)
+    r = vr.shape[0]
 
     def arr(x, shape, what):
         x = jnp.asarray(x)
@@ -61,17 +75,21 @@ def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", na
             raise TypeError(f"{prefix}`{name}.{what}` must be bool or numeric weights; got dtype {x.dtype}")
         return x.astype(dtype)
 
-    v = jnp.ones((batch,), dtype) if valid is None else jnp.asarray(valid).astype(dtype)
     if isinstance(mask, PairMask):
-        vv = v[:, None] * v[None, :]
-        pos = arr(mask.pos, (batch, batch), "pos") * vv
-        neg = arr(mask.neg, (batch, batch), "neg") * vv
-        counts = jnp.sum(pos, 1) + jnp.sum(pos, 0) + jnp.sum(neg, 1) + jnp.sum(neg, 0)
+        vv = v[:, None] * vr[None, :]
+        pos = arr(mask.pos, (batch, r), "pos") * vv
+        neg = arr(mask.neg, (batch, r), "neg") * vv
+        counts = jnp.sum(pos, 1) + jnp.sum(neg, 1)
+        cols = None if using_ref else jnp.sum(pos, 0) + jnp.sum(neg, 0)
     elif isinstance(mask, TripletMask):
-        cube = arr(mask.weights, (batch, batch, batch), "weights")
-        cube = cube * v[:, None, None] * v[None, :, None] * v[None, None, :]
-        counts = jnp.sum(cube, (1, 2)) + jnp.sum(cube, (0, 2)) + jnp.sum(cube, (0, 1))
+        cube = arr(mask.weights, (batch, r, r), "weights")
+        cube = cube * v[:, None, None] * vr[None, :, None] * vr[None, None, :]
+        counts = jnp.sum(cube, (1, 2))
+        cols = None if using_ref else jnp.sum(cube, (0, 2)) + jnp.sum(cube, (0, 1))
     else:
         raise TypeError(f"{prefix}`{name}` must be a PairMask, a TripletMask or None; got {type(mask).__name__}")
-    top = jnp.max(counts)
+    if cols is not None:
+        counts = counts + dist.local_rows(dist.psum(cols, axis_name), batch, axis_name)
+    top = jnp.max(counts) if batch > 0 else jnp.zeros((), dtype)
+    top = dist.pmax(top, axis_name)
     return jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 1.0)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks
+from jaxmetric import distributed as dist
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
 # ------------------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def _stack_views(views, fn: str) -> list:
     return views
 
 
-def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=None, **loss_kwargs):
+def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=None, axis_name=None, **loss_kwargs):
     """Self-supervised loss over ``V >= 2`` augmented views of the same ``B`` samples.
 
     Row ``i`` of every view shows sample ``i``: label ``i`` is given to row ``i`` of each view,
@@ -59,6 +60,11 @@ def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=N
       loss_fn: a jaxmetric loss (or any function with its signature) that takes labels.
       views: array ``[V, B, D]`` or a sequence of ``V`` arrays ``[B, D]``.
       where: optional bool ``[B]``: real samples (applied to every view).
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, each device holds its
+        shard of the samples (every view of them); forwarded to ``loss_fn`` (which must accept
+        it), and the sample ids become global (``axis_index * B + i``), so a sample's views are
+        positives of each other only. The value equals the single-device loss on the
+        concatenated samples (for losses whose value does not depend on the order of the rows).
       **loss_kwargs: forwarded to ``loss_fn``.
 
     PML: ``SelfSupervisedLoss(loss, symmetric=True)`` for two views; the multi-view form follows
@@ -72,7 +78,9 @@ def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=N
             raise ValueError(f"{fn}: `{k}` is built from the views; got it in loss_kwargs")
     n_views, b = len(views), views[0].shape[0]
     where = _checks.check_where(where, b, "where", fn=fn)
-    ids = jnp.arange(b, dtype=jnp.int32)
+    ids = jnp.arange(b, dtype=jnp.int32) + jnp.asarray(dist.row_offset(b, axis_name), jnp.int32)
+    if axis_name is not None:
+        loss_kwargs["axis_name"] = axis_name
     if symmetric:
         if where is not None:
             loss_kwargs["where"] = jnp.tile(where, n_views)
@@ -85,11 +93,11 @@ def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=N
     )
 
 
-def self_supervised_loss(loss_fn: Callable, embeddings, ref_emb, *, symmetric: bool = True, where=None, **loss_kwargs):
+def self_supervised_loss(loss_fn: Callable, embeddings, ref_emb, *, symmetric: bool = True, where=None, axis_name=None, **loss_kwargs):
     """PML's ``SelfSupervisedLoss``: ``embeddings[i]`` and ``ref_emb[i]`` are two views of sample
     ``i`` (a positive pair); every other pairing is negative. Two-view case of
-    :func:`multi_view_loss` (see there for ``symmetric``)."""
-    return multi_view_loss(loss_fn, [embeddings, ref_emb], symmetric=symmetric, where=where, **loss_kwargs)
+    :func:`multi_view_loss` (see there for ``symmetric`` and ``axis_name``)."""
+    return multi_view_loss(loss_fn, [embeddings, ref_emb], symmetric=symmetric, where=where, axis_name=axis_name, **loss_kwargs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -179,6 +187,7 @@ def cross_batch_memory_loss(
     miner: Callable | None = None,
     enqueue_mask=None,
     where=None,
+    axis_name=None,
     **loss_kwargs,
 ):
     """Cross-batch memory (XBM): the batch's anchors against a memory of past embeddings.
@@ -203,6 +212,15 @@ def cross_batch_memory_loss(
       miner: optional miner (see module docstring).
       enqueue_mask: optional bool ``[B]``: rows to enqueue; the others are the queries.
       where: optional bool ``[B]``: real rows.
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)`` with the batch sharded
+        over the axis: every device enqueues the *global* batch (in device order), so all
+        devices keep the same memory (the returned state is replicated, e.g. ``out_specs=P()``),
+        and its local rows are the queries against the whole memory; the reductions are summed
+        over devices (``loss_fn`` must accept ``axis_name``; it is given its shard of the memory
+        as ``ref_emb`` and gathers it back). Value, gradient (after ``pmean``) and new state
+        equal the single-device call on the concatenated batch. Needs ``memory_size`` divisible
+        by the number of devices and the global batch to fit in the memory. A ``miner`` sees
+        the local queries against the whole memory (exact for per-anchor miners).
     """
     fn = "cross_batch_memory_loss"
     if not isinstance(state, CrossBatchMemoryState):
@@ -214,8 +232,12 @@ def cross_batch_memory_loss(
     b, m = embeddings.shape[0], state.memory_size
     if embeddings.shape[1] != state.embeddings.shape[1]:
         raise ValueError(f"{fn}: `embeddings` must have dim {state.embeddings.shape[1]} (the memory's); got shape {tuple(embeddings.shape)}")
-    if b > m:
-        raise ValueError(f"{fn}: the batch must fit in the memory (batch <= memory_size = {m}); got batch {b}")
+    ndev = dist.axis_size(axis_name)
+    if b * ndev > m:
+        what = "batch" if axis_name is None else f"global batch ({ndev} devices x {b})"
+        raise ValueError(f"{fn}: the batch must fit in the memory ({what} <= memory_size = {m}); got batch {b * ndev}")
+    if m % ndev:
+        raise ValueError(f"{fn}: with `axis_name`, `memory_size` ({m}) must be divisible by the number of devices ({ndev})")
     labels = _checks.check_labels(labels, b, "labels", fn=fn)
     if tuple(labels.shape[1:]) != tuple(state.labels.shape[1:]):
         raise ValueError(
@@ -229,7 +251,12 @@ def cross_batch_memory_loss(
         enq, query_where = real, where
     else:
         enq, query_where = real & enqueue_mask, real & ~enqueue_mask
-    new_state, slot = _enqueue(state, embeddings, labels, enq)
+    if axis_name is None:
+        new_state, slot = _enqueue(state, embeddings, labels, enq)
+    else:  # every device enqueues the global batch: the memories stay identical
+        g = lambda a: dist.gather_replicated(a, axis_name)  # noqa: E731
+        new_state, slot_g = _enqueue(state, g(jax.lax.stop_gradient(embeddings)), g(labels), g(enq))
+        slot = dist.local_rows(slot_g, b, axis_name)
 
     if miner is None:
         mask = pair_mask(labels, new_state.labels, where=query_where, ref_where=new_state.filled)
@@ -256,7 +283,11 @@ def cross_batch_memory_loss(
     kw = dict(loss_kwargs)
     if query_where is not None:
         kw["where"] = query_where
-    loss = loss_fn(embeddings, mask, ref_emb=new_state.embeddings, ref_where=new_state.filled, **kw)
+    ref, ref_where = new_state.embeddings, new_state.filled
+    if axis_name is not None:  # the loss gathers the references: give it this device's shard
+        ref, ref_where = dist.local_rows(ref, m // ndev, axis_name), dist.local_rows(ref_where, m // ndev, axis_name)
+        kw["axis_name"] = axis_name
+    loss = loss_fn(embeddings, mask, ref_emb=ref, ref_where=ref_where, **kw)
     return loss, new_state
 
 
@@ -276,8 +307,11 @@ def multiple_losses(losses, weights=None, miners=None) -> Callable:
         ...)`` in place of the labels (so the call must then pass labels, not a mask).
 
     Returns:
-      ``f(embeddings, labels_or_mask, **kwargs)``; ``kwargs`` (``ref_emb``, ``where``, ...) go to
-      every loss and, for ``ref_emb``/``ref_labels``/``where``/``ref_where``, to every miner.
+      ``f(embeddings, labels_or_mask, **kwargs)``; ``kwargs`` (``ref_emb``, ``where``,
+      ``axis_name``, ...) go to every loss and, for ``ref_emb``/``ref_labels``/``where``/
+      ``ref_where``, to every miner; ``axis_name`` goes to a miner that accepts it (a miner
+      without it would return a local ``[B, B]`` mask where the loss expects ``[B, R_global]``).
+      With ``axis_name`` every loss returns the global value, so the weighted sum does too.
     """
     fn = "multiple_losses"
     is_dict = isinstance(losses, Mapping)
@@ -322,6 +356,8 @@ def multiple_losses(losses, weights=None, miners=None) -> Callable:
                 if isinstance(labels_or_mask, (PairMask, TripletMask)):
                     raise ValueError(f"{fn}: with a miner for loss {k!r}, pass labels, not a {type(labels_or_mask).__name__}")
                 mkw = {a: kwargs[a] for a in ("ref_emb", "ref_labels", "where", "ref_where") if kwargs.get(a) is not None}
+                if kwargs.get("axis_name") is not None and _accepts_keyword(miner, "axis_name"):
+                    mkw["axis_name"] = kwargs["axis_name"]
                 mask = miner(embeddings, labels_or_mask, **mkw)
                 lkw = {a: v for a, v in kwargs.items() if a != "ref_labels"}
                 value = losses[k](embeddings, mask, **lkw)

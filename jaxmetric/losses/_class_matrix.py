@@ -31,6 +31,7 @@ class Inputs:
     sample_weights: jax.Array | None  # [B] PML's miner weights (None: all ones)
     dtype: Any
     labels_ok: jax.Array | None = None  # traced labels: all real rows hold a valid class id
+    axis_name: Any = None  # the batch is sharded over this mapped axis
 
     @property
     def num_classes(self) -> int:
@@ -84,36 +85,43 @@ def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "
     return labels
 
 
-def weights_from_mask(mask, batch: int, valid: jax.Array, fn: str, dtype, *, using_ref: bool = False) -> jax.Array:
+def weights_from_mask(mask, batch: int, valid: jax.Array, fn: str, dtype, *, using_ref: bool = False, axis_name=None) -> jax.Array:
     """PML's ``convert_to_weights``: how often each sample occurs in the selection, divided by
     the largest count (0 for samples never selected; all ones for an empty selection).
 
     A :class:`PairMask` ``(pos, neg)`` stands for the tuple ``(a1, p, a2, n)``, a
     :class:`TripletMask` for ``(a, p, n)``; entries are multiplicities. With ``using_ref`` only
-    anchor positions count (PML's ``get_anchors``), as for ProxyNCA.
+    anchor positions count (PML's ``get_anchors``), as for ProxyNCA. With ``axis_name`` the mask
+    is this device's rows against the global batch (``[B, R]`` / ``[B, R, R]``); counts and the
+    maximum are global.
     """
+    from jaxmetric import distributed as dist
+
     v = valid
+    vr = dist.gather(v, axis_name)
+    r = vr.shape[0]
     if isinstance(mask, PairMask):
         pos, neg = jnp.asarray(mask.pos), jnp.asarray(mask.neg)
         for nm, m in (("PairMask.pos", pos), ("PairMask.neg", neg)):
-            if m.shape != (batch, batch):
-                raise ValueError(f"{fn}: `mask` ({nm}) must have shape ({batch}, {batch}); got {_describe(m)}")
-        vv = v[:, None] * v[None, :]
+            if m.shape != (batch, r):
+                raise ValueError(f"{fn}: `mask` ({nm}) must have shape ({batch}, {r}); got {_describe(m)}")
+        vv = v[:, None] * vr[None, :]
         pos, neg = pos.astype(dtype) * vv, neg.astype(dtype) * vv
         counts = jnp.sum(pos, 1) + jnp.sum(neg, 1)
-        if not using_ref:
-            counts = counts + jnp.sum(pos, 0) + jnp.sum(neg, 0)
+        cols = None if using_ref else jnp.sum(pos, 0) + jnp.sum(neg, 0)
     elif isinstance(mask, TripletMask):
         w = jnp.asarray(mask.weights)
-        if w.shape != (batch, batch, batch):
-            raise ValueError(f"{fn}: `mask` (TripletMask.weights) must have shape ({batch}, {batch}, {batch}); got {_describe(w)}")
-        w = w.astype(dtype) * v[:, None, None] * v[None, :, None] * v[None, None, :]
+        if w.shape != (batch, r, r):
+            raise ValueError(f"{fn}: `mask` (TripletMask.weights) must have shape ({batch}, {r}, {r}); got {_describe(w)}")
+        w = w.astype(dtype) * v[:, None, None] * vr[None, :, None] * vr[None, None, :]
         counts = jnp.sum(w, (1, 2))
-        if not using_ref:
-            counts = counts + jnp.sum(w, (0, 2)) + jnp.sum(w, (0, 1))
+        cols = None if using_ref else jnp.sum(w, (0, 2)) + jnp.sum(w, (0, 1))
     else:
         raise TypeError(f"{fn}: `mask` must be a jaxmetric PairMask or TripletMask (e.g. from jaxmetric.from_indices); got {type(mask).__name__}")
+    if cols is not None:
+        counts = counts + dist.local_rows(dist.psum(cols, axis_name), batch, axis_name)
     top = jnp.max(counts) if batch > 0 else jnp.zeros((), dtype)
+    top = dist.pmax(top, axis_name)
     return jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 1.0)
 
 
@@ -128,6 +136,7 @@ def prepare(
     sample_weights=None,
     centers: tuple[int | None, int, str] | None = None,
     using_ref: bool = False,
+    axis_name=None,
 ) -> Inputs:
     """Validates the common inputs and returns them in the compute dtype.
 
@@ -147,7 +156,7 @@ def prepare(
         raise ValueError(f"{fn}: pass at most one of `mask` and `sample_weights`; got both")
     sw = None
     if mask is not None:
-        sw = weights_from_mask(mask, b, valid, fn, dtype, using_ref=using_ref)
+        sw = weights_from_mask(mask, b, valid, fn, dtype, using_ref=using_ref, axis_name=axis_name)
     elif sample_weights is not None:
         if not hasattr(sample_weights, "shape"):
             sample_weights = jnp.asarray(sample_weights)
@@ -159,10 +168,14 @@ def prepare(
     labels_ok = None
     if not _checks.is_concrete(labels):
         # Traced ids cannot be range-checked at trace time: the loss becomes NaN instead.
-        labels_ok = jnp.all(((labels >= 0) & (labels < weights.shape[0])) | (valid == 0))
+        ok = ((labels >= 0) & (labels < weights.shape[0])) | (valid == 0)
+        if axis_name is None:
+            labels_ok = jnp.all(ok)
+        else:  # global, so the value stays replicated across devices
+            labels_ok = jax.lax.psum(jnp.sum(~ok), axis_name) == 0
     return Inputs(
         emb=embeddings.astype(dtype), labels=labels, weights=weights.astype(dtype), valid=valid,
-        sample_weights=sw, dtype=jnp.dtype(dtype), labels_ok=labels_ok,
+        sample_weights=sw, dtype=jnp.dtype(dtype), labels_ok=labels_ok, axis_name=axis_name,
     )
 
 
@@ -189,10 +202,20 @@ def add_regularizer(value, weight_regularizer: Callable | None, w: jax.Array, we
 
 
 def reduce_samples(red, losses: jax.Array, x: Inputs) -> jax.Array:
-    """Per-sample losses (times PML's miner weights) reduced over the real rows."""
+    """Per-sample losses (times PML's miner weights) reduced over the real rows (of the global
+    batch with ``axis_name``: partial sums are summed over devices)."""
     if x.sample_weights is not None:
         losses = losses * x.sample_weights
-    return reduce.apply(red, losses, x.valid)
+    return reduce.apply(red, losses, x.valid, x.axis_name)
+
+
+def sample_losses(f, x: Inputs, block_size=None, fn: str = "") -> jax.Array:
+    """``f(emb, labels) -> [n]`` per-sample losses, over blocks of ``block_size`` rows when
+    given (each block rematerialised in the backward pass, so a ``[B, C]`` logit matrix is
+    never held: memory ``O(block_size * C)``)."""
+    from jaxmetric.losses._rows import map_row_blocks
+
+    return map_row_blocks(f, (x.emb, x.labels), block_size, fn=fn)
 
 
 def finish(value, x: Inputs) -> jax.Array:

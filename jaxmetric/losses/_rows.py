@@ -90,3 +90,29 @@ def _scan_blocks(b, distance, partials, block_size):
     # which keeps the loop valid under shard_map's varying-axis typing.
     parts, counts = jax.lax.map(lambda xs: block(*xs), (emb, rows))
     return [jnp.sum(p) for p in parts], [jnp.sum(c) for c in counts]
+
+
+def map_row_blocks(f, xs, block_size=None, *, fn=""):
+    """``f(*xs)`` for arrays ``xs`` with a leading row axis, whose outputs (an array or a tuple
+    of arrays) have the same leading row axis, computed over blocks of ``block_size`` rows.
+
+    Each block is ``jax.checkpoint``-ed inside a ``lax.map``, so the forward and the backward
+    pass hold one block's temporaries (e.g. ``[block, R]`` logits) at a time; the outputs are
+    the dense outputs exactly (rows are independent). Padding rows (zeros) are computed and
+    dropped, so ``f`` must be finite on zero rows. ``lax.map`` (no carry) keeps it valid under
+    ``shard_map``'s varying-axis typing.
+    """
+    _check_block_size(block_size, fn)
+    n = xs[0].shape[0]
+    if block_size is None or block_size >= n:
+        return f(*xs)
+    blk = block_size
+    nblk = -(-n // blk)
+    pad = nblk * blk - n
+
+    def split(a):
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((nblk, blk) + a.shape[1:])
+
+    out = jax.lax.map(jax.checkpoint(lambda args: f(*args)), tuple(split(a) for a in xs))
+    return jax.tree.map(lambda o: o.reshape((nblk * blk,) + o.shape[2:])[:n], out)

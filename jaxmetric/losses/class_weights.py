@@ -149,7 +149,7 @@ def class_logits(embeddings, weights, *, kind: str, **hyperparameters):
     elif kind == "soft_triple":
         out = _proxy._soft_triple_sim(emb, w, hp["gamma"], hp["distance"])
     elif kind == "normalized_softmax":
-        out = _clf._normalized_softmax_logits(emb, w, hp["temperature"], hp["distance"])
+        out = _clf._normalized_softmax_logits(emb, hp["distance"].normalize(w), hp["temperature"], hp["distance"])
     elif kind == "large_margin_softmax":
         out = _clf._cosine(emb, w) * _clf._lsoftmax_magnitudes(emb, w) * hp["scale"]
     elif kind == "sphereface":

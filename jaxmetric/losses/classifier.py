@@ -94,8 +94,15 @@ def _lsoftmax_target(cos_t, m: int):
     return sign * _cos_multiple_angle(cos_t, m) - 2.0 * k
 
 
-def _finish_ce(fn, red, logits, x, weight_regularizer, w_reg, weight_reg_weight):
-    value = cm.reduce_samples(red, cm.cross_entropy(logits, x.labels), x)
+def _finish_ce(fn, red, logits_fn, x, weight_regularizer, w_reg, weight_reg_weight, block_size):
+    """Cross-entropy of ``logits_fn(emb, labels) -> [n, C]`` per sample (over row blocks with
+    ``block_size``), reduced over the (global, with ``axis_name``) batch, plus the regularizer."""
+    losses = cm.sample_losses(lambda e, y: cm.cross_entropy(logits_fn(e, y), y), x, block_size, fn)
+    return _finish_samples(fn, red, losses, x, weight_regularizer, w_reg, weight_reg_weight)
+
+
+def _finish_samples(fn, red, losses, x, weight_regularizer, w_reg, weight_reg_weight):
+    value = cm.reduce_samples(red, losses, x)
     value = cm.add_regularizer(value, weight_regularizer, w_reg, weight_reg_weight, fn)
     return cm.finish(value, x)
 
@@ -123,6 +130,8 @@ def normalized_softmax_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""NormSoftmax (Zhai & Wu, "Classification is a Strong Baseline for Deep Metric
     Learning", BMVC 2019): cross-entropy over temperature-scaled cosine logits,
@@ -136,18 +145,30 @@ def normalized_softmax_loss(
     PML: ``NormalizedSoftmaxLoss(num_classes, embedding_size, temperature=0.05)``,
     ``DotProductSimilarity()`` (which normalises the embeddings by default, so it is cosine),
     ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "normalized_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
-    logits = _normalized_softmax_logits(x.emb, x.weights, temperature, distance)
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    w_n = distance.normalize(x.weights)
+    logits_fn = lambda e, y: _normalized_softmax_logits(e, w_n, temperature, distance)  # noqa: E731
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
-def _normalized_softmax_logits(emb, w, temperature, distance):
-    logits = distance(emb, distance.normalize(w)) / temperature
+def _normalized_softmax_logits(emb, w_normalized, temperature, distance):
+    logits = distance(emb, w_normalized) / temperature
     return logits if distance.is_inverted else -logits
 
 
@@ -164,6 +185,8 @@ def large_margin_softmax_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""L-Softmax (Liu et al., "Large-Margin Softmax Loss for Convolutional Neural Networks",
     ICML 2016). The target logit's angle is multiplied by the integer ``margin`` :math:`m`:
@@ -185,15 +208,30 @@ def large_margin_softmax_loss(
     PML: ``LargeMarginSoftmaxLoss(num_classes, embedding_size, margin=4, scale=1)``,
     ``CosineSimilarity`` (required, so no ``distance`` argument here), ``MeanReducer``;
     ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "large_margin_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
     m = _check_int_margin(margin, fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
-    cos = _cosine(x.emb, x.weights)
-    logits = _with_target(cos, x.labels, _lsoftmax_target(_target(cos, x.labels), m))
-    logits = logits * _lsoftmax_magnitudes(x.emb, x.weights) * scale
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    w_n, w_norm = l2_normalize(x.weights), safe_norm(x.weights, axis=1)
+
+    def logits_fn(e, y):
+        cos = l2_normalize(e) @ w_n.T
+        logits = _with_target(cos, y, _lsoftmax_target(_target(cos, y), m))
+        return logits * (safe_norm(e, axis=1)[:, None] * w_norm[None, :]) * scale
+
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
 def _lsoftmax_magnitudes(emb, w):
@@ -213,6 +251,8 @@ def sphereface_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""SphereFace / A-Softmax (Liu et al., "SphereFace: Deep Hypersphere Embedding for Face
     Recognition", CVPR 2017): L-Softmax with normalised class weights,
@@ -225,15 +265,30 @@ def sphereface_loss(
 
     PML: ``SphereFaceLoss(num_classes, embedding_size, margin=4, scale=1)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "sphereface_loss"
     red = _common(fn, reduction, weight_regularizer)
     m = _check_int_margin(margin, fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
-    cos = _cosine(x.emb, x.weights)
-    logits = _with_target(cos, x.labels, _lsoftmax_target(_target(cos, x.labels), m))
-    logits = logits * safe_norm(x.emb, axis=1)[:, None] * scale
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    w_n = l2_normalize(x.weights)
+
+    def logits_fn(e, y):
+        cos = l2_normalize(e) @ w_n.T
+        logits = _with_target(cos, y, _lsoftmax_target(_target(cos, y), m))
+        return logits * safe_norm(e, axis=1)[:, None] * scale
+
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
 def arcface_loss(
@@ -249,6 +304,8 @@ def arcface_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""ArcFace (Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
     Recognition", CVPR 2019):
@@ -265,14 +322,29 @@ def arcface_loss(
 
     PML: ``ArcFaceLoss(num_classes, embedding_size, margin=28.6, scale=64)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
-    cos = _cosine(x.emb, x.weights)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    w_n = l2_normalize(x.weights)
     m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
-    logits = scale * _with_target(cos, x.labels, _arc_margin(_target(cos, x.labels), m))
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+
+    def logits_fn(e, y):
+        cos = l2_normalize(e) @ w_n.T
+        return scale * _with_target(cos, y, _arc_margin(_target(cos, y), m))
+
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
 def cosface_loss(
@@ -288,6 +360,8 @@ def cosface_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""CosFace / AM-Softmax (Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face
     Recognition", CVPR 2018): the margin is subtracted in cosine space,
@@ -297,13 +371,28 @@ def cosface_loss(
 
     PML: ``CosFaceLoss(num_classes, embedding_size, margin=0.35, scale=64)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "cosface_loss"
     red = _common(fn, reduction, weight_regularizer)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
-    cos = _cosine(x.emb, x.weights)
-    logits = scale * _with_target(cos, x.labels, _target(cos, x.labels) - margin)
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights, weight_reg_weight)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    w_n = l2_normalize(x.weights)
+
+    def logits_fn(e, y):
+        cos = l2_normalize(e) @ w_n.T
+        return scale * _with_target(cos, y, _target(cos, y) - margin)
+
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
 def subcenter_arcface_loss(
@@ -320,6 +409,8 @@ def subcenter_arcface_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""Sub-center ArcFace (Deng et al., "Sub-center ArcFace: Boosting Face Recognition by
     Large-scale Noisy Web Faces", ECCV 2020): :func:`arcface_loss` where each class has
@@ -337,18 +428,33 @@ def subcenter_arcface_loss(
 
     PML: ``SubCenterArcFaceLoss(num_classes=..., embedding_size=..., margin=28.6, scale=64,
     sub_centers=3)`` (keyword-only in practice), ``CosineSimilarity``, ``MeanReducer``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "subcenter_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
     x = cm.prepare(
         fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
-        centers=(sub_centers, 3, "sub_centers"),
+        centers=(sub_centers, 3, "sub_centers"), axis_name=axis_name,
     )
-    cos = _subcenter_cosine(x.emb, x.weights)
     m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
-    logits = scale * _with_target(cos, x.labels, _arc_margin(_target(cos, x.labels), m))
     c, k, d = x.weights.shape
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight)
+    w_n = l2_normalize(x.weights.reshape(c * k, d))
+
+    def logits_fn(e, y):
+        cos = jnp.max((l2_normalize(e) @ w_n.T).reshape(e.shape[0], c, k), axis=2)
+        return scale * _with_target(cos, y, _arc_margin(_target(cos, y), m))
+
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, block_size)
 
 
 def subcenter_arcface_outliers(embeddings, labels, weights, *, threshold=75.0, sub_centers=None, where=None):
@@ -440,6 +546,8 @@ def dynamic_arcface_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""Sub-center ArcFace with dynamic (per-class) margins for long-tailed data (Ha et al.,
     "Google Landmark Recognition 2020 Competition Third Place Solution", arXiv:2010.05350):
@@ -457,12 +565,23 @@ def dynamic_arcface_loss(
 
     Beyond PML 2.9: follows PML v3's documented ``DynamicArcFaceLoss(class_counts,
     embedding_size, margin_bounds=(0.05, 0.5), power=0.25, scale=64, sub_centers=3)``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "dynamic_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
     x = cm.prepare(
         fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
-        centers=(sub_centers, 3, "sub_centers"),
+        centers=(sub_centers, 3, "sub_centers"), axis_name=axis_name,
     )
     margins = dynamic_arcface_margins(class_counts, margin_bounds=margin_bounds, power=power)
     if margins.shape[0] != x.num_classes:
@@ -470,11 +589,15 @@ def dynamic_arcface_loss(
             f"{fn}: `class_counts` must have one entry per class ({x.num_classes} = weights.shape[0]); "
             f"got shape {tuple(margins.shape)}"
         )
-    cos = _subcenter_cosine(x.emb, x.weights)
-    m = margins.astype(x.dtype)[x.labels]
-    logits = scale * _with_target(cos, x.labels, _arc_margin(_target(cos, x.labels), m))
+    margins = margins.astype(x.dtype)
     c, k, d = x.weights.shape
-    return _finish_ce(fn, red, logits, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight)
+    w_n = l2_normalize(x.weights.reshape(c * k, d))
+
+    def logits_fn(e, y):
+        cos = jnp.max((l2_normalize(e) @ w_n.T).reshape(e.shape[0], c, k), axis=2)
+        return scale * _with_target(cos, y, _arc_margin(_target(cos, y), margins[y]))
+
+    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, block_size)
 
 
 def _p2s_cosine(emb, w):
@@ -497,6 +620,8 @@ def p2sgrad_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""P2SGrad (Zhang et al., "P2SGrad: Refined Gradients for Optimizing Deep Face Models",
     CVPR 2019). Its gradient equals that of a mean squared error between the cosines and the
@@ -521,13 +646,25 @@ def p2sgrad_loss(
         ``indices_tuple`` and has no weight regularizer for this loss.
 
     PML: ``P2SGradLoss(descriptors_dim, num_classes)``, no distance, already reduced (mean).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "p2sgrad_loss"
     red = _common(fn, reduction, weight_regularizer)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
-    cos = _p2s_cosine(x.emb, x.weights)
-    onehot = jax.nn.one_hot(x.labels, x.num_classes, dtype=x.dtype)
-    losses = jnp.mean((cos - onehot) ** 2, axis=1)
-    value = cm.reduce_samples(red, losses, x)
-    value = cm.add_regularizer(value, weight_regularizer, x.weights, weight_reg_weight, fn)
-    return cm.finish(value, x)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    def per_sample(e, y):
+        cos = _p2s_cosine(e, x.weights)
+        onehot = jax.nn.one_hot(y, x.num_classes, dtype=x.dtype)
+        return jnp.mean((cos - onehot) ** 2, axis=1)
+
+    losses = cm.sample_losses(per_sample, x, block_size, fn)
+    return _finish_samples(fn, red, losses, x, weight_regularizer, x.weights, weight_reg_weight)

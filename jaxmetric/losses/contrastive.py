@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import distributed as dist
 from jaxmetric._ops import masked_logsumexp
+from jaxmetric.losses._rows import map_row_blocks
 from jaxmetric.distances import CosineSimilarity, l2_normalize
 from jaxmetric.losses._common import check_distance, check_positive, finish
 
@@ -49,7 +51,18 @@ def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> 
     return {"t_prime": jnp.asarray(t_prime, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
 
 
-def clip_loss(image_emb, text_emb, log_temperature, *, max_logit_scale=100.0, normalize=True, reduction="mean", where=None):
+def clip_loss(
+    image_emb,
+    text_emb,
+    log_temperature,
+    *,
+    max_logit_scale=100.0,
+    normalize=True,
+    reduction="mean",
+    where=None,
+    block_size=None,
+    axis_name=None,
+):
     r"""Symmetric InfoNCE of CLIP (Radford et al., ICML 2021) with a learnable temperature.
 
     With :math:`s_{ij} = \hat x_i\cdot\hat y_j / \tau`, :math:`\tau = e^{\text{log\_temperature}}`:
@@ -69,6 +82,14 @@ def clip_loss(image_emb, text_emb, log_temperature, *, max_logit_scale=100.0, no
       normalize: L2-normalise the embeddings (CLIP does).
       reduction: over the ``[B]`` per-pair losses (``"none"`` returns them).
       where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: both towers are gathered;
+        each device computes, for its rows ``i``, the image-to-text term of image ``i`` against every
+        text and the text-to-image term of text ``i`` against every image, so the reduced shares
+        add up to the single-device loss on the concatenated batch (``"none"``: this device's rows).
+      block_size: rows per block (static): memory ``O(B D + block_size R)`` in forward and
+        backward (never the ``[B, R]`` logits), same value and gradient. Any reduction.
     """
     fn = "clip_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -78,16 +99,23 @@ def clip_loss(image_emb, text_emb, log_temperature, *, max_logit_scale=100.0, no
     scale = jnp.exp(-lt)
     if max_logit_scale is not None:
         scale = jnp.minimum(scale, max_logit_scale)
-    logits = scale * (x @ y.T)
-    valid = w[:, None] * w[None, :]
-    diag = jnp.diagonal(logits)
-    i2t = masked_logsumexp(logits, valid, axis=1) - diag
-    t2i = masked_logsumexp(logits, valid, axis=0) - diag
-    losses = jnp.where(w > 0, 0.5 * (i2t + t2i), 0.0)
-    return finish(reduce.apply(red, losses, w, context=reduce.Context(anchor_weight=w)), dtype)
+    # Each device owns its rows i: the image-to-text term of image i (against every text) and
+    # the text-to-image term of text i (against every image), so the shares add up to the
+    # global loss. Without axis_name the gathered sets are the local ones.
+    xg, yg, wg = dist.gather(x, axis_name), dist.gather(y, axis_name), dist.gather(w, axis_name)
+
+    def per_row(xb, yb, wb):
+        valid = wb[:, None] * wg[None, :]
+        diag = scale * jnp.sum(xb * yb, axis=1)
+        i2t = masked_logsumexp(scale * (xb @ yg.T), valid, axis=1) - diag
+        t2i = masked_logsumexp(scale * (yb @ xg.T), valid, axis=1) - diag
+        return jnp.where(wb > 0, 0.5 * (i2t + t2i), 0.0)
+
+    losses = map_row_blocks(per_row, (x, y, w), block_size, fn=fn)
+    return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
 
 
-def siglip_loss(x, y, t_prime, bias, *, normalize=True, reduction="mean", where=None):
+def siglip_loss(x, y, t_prime, bias, *, normalize=True, reduction="mean", where=None, block_size=None, axis_name=None):
     r"""Pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image
     Pre-Training", ICCV 2023):
 
@@ -103,18 +131,32 @@ def siglip_loss(x, y, t_prime, bias, *, normalize=True, reduction="mean", where=
       t_prime: scalar log-scale :math:`t'` (learnable; paper init ``log 10``).
       bias: scalar :math:`b` (learnable; paper init ``-10``). See :func:`init_siglip_params`.
       where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: ``y`` is gathered and each
+        device sums its rows ``i`` against every column (the positive at ``i``'s global index); the
+        value equals the single-device loss on the concatenated batch.
+      block_size: rows per block (static): memory ``O(B D + block_size R)`` in forward and
+        backward, same value and gradient. Any reduction.
     """
     fn = "siglip_loss"
     red = reduce.resolve(reduction, fn=fn)
     x, y, w, dtype, (tp, b) = _two_views(fn, x, y, ("x", "y"), where, [("t_prime", t_prime), ("bias", bias)])
     if normalize:
         x, y = l2_normalize(x), l2_normalize(y)
-    logits = jnp.exp(tp) * (x @ y.T) + b
-    sign = 2.0 * jnp.eye(x.shape[0], dtype=dtype) - 1.0
-    valid = w[:, None] * w[None, :]
-    terms = jnp.where(valid > 0, -jax.nn.log_sigmoid(sign * logits), 0.0)
-    losses = jnp.sum(terms, axis=1)
-    return finish(reduce.apply(red, losses, w, context=reduce.Context(anchor_weight=w)), dtype)
+    yg, wg = dist.gather(y, axis_name), dist.gather(w, axis_name)
+    cols = jnp.arange(yg.shape[0])
+    rows = dist.global_rows(x.shape[0], axis_name)
+
+    def per_row(xb, wb, rb):
+        logits = jnp.exp(tp) * (xb @ yg.T) + b
+        sign = jnp.where(rb[:, None] == cols[None, :], 1.0, -1.0).astype(dtype)
+        valid = wb[:, None] * wg[None, :]
+        terms = jnp.where(valid > 0, -jax.nn.log_sigmoid(sign * logits), 0.0)
+        return jnp.sum(terms, axis=1)
+
+    losses = map_row_blocks(per_row, (x, w, rows), block_size, fn=fn)
+    return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
 
 
 def _jaccard(a, b, dtype):
@@ -138,6 +180,7 @@ def multi_supcon_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Multi-label supervised contrastive loss (MultiSupCon), per anchor :math:`i`:
 
@@ -158,6 +201,11 @@ def multi_supcon_loss(
     Args:
       labels: multi-hot ``[B, C]`` (bool, int or float in {0, 1}).
       ref_labels: multi-hot ``[R, C]`` with ``ref_emb``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        anchors, the references and their labels are gathered from every device (a sample is never
+        its own positive); returns the single-device loss on the concatenated batch.
     """
     fn = "multi_supcon_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -168,48 +216,57 @@ def multi_supcon_loss(
     lab = labels if hasattr(labels, "shape") else jnp.asarray(labels)
     if getattr(lab, "ndim", 0) != 2:
         raise ValueError(f"{fn}: `labels` must be multi-hot [B, num_classes]; got shape {tuple(getattr(lab, 'shape', ()))}")
-    b = _resolve.resolve(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     logits = (mat if distance.is_inverted else -mat) / temperature
     valid = b.anchor_weight[:, None] * b.ref_weight[None, :]
-    if b.same_set:
-        valid = valid * (1.0 - jnp.eye(b.emb.shape[0], dtype=b.dtype))
+    if b.self_cols is not None:  # no self-pairs (each anchor's own column, global with axis_name)
+        valid = valid * (b.self_cols[:, None] != jnp.arange(b.ref.shape[0])[None, :]).astype(b.dtype)
     sim = _jaccard(b.labels, b.ref_labels, b.dtype)
     pos = (valid > 0) & (sim >= threshold)
     log_prob = logits - masked_logsumexp(logits, valid)[:, None]
     num = jnp.sum(jnp.where(pos, sim * log_prob, 0.0), axis=1)
     losses = -reduce.safe_divide(num, jnp.sum(pos.astype(b.dtype), axis=1))
-    return finish(reduce.apply(red, losses, b.anchor_weight, context=reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)), b.dtype)
+    context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, context=context), b.dtype)
 
 
-def _dcl(fn, x, y, temperature, sigma, reduction, where):
+def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
     red = reduce.resolve(reduction, fn=fn)
     check_positive(temperature, "temperature", fn)
     if sigma is not None:
         check_positive(sigma, "sigma", fn)
     x, y, w, dtype, _ = _two_views(fn, x, y, ("x", "y"), where)
     n = x.shape[0]
-    z = jnp.concatenate([l2_normalize(x), l2_normalize(y)], axis=0)  # [2B, D]
-    logits = (z @ z.T) / temperature
-    sample = jnp.arange(2 * n) % n
+    xn, yn = l2_normalize(x), l2_normalize(y)
+    # Local rows (both views of this device's samples) against both views of the global batch.
+    z = jnp.concatenate([xn, yn], axis=0)  # [2B, D]
+    xg, yg, wg = dist.gather(xn, axis_name), dist.gather(yn, axis_name), dist.gather(w, axis_name)
+    ng = xg.shape[0]
+    zg = jnp.concatenate([xg, yg], axis=0)  # [2N, D]
+    logits = (z @ zg.T) / temperature
+    rows = dist.global_rows(n, axis_name)
+    sample = jnp.concatenate([rows, rows])
+    sample_g = jnp.arange(2 * ng) % ng
     w2 = jnp.concatenate([w, w])
-    neg = (sample[:, None] != sample[None, :]).astype(dtype) * w2[:, None] * w2[None, :]
-    partner = (jnp.arange(2 * n) + n) % (2 * n)
-    pos_logit = logits[jnp.arange(2 * n), partner]
+    w2g = jnp.concatenate([wg, wg])
+    neg = (sample[:, None] != sample_g[None, :]).astype(dtype) * w2[:, None] * w2g[None, :]
+    pos_xy = jnp.sum(xn * yn, axis=1) / temperature  # <x_i, y_i> / tau, the positive of both views
+    pos_logit = jnp.concatenate([pos_xy, pos_xy])
     if sigma is not None:
-        s = jnp.sum(l2_normalize(x) * l2_normalize(y), axis=1) / sigma
-        # w_i = 2 - exp(s_i) / mean_k exp(s_k), the mean over real rows.
-        s_max = jax.lax.stop_gradient(jnp.max(jnp.where(w > 0, s, -jnp.inf)))
+        s = jnp.sum(xn * yn, axis=1) / sigma
+        # w_i = 2 - exp(s_i) / mean_k exp(s_k), the mean over the real rows of the global batch.
+        s_max = jax.lax.stop_gradient(dist.pmax(jnp.max(jnp.where(w > 0, s, -jnp.inf)), axis_name))
         s_max = jnp.where(jnp.isfinite(s_max), s_max, 0.0)
         e = jnp.where(w > 0, jnp.exp(s - s_max), 0.0)
-        weight = 2.0 - e * reduce.safe_divide(jnp.sum(w), jnp.sum(e))
+        weight = 2.0 - e * reduce.safe_divide(dist.psum(jnp.sum(w), axis_name), dist.psum(jnp.sum(e), axis_name))
         pos_logit = pos_logit * jnp.concatenate([weight, weight])
     has_neg = jnp.any(neg > 0, axis=1)
     losses = jnp.where(has_neg & (w2 > 0), masked_logsumexp(logits, neg) - pos_logit, 0.0)
-    return finish(reduce.apply(red, losses, w2, context=reduce.Context(anchor_weight=w2)), dtype)
+    return finish(reduce.apply(red, losses, w2, axis_name, context=reduce.Context(anchor_weight=w2)), dtype)
 
 
-def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None):
+def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None, axis_name=None):
     r"""Decoupled contrastive loss (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022,
     eq. 6), for each view :math:`k` and sample :math:`i`:
 
@@ -220,11 +277,17 @@ def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None):
     on L2-normalised embeddings: the InfoNCE denominator without the positive. The ``[2B]``
     terms (``x`` rows first) are reduced with ``reduction`` (mean over both views). A batch of
     one sample has no negatives and gives 0.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: both views are gathered;
+        each device computes the terms of both views of its own samples against both views of the
+        global batch and the reduction sums the shares: the single-device loss on the concatenated
+        batch (``"none"``: this device's ``[2 B_local]`` terms, ``x`` rows first).
     """
-    return _dcl("dcl_loss", x, y, temperature, None, reduction, where)
+    return _dcl("dcl_loss", x, y, temperature, None, reduction, where, axis_name)
 
 
-def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None):
+def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None, axis_name=None):
     r"""Weighted decoupled contrastive loss (DCLW, Yeh et al., ECCV 2022, eq. 7): as
     :func:`dcl_loss` with the positive term scaled by the von Mises-Fisher weight
 
@@ -234,11 +297,15 @@ def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None)
 
     (``sigma=0.5``), shared by both views of sample :math:`i`. The weight is differentiated
     through (as in the lightly implementation; the paper does not say otherwise).
+
+    Scale:
+      axis_name: as :func:`dcl_loss`; the weights' normaliser (the mean of
+        :math:`e^{\langle z^{(1)}_k, z^{(2)}_k\rangle/\sigma}`) runs over the global batch.
     """
-    return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where)
+    return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where, axis_name)
 
 
-def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None):
+def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None, axis_name=None):
     r"""Barlow Twins (Zbontar et al., ICML 2021):
 
     .. math::
@@ -250,20 +317,27 @@ def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None):
     ``BatchNorm1d(affine=False)`` in training mode (``eps=1e-5``). ``lambd`` is the paper's
     :math:`\lambda = 5\cdot10^{-3}`. With ``where`` the statistics and :math:`N` count the real
     rows only; no real row gives 0.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the batch statistics
+        (count, means, variances) and the cross-correlation sums are summed over devices, so
+        :math:`C` and the value are the concatenated batch's.
     """
     fn = "barlow_twins_loss"
     check_positive(eps, "eps", fn)
     x, y, w, dtype, _ = _two_views(fn, x, y, ("x", "y"), where)
-    count = jnp.sum(w)
+    # Batch statistics (means, variances, the cross-correlation) are sums over the rows: with
+    # axis_name they are summed over devices, so C is the global batch's.
+    count = dist.psum(jnp.sum(w), axis_name)
     inv = reduce.safe_divide(jnp.asarray(1.0, dtype), count)
 
     def bn(z):
-        mu = jnp.sum(w[:, None] * z, axis=0) * inv
+        mu = dist.psum(jnp.sum(w[:, None] * z, axis=0), axis_name) * inv
         zc = (z - mu) * w[:, None]
-        var = jnp.sum(zc * zc, axis=0) * inv
+        var = dist.psum(jnp.sum(zc * zc, axis=0), axis_name) * inv
         return zc / jnp.sqrt(var + eps)
 
-    c = bn(x).T @ bn(y) * inv
+    c = dist.psum(bn(x).T @ bn(y), axis_name) * inv
     d = c.shape[0]
     off = 1.0 - jnp.eye(d, dtype=dtype)
     on_diag = jnp.sum((1.0 - jnp.diagonal(c)) ** 2)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import distributed as dist
 from jaxmetric._ops import clip_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -39,6 +40,7 @@ def histogram_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Histogram loss (Ustinova & Lempitsky, "Learning Deep Embeddings with Histogram Loss",
     NeurIPS 2016).
@@ -62,6 +64,12 @@ def histogram_loss(
 
     Returns:
       Scalar loss.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: each device bins the pairs
+        ``{i, j}`` (``j >= i``, global indices) of its rows ``i`` against the gathered batch and the
+        two pair histograms (and their totals) are summed over devices, so the value is the
+        single-device loss on the concatenated batch. A mask is then ``[B_local, B_global]``.
     """
     fn = "histogram_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -80,7 +88,7 @@ def histogram_loss(
     if n_nodes < 2:
         raise ValueError(f"{fn}: `delta` must give at least 2 histogram nodes (delta <= 2); got delta={delta!r}")
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos, neg = clip_weights(b.pos), clip_weights(b.neg)
     has_pos = jnp.any(pos > 0, axis=1, keepdims=True)
@@ -88,23 +96,35 @@ def histogram_loss(
     # Pairs of the triplets (a, p, n): (a, p) needs a negative of a, (a, n) a positive of a.
     o_ap = jnp.where(has_neg, pos, 0.0)
     o_an = jnp.where(has_pos, neg, 0.0)
-    upper = jnp.triu(jnp.ones_like(mat))  # unordered pairs {i, j}, read as (min, max)
-    w_ap = jnp.maximum(o_ap, o_ap.T) * upper
-    w_an = jnp.maximum(o_an, o_an.T) * upper
+    if axis_name is None:
+        o_ap_t, o_an_t = o_ap.T, o_an.T
+        upper = jnp.triu(jnp.ones_like(mat))  # unordered pairs {i, j}, read as (min, max)
+    else:
+        # This device's rows i hold the pairs {i, j} with j >= i (global indices); the
+        # transposed selection o[j, i] comes from the row of j.
+        if b.labels is not None:  # label masks are symmetric: o[j, i] = pos[i, j] * has_neg[j]
+            o_ap_t = jnp.where(dist.gather(has_neg[:, 0], axis_name)[None, :], pos, 0.0)
+            o_an_t = jnp.where(dist.gather(has_pos[:, 0], axis_name)[None, :], neg, 0.0)
+        else:  # a mask may be asymmetric: gather its rows
+            o_ap_t = dist.gather(o_ap, axis_name)[:, b.self_cols].T
+            o_an_t = dist.gather(o_an, axis_name)[:, b.self_cols].T
+        upper = (jnp.arange(mat.shape[1])[None, :] >= b.self_cols[:, None]).astype(mat.dtype)
+    w_ap = jnp.maximum(o_ap, o_ap_t) * upper
+    w_an = jnp.maximum(o_an, o_an_t) * upper
 
     r_star = jnp.clip(jnp.floor(jax.lax.stop_gradient(mat + 1.0) / delta), 0, n_nodes - 2).astype(jnp.int32)
     lower_frac = (mat + 1.0 - r_star * delta) / delta  # weight of node r* + 1
     upper_frac = ((r_star + 1) * delta - 1.0 - mat) / delta  # weight of node r*
 
-    def density(w):
+    def density(w):  # the pair histogram of the global batch (psum of the devices' pairs)
         d = jnp.zeros((n_nodes,), mat.dtype)
         d = d.at[(r_star + 1).ravel()].add((w * lower_frac).ravel())
         d = d.at[r_star.ravel()].add((w * upper_frac).ravel())
-        return reduce.safe_divide(d, jnp.sum(w))
+        return reduce.safe_divide(dist.psum(d, axis_name), dist.psum(jnp.sum(w), axis_name))
 
     p_pos, p_neg = density(w_ap), density(w_an)
     loss = jnp.sum(p_neg * jnp.cumsum(p_pos))
-    present = jnp.any(w_ap > 0)
+    present = reduce.global_any(w_ap, axis_name)
     return finish(_reduce_scalar(red, loss, present), b.dtype)
 
 
@@ -170,6 +190,7 @@ def dynamic_soft_margin_loss(
     where=None,
     ref_where=None,
     block_size=None,
+    axis_name=None,
 ):
     r"""Dynamic soft margin loss (Zhang & Rusinkiewicz, "Learning Local Descriptors with a
     CDF-Based Dynamic Soft Margin", ICCV 2019).
@@ -211,6 +232,15 @@ def dynamic_soft_margin_loss(
     Returns:
       ``(loss, new_state)``; ``new_state.hist`` keeps the dtype of ``state.hist``. An empty
       selection gives 0 and leaves the state unchanged, as PML.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: anchors are this device's
+        rows, positives and negatives come from the gathered batch (or ``ref_emb``); the histogram
+        increment and its total are summed over devices before the update, so every device returns
+        the same new state, equal to the single-device state on the concatenated batch (return it
+        with ``out_specs=P()``). Labels-free path: the pairs ``(embeddings[k], ref_emb[k])`` are
+        per device and the hardest negative is searched in the global rows and columns (``ref_emb``
+        must then have as many rows as ``embeddings``). Combines with ``block_size``.
     """
     fn = "dynamic_soft_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -233,16 +263,23 @@ def dynamic_soft_margin_loss(
         )
     delta = 2.0 * jnp.abs(min_val) / num_bins
 
+    # With axis_name the histogram increments and their totals are summed over devices before
+    # the update, so every device computes the same (global) new state and CDF.
+    ax = axis_name
+
     if labels_or_mask is None:
-        x, w, dtype = _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, ref_where)
+        x, w, dtype = _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, ref_where, axis_name)
         hist = hist_in.astype(dtype)
-        inc = _hist_increment(x, w, min_val, delta, num_bins)
-        new_hist, cdf, present = _update(hist, inc, jnp.sum(w), momentum)
+        inc = dist.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
+        new_hist, cdf, present = _update(hist, inc, dist.psum(jnp.sum(w), ax), momentum)
         losses = _weigh(x, cdf, min_val, delta, num_bins)
-        value = reduce.apply(red, losses, w)
+        value = reduce.apply(red, losses, w, ax)
         return finish(value, dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, allow_triplets=True)
+    b = _resolve.resolve(
+        fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
+        allow_triplets=True, axis_name=axis_name,
+    )
     hist = hist_in.astype(b.dtype)
     mat = distance(b.emb, b.ref)
     cube = b.triplets
@@ -255,9 +292,9 @@ def dynamic_soft_margin_loss(
 
     if not reduce.is_builtin(red):
         x, w = terms(mat, b.pos, b.neg, cube)
-        inc = _hist_increment(x, w, min_val, delta, num_bins)
-        new_hist, cdf, _ = _update(hist, inc, jnp.sum(w), momentum)
-        value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w)
+        inc = dist.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
+        new_hist, cdf, _ = _update(hist, inc, dist.psum(jnp.sum(w), ax), momentum)
+        value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w, ax)
         return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
     blk, nblk, pad = _anchor_blocks(n, r, block_size)
@@ -274,7 +311,7 @@ def dynamic_soft_margin_loss(
         return _hist_increment(x, w, min_val, delta, num_bins), jnp.sum(w)
 
     incs, wsums = jax.lax.map(pass1, xs)
-    new_hist, cdf, _ = _update(hist, jnp.sum(incs, 0), jnp.sum(wsums), momentum)
+    new_hist, cdf, _ = _update(hist, dist.psum(jnp.sum(incs, 0), ax), dist.psum(jnp.sum(wsums), ax), momentum)
 
     @jax.checkpoint
     def pass2(args):
@@ -282,7 +319,7 @@ def dynamic_soft_margin_loss(
         return red.partial(_weigh(x, cdf, min_val, delta, num_bins), w)
 
     nums, dens = jax.lax.map(pass2, xs)
-    value = red.finalize(jnp.sum(nums), jnp.sum(dens))
+    value = reduce.finalize(red, jnp.sum(nums), jnp.sum(dens), ax)
     return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
 
@@ -296,14 +333,23 @@ def _update(hist, inc, total, momentum):
     return new, jnp.cumsum(new), present
 
 
-def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, ref_where):
-    """PML's labels-free path: ``x_k = d(e_k, r_k) - min(row k, column k without the pair)``."""
+def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, ref_where, axis_name=None):
+    """PML's labels-free path: ``x_k = d(e_k, r_k) - min(row k, column k without the pair)``.
+
+    With ``axis_name`` the rows and columns are global (each device holds the pairs ``k`` of its
+    rows, against the gathered other set); both sets must then have the same size per device.
+    """
     if ref_labels is not None:
         raise ValueError(f"{fn}: `ref_labels` needs labels; with `labels_or_mask=None` pass `ref_emb` alone")
     emb = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
     ref = emb if ref_emb is None else _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
     if ref.shape[1] != emb.shape[1]:
         raise ValueError(f"{fn}: `ref_emb` must have the embedding dim {emb.shape[1]}; got shape {tuple(ref.shape)}")
+    if axis_name is not None and ref.shape[0] != emb.shape[0]:
+        raise ValueError(
+            f"{fn}: with `axis_name` and `labels_or_mask=None`, `ref_emb` must have as many rows as `embeddings` "
+            f"on every device ({emb.shape[0]}); got shape {tuple(ref.shape)}"
+        )
     dtype = _checks.compute_dtype(emb, None if ref_emb is None else ref)
     emb = emb.astype(dtype)
     ref = emb if ref_emb is None else ref.astype(dtype)
@@ -317,6 +363,21 @@ def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, 
         ref_where = _checks.check_where(ref_where, cols, "ref_where", fn=fn)
     rv = jnp.ones((rows,), bool) if where is None else where
     cv = jnp.ones((cols,), bool) if ref_where is None else ref_where
+    if axis_name is not None:
+        g = dist.global_rows(rows, axis_name)
+        emb_g, ref_g = dist.gather(emb, axis_name), dist.gather(ref, axis_name)
+        rv_g, cv_g = dist.gather(rv, axis_name), dist.gather(cv, axis_name)
+        mat_r = distance(emb, ref_g)  # [B, R]: this device's rows against every column
+        mat_c = distance(emb_g, ref)  # [R, B]: every row against this device's columns
+        not_pair_r = g[:, None] != jnp.arange(ref_g.shape[0])[None, :]
+        not_pair_c = jnp.arange(emb_g.shape[0])[:, None] != g[None, :]
+        row_min = jnp.min(jnp.where(rv[:, None] & cv_g[None, :] & not_pair_r, mat_r, jnp.inf), axis=1)
+        col_min = jnp.min(jnp.where(rv_g[:, None] & cv[None, :] & not_pair_c, mat_c, jnp.inf), axis=0)
+        d_pos = jnp.take_along_axis(mat_r, g[:, None], axis=1)[:, 0]
+        d_neg = jnp.minimum(row_min, col_min)
+        ok = rv & cv & jnp.isfinite(d_neg)
+        x = d_pos - jnp.where(ok, d_neg, 0.0)
+        return x, ok.astype(dtype), dtype
     mat = distance(emb, ref)
     n, k = max(rows, cols), min(rows, cols)
     cand = rv[:, None] & cv[None, :] & ~jnp.eye(rows, cols, dtype=bool)

@@ -62,6 +62,12 @@ def _rank_sums(sim, weights, temperature, sigmoid, block_size=None):
     return out.transpose(1, 0, 2, 3).reshape(weights.shape[0], nblk * blk, n)[:, :nq]
 
 
+def _self_matrix(b):
+    """``[B, R]``: 1 at each query's own column (the identity on one device; the query's
+    global column with ``axis_name``)."""
+    return (b.self_cols[:, None] == jnp.arange(b.ref.shape[0])[None, :]).astype(b.dtype)
+
+
 def _pnp_sigmoid(x):
     """PML's PNP sigmoid: ``1 / (1 + exp(clamp(-x, -50, 50)))`` (the clamp also stops the
     gradient outside the range, as in PML)."""
@@ -80,6 +86,7 @@ def fast_ap_loss(
     where=None,
     ref_where=None,
     miner_output=None,
+    axis_name=None,
 ):
     r"""FastAP (Cakir, He, Xia, Kulis & Sclaroff, "Deep Metric Learning to Rank", CVPR 2019).
 
@@ -112,6 +119,12 @@ def fast_ap_loss(
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses, 0 for queries without a
       relevant item).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        queries and the items they rank are gathered from every device; returns the single-device loss
+        on the concatenated batch (gradients exact after ``pmean``). A mask or ``miner_output`` is then
+        ``[B_local, B_global]`` (rows: this device's queries).
     """
     fn = "fast_ap_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -120,8 +133,8 @@ def fast_ap_loss(
         raise ValueError(f"{fn}: `distance` must be LpDistance with normalize_embeddings=True and p=2 (as PML asserts); got {distance!r}")
     num_bins = check_static_int(num_bins, "num_bins", fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
-    mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
+    mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
     pos, neg = clip_weights(b.pos), clip_weights(b.neg)
     n_pos = jnp.sum(pos, axis=1)
     has_pos = n_pos > 0
@@ -141,8 +154,8 @@ def fast_ap_loss(
     ap = reduce.safe_divide(fast_ap, n_pos)
     losses = (1.0 - ap) * mw
     # PML returns 0 when no (query, bin) has positive mass at all (never for finite input).
-    weights = (has_pos & jnp.any(ok)).astype(b.dtype)
-    return finish(reduce.apply(red, losses, weights), b.dtype)
+    weights = (has_pos & reduce.global_any(ok, axis_name)).astype(b.dtype)
+    return finish(reduce.apply(red, losses, weights, axis_name), b.dtype)
 
 
 def smooth_ap_loss(
@@ -158,6 +171,7 @@ def smooth_ap_loss(
     ref_where=None,
     miner_output=None,
     block_size=None,
+    axis_name=None,
 ):
     r"""Smooth-AP (Brown, Xie, Kalogeiton & Zisserman, ECCV 2020).
 
@@ -193,6 +207,12 @@ def smooth_ap_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        queries and the items they rank are gathered from every device; returns the single-device loss
+        on the concatenated batch (gradients exact after ``pmean``). A mask or ``miner_output`` is then
+        ``[B_local, B_global]``. Combines with ``block_size``.
     """
     fn = "smooth_ap_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -200,18 +220,18 @@ def smooth_ap_loss(
     check_positive(temperature, "temperature", fn)
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
     n = b.emb.shape[0]
-    mw = mask_sample_weights(miner_output, n, b.dtype, valid=b.anchor_weight, fn=fn)
+    mw = mask_sample_weights(miner_output, n, b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
     sim = distance(b.emb, b.ref)
-    eye = jnp.eye(n, dtype=b.dtype) * b.anchor_weight[:, None]
+    eye = _self_matrix(b) * b.anchor_weight[:, None]
     p_w = clip_weights(b.pos) + eye
     a_w = jnp.maximum(p_w, clip_weights(b.neg))
     sums = _rank_sums(sim, jnp.stack([p_w, a_w]), temperature, jax.nn.sigmoid, block_size)
     ratio = (1.0 + sums[0]) / (1.0 + sums[1])
     ap = reduce.safe_divide(jnp.sum(p_w * ratio, axis=1), jnp.sum(p_w, axis=1))
     losses = (1.0 - ap) * mw
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
 
 
 def pnp_loss(
@@ -229,6 +249,7 @@ def pnp_loss(
     where=None,
     ref_where=None,
     block_size=None,
+    axis_name=None,
 ):
     r"""PNP loss (Li, Zhao, Wang, Gao, Lu & Tian, "Rethinking the Optimization of Average
     Precision: Only Penalizing Negative Instances before Positive Ones is Enough", AAAI 2022).
@@ -256,6 +277,12 @@ def pnp_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
+        queries and the items they rank are gathered from every device; returns the single-device loss
+        on the concatenated batch (gradients exact after ``pmean``). A mask is then ``[B_local, B_global]``.
+      block_size: queries per block of the ``O(B^3)`` comparison (static; default: auto).
     """
     fn = "pnp_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -266,12 +293,11 @@ def pnp_loss(
         check_positive(b, "b", fn)
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    bt = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
-    n = bt.emb.shape[0]
+    bt = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
     sim = distance(bt.emb, bt.ref)
     pos = clip_weights(bt.pos)
     has_pos = jnp.any(pos > 0, axis=1)
-    p_w = pos + jnp.eye(n, dtype=bt.dtype) * has_pos[:, None].astype(bt.dtype)
+    p_w = pos + _self_matrix(bt) * has_pos[:, None].astype(bt.dtype)
     rank = _rank_sums(sim, clip_weights(bt.neg)[None], anneal, _pnp_sigmoid, block_size)[0]
     if variant == "Ds":
         f = jnp.log1p(rank)
@@ -286,4 +312,4 @@ def pnp_loss(
     per_query = reduce.safe_divide(jnp.sum(jnp.where(p_w > 0, p_w * f, 0.0), axis=1), jnp.sum(p_w, axis=1))
     if variant == "Dq":
         per_query = 1.0 - per_query
-    return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype)), bt.dtype)
+    return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name), bt.dtype)

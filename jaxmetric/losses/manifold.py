@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmetric import _checks, reduce
+from jaxmetric import distributed as dist
 from jaxmetric._ops import masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, safe_norm
 from jaxmetric.losses._common import check_distance, finish
@@ -82,6 +83,7 @@ def manifold_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Manifold loss (Aziere & Todorovic, "Ensemble Deep Manifold Similarity Learning using
     Hard Proxies", CVPR 2019).
@@ -111,6 +113,14 @@ def manifold_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-sample losses).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the graph couples every
+        sample with every other, so each device gathers the global batch, builds and inverts the
+        whole ``(N + K) x (N + K)`` system itself (``N`` = global batch; memory and time of the
+        single-device loss on every device) and reduces the losses of its own rows; the value is
+        the single-device loss on the concatenated batch. With ``key`` (no ``meta_classes``) every
+        device draws the global assignment and takes its rows, i.e. the single-device draw.
     """
     fn = "manifold_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -127,7 +137,9 @@ def manifold_loss(
     if meta_classes is None:
         if key is None:
             raise ValueError(f"{fn}: pass `meta_classes` [{n}] or a PRNG `key` for PML's random meta-class assignment; got neither")
-        meta_classes = manifold_meta_classes(key, n, K)
+        # With axis_name: the global batch's assignment (same key on every device), this
+        # device's rows of it -- the single-device draw on the concatenated batch.
+        meta_classes = dist.local_rows(manifold_meta_classes(key, n * dist.axis_size(axis_name), K), n, axis_name)
     elif key is not None:
         raise ValueError(f"{fn}: pass either `meta_classes` or `key`, not both")
     mc = _check_meta_classes(meta_classes, n, K, fn).astype(jnp.int32)
@@ -136,9 +148,15 @@ def manifold_loss(
     emb, prox = emb.astype(dtype), prox.astype(dtype)
     valid = jnp.ones((n,), dtype) if where is None else where.astype(dtype)
 
-    nodes = jnp.concatenate([emb, prox], axis=0)
-    node_ok = jnp.concatenate([valid, jnp.ones((K,), dtype)])
-    eye = jnp.eye(n + K, dtype=dtype)
+    # The graph couples every sample with every other: with axis_name each device gathers the
+    # global batch, builds and inverts the whole (N + K) x (N + K) system (N = global batch) and
+    # takes the loss of its own rows; the shares are summed by the reduction.
+    emb_g, valid_g = dist.gather(emb, axis_name), dist.gather(valid, axis_name)
+    rows = dist.global_rows(n, axis_name)
+    ng = emb_g.shape[0]
+    nodes = jnp.concatenate([emb_g, prox], axis=0)
+    node_ok = jnp.concatenate([valid_g, jnp.ones((K,), dtype)])
+    eye = jnp.eye(ng + K, dtype=dtype)
     s = distance(nodes, nodes)
     s = jnp.where(s >= 0, s, 0.0)  # clamp(0, inf), gradient 1 at 0 as torch
     s = jnp.exp(s / 0.5) * (1.0 - eye) * node_ok[:, None] * node_ok[None, :]
@@ -147,9 +165,9 @@ def manifold_loss(
     d_inv_half = jnp.where(has, jax.lax.rsqrt(jnp.where(has, deg, 1.0)), 0.0)
     s_bar = d_inv_half[:, None] * s * d_inv_half[None, :]
     f = (1.0 - alpha) * jnp.linalg.inv(eye - alpha * s_bar)
-    f_e, f_p = f[:n], f[n:]
+    f_e, f_p = f[rows], f[ng:]
 
-    loss_int = _hinge_lse(f_e[:, n:], mc, margin)
+    loss_int = _hinge_lse(f_e[:, ng:], mc, margin)
     e_n = f_e / jnp.maximum(safe_norm(f_e, keepdims=True), _COS_EPS)
     p_n = f_p / jnp.maximum(safe_norm(f_p, keepdims=True), _COS_EPS)
     loss_ctx = _hinge_lse(e_n @ p_n.T, mc, margin)
@@ -157,4 +175,4 @@ def manifold_loss(
     inf = jnp.isinf(lambdaC)
     lam = jnp.where(inf, 1.0, lambdaC)
     losses = jnp.where(inf, 0.0, loss_int) + lam * loss_ctx
-    return finish(reduce.apply(red, losses, valid), dtype)
+    return finish(reduce.apply(red, losses, valid, axis_name), dtype)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmetric import distributed as dist
 from jaxmetric import reduce
-from jaxmetric._ops import masked_logsumexp
+from jaxmetric.losses._rows import _check_block_size as check_block_size
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses._common import check_distance, check_positive
@@ -43,6 +44,8 @@ def proxy_nca_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""ProxyNCA (Movshovitz-Attias et al., "No Fuss Distance Metric Learning using Proxies",
     ICCV 2017): NCA between each embedding and the class proxies :math:`p_c`,
@@ -65,15 +68,29 @@ def proxy_nca_loss(
     ``LpDistance(power=2)``, ``MeanReducer``. Deliberate difference: PML drops a row whose
     target probability underflows to exactly 0 (huge ``softmax_scale``); jaxmetric works in
     log space and keeps it with its finite loss.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "proxy_nca_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     cm.check_regularizer(weight_regularizer, red, fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, using_ref=True)
-    mat = distance(x.emb, x.weights)
-    logits = softmax_scale * (mat if distance.is_inverted else -mat)
-    value = cm.reduce_samples(red, cm.cross_entropy(logits, x.labels), x)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, using_ref=True, axis_name=axis_name)
+
+    def per_sample(e, y):
+        mat = distance(e, x.weights)
+        return cm.cross_entropy(softmax_scale * (mat if distance.is_inverted else -mat), y)
+
+    value = cm.reduce_samples(red, cm.sample_losses(per_sample, x, block_size, fn), x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights, weight_reg_weight, fn)
     return cm.finish(value, x)
 
@@ -92,6 +109,8 @@ def proxy_anchor_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""Proxy-Anchor loss (Kim et al., CVPR 2020). With :math:`P^+` the proxies of classes
     present in the batch, :math:`X_c^+` / :math:`X_c^-` the embeddings of / not of class
@@ -117,21 +136,53 @@ def proxy_anchor_loss(
 
     PML: ``ProxyAnchorLoss(num_classes, embedding_size, margin=0.1, alpha=32)``,
     ``CosineSimilarity``, ``DivisorReducer``.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-proxy
+        log-sum-exps over the batch are combined over devices (global max, ``psum`` of the
+        shifted sums and of the positive counts);
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``. The per-proxy terms are then global, so ``"none"`` returns the
+        global ``[C]`` terms and a callable reduction is allowed.
+      block_size: proxies per block (static): the ``[B, C]`` similarities are computed block by
+        block of proxies (rematerialised in the backward pass), memory ``O(B D + C D + B
+        block_size)``, same value and gradient.
     """
     fn = "proxy_anchor_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     cm.check_regularizer(weight_regularizer, red, fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights)
+    check_block_size(block_size, fn)
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
     c = x.num_classes
-    sim = distance(x.emb, x.weights)
-    onehot = jax.nn.one_hot(x.labels, c, dtype=x.dtype)
-    pos_mask = onehot * x.valid[:, None]
-    neg_mask = (1.0 - onehot) * x.valid[:, None]
     shift = 0.0 if x.sample_weights is None else (x.sample_weights - 1.0)[:, None]
-    pos_term = masked_logsumexp(alpha * distance.margin(sim, margin) + shift, pos_mask, axis=0, add_one=True)
-    neg_term = masked_logsumexp(alpha * distance.margin(-margin, sim) + shift, neg_mask, axis=0, add_one=True)
-    has_pos = (jnp.sum(pos_mask, axis=0) > 0).astype(x.dtype)
+
+    def parts(w_blk, cls):
+        """Per-proxy local log-sum-exp pieces over this device's batch rows, for the proxies
+        ``w_blk`` of classes ``cls``."""
+        sim = distance(x.emb, w_blk)
+        onehot = (x.labels[:, None] == cls[None, :]).astype(x.dtype)
+        pos_mask = onehot * x.valid[:, None]
+        neg_mask = (1.0 - onehot) * x.valid[:, None]
+        pos = dist.lse_parts(alpha * distance.margin(sim, margin) + shift, pos_mask, axis=0)
+        neg = dist.lse_parts(alpha * distance.margin(-margin, sim) + shift, neg_mask, axis=0)
+        return pos, neg, jax.lax.stop_gradient(jnp.sum(pos_mask, axis=0))
+
+    cls = jnp.arange(c)
+    if block_size is None or block_size >= c:
+        (pm, ps), (nm, ns), count = parts(x.weights, cls)
+    else:  # blocks of proxies: never a [B, C] matrix (rematerialised in the backward pass)
+        nblk = -(-c // block_size)
+        pad = nblk * block_size - c
+        w_b = jnp.pad(x.weights, ((0, pad), (0, 0))).reshape(nblk, block_size, -1)
+        c_b = jnp.pad(cls, (0, pad), constant_values=-1).reshape(nblk, block_size)
+        out = jax.lax.map(jax.checkpoint(lambda a: parts(*a)), (w_b, c_b))
+        (pm, ps), (nm, ns), count = jax.tree.map(lambda o: o.reshape(nblk * block_size)[:c], out)
+    # Per-proxy sums run over the batch: combined over devices (log-sum-exp pieces and counts).
+    pos_term = dist.lse_combine(pm, ps, add_one=True, axis_name=axis_name)
+    neg_term = dist.lse_combine(nm, ns, add_one=True, axis_name=axis_name)
+    has_pos = (dist.psum(count, axis_name) > 0).astype(x.dtype)
     if red == "none":
         return cm.finish(pos_term + neg_term, x)
     value = reduce.apply(red, pos_term, has_pos) + reduce.apply(red, neg_term, jnp.ones((c,), x.dtype))
@@ -163,6 +214,8 @@ def soft_triple_loss(
     sample_weights=None,
     weight_regularizer=None,
     weight_reg_weight=1.0,
+    block_size=None,
+    axis_name=None,
 ):
     r"""SoftTriple loss (Qian et al., "SoftTriple Loss: Deep Metric Learning Without Triplet
     Sampling", ICCV 2019). Each class has :math:`K` centers :math:`w_{c,k}`;
@@ -187,6 +240,17 @@ def soft_triple_loss(
     PML: ``SoftTripleLoss(num_classes, embedding_size, centers_per_class=10, la=20, gamma=0.1,
     margin=0.01)``, ``CosineSimilarity`` (a similarity is required), ``MeanReducer``; centers
     initialised ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(C K), 1/sqrt(C K)).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
+        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
+        padding across devices stays exact;
+        the value is the single-device loss on the concatenated batch and the gradients (the
+        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+        ``[B_local, B_global]``.
+      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
+        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
+        and gradient. Any reduction.
     """
     fn = "soft_triple_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -195,12 +259,14 @@ def soft_triple_loss(
     cm.check_regularizer(weight_regularizer, red, fn)
     x = cm.prepare(
         fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
-        centers=(centers_per_class, 10, "centers_per_class"),
+        centers=(centers_per_class, 10, "centers_per_class"), axis_name=axis_name,
     )
     c, k, d = x.weights.shape
-    s = _soft_triple_sim(x.emb, x.weights, gamma, distance)
-    onehot = jax.nn.one_hot(x.labels, c, dtype=x.dtype)
-    losses = cm.cross_entropy(la * (s - margin * onehot), x.labels)
-    value = cm.reduce_samples(red, losses, x)
+
+    def per_sample(e, y):
+        s = _soft_triple_sim(e, x.weights, gamma, distance)
+        return cm.cross_entropy(la * (s - margin * jax.nn.one_hot(y, c, dtype=x.dtype)), y)
+
+    value = cm.reduce_samples(red, cm.sample_losses(per_sample, x, block_size, fn), x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, fn)
     return cm.finish(value, x)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, reduce
+from jaxmetric import distributed as dist
 from jaxmetric.losses._common import finish
 
 
@@ -23,6 +24,7 @@ def vicreg_loss(
     eps=1e-4,
     reduction="mean",
     where=None,
+    axis_name=None,
 ):
     r"""VICReg (Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization
     for Self-Supervised Learning", ICLR 2022), for two views :math:`Z` (``embeddings``) and
@@ -49,6 +51,13 @@ def vicreg_loss(
     Returns:
       Scalar loss, or with ``reduction="none"`` a dict ``invariance_loss`` ``[N]``,
       ``variance_loss1`` / ``variance_loss2`` ``[D]``, ``covariance_loss`` (scalar).
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the moments (row counts,
+        means, variances, covariance sums) are summed over devices, so the variance and covariance
+        terms are the global batch's, and the invariance term is reduced over the global rows: the
+        value equals the single-device loss on the concatenated batch. With ``reduction="none"``
+        ``invariance_loss`` holds this device's rows. Callable reductions are rejected.
     """
     fn = "vicreg_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -63,21 +72,23 @@ def vicreg_loss(
     dtype = _checks.compute_dtype(z, zr)
     z, zr = z.astype(dtype), zr.astype(dtype)
     w = jnp.ones((n,), dtype) if where is None else where.astype(dtype)
-    count = jnp.sum(w)
+    # The moments are sums over rows: with axis_name they are summed over devices, so the
+    # means, variances and covariances are those of the global batch.
+    count = dist.psum(jnp.sum(w), axis_name)
     dof = count - 1.0
 
     invariance = invariance_lambda * jnp.mean((z - zr) ** 2, axis=1)
 
     def centred(x):
-        mean = reduce.safe_divide(jnp.sum(w[:, None] * x, axis=0), count)
+        mean = reduce.safe_divide(dist.psum(jnp.sum(w[:, None] * x, axis=0), axis_name), count)
         return (x - mean) * w[:, None]
 
     def variance(xc):
-        var = reduce.safe_divide(jnp.sum(xc * xc, axis=0), dof)
+        var = reduce.safe_divide(dist.psum(jnp.sum(xc * xc, axis=0), axis_name), dof)
         return variance_mu * jax.nn.relu(1.0 - _safe_sqrt(var + eps)) / 2.0
 
     def covariance(xc):
-        cov = reduce.safe_divide(xc.T @ xc, dof)
+        cov = reduce.safe_divide(dist.psum(xc.T @ xc, axis_name), dof)
         off = jnp.where(jnp.eye(d, dtype=bool), 0.0, cov)
         return jnp.sum(off * off) / d
 
@@ -93,5 +104,8 @@ def vicreg_loss(
             "covariance_loss": finish(cov, dtype),
         }
     dim_w = jnp.ones((d,), dtype)
-    value = reduce.apply(red, invariance, w) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
+    if axis_name is not None and not reduce.is_builtin(red):
+        reduce.apply(red, invariance, w, axis_name)  # raises: a callable cannot be summed over devices
+    # The per-sample invariance term is the only one over (local) rows; the others are global.
+    value = reduce.apply(red, invariance, w, axis_name) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
     return finish(value, dtype)

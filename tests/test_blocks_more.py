@@ -1,0 +1,130 @@
+"""block_size for CLIP, SigLIP, Proxy-Anchor (blocks of proxies) and the proxy / classifier-head
+losses (blocks of rows): value and gradient equal the dense path, and the compiled blocked
+step never holds the dense [B, R] (or [B, C]) matrix."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmetric as jm
+from tests.pml_utils import assert_close
+
+B, D, C = 13, 5, 11
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(B, D)))
+    y = jnp.asarray(rng.normal(size=(B, D)))
+    labels = jnp.asarray(rng.integers(0, C, B).astype(np.int32))
+    where = jnp.asarray(np.arange(B) % 5 != 2)
+    w = jnp.asarray(rng.normal(size=(C, D)))
+    w3 = jnp.asarray(rng.normal(size=(C, 3, D)))
+    return x, y, labels, where, w, w3
+
+
+X, Y, LABELS, WHERE, W, W3 = _data()
+
+
+def _counts_loss(e, lab, w, **kw):
+    return jm.dynamic_arcface_loss(e, lab, w, jnp.arange(1, C + 1), **kw)
+
+
+# (loss, weights, extra kwargs); called as loss(x, labels, weights, block_size=..., where=...)
+CLASS_LOSSES = {
+    "proxy_anchor": (jm.proxy_anchor_loss, W, {"alpha": 4.0}),
+    "proxy_nca": (jm.proxy_nca_loss, W, {}),
+    "soft_triple": (jm.soft_triple_loss, W3, {"la": 4.0}),
+    "normalized_softmax": (jm.normalized_softmax_loss, W, {"temperature": 0.5}),
+    "arcface": (jm.arcface_loss, W, {"scale": 4.0}),
+    "cosface": (jm.cosface_loss, W, {"scale": 4.0}),
+    "large_margin_softmax": (jm.large_margin_softmax_loss, W, {"margin": 3}),
+    "sphereface": (jm.sphereface_loss, W, {"margin": 2}),
+    "subcenter_arcface": (jm.subcenter_arcface_loss, W3, {"scale": 4.0}),
+    "dynamic_arcface": (_counts_loss, W3, {"scale": 4.0}),
+    "p2sgrad": (jm.p2sgrad_loss, W, {}),
+}
+
+
+def _check(fn, args, block_sizes, argnums):
+    both = jax.jit(jax.value_and_grad(fn, argnums=argnums), static_argnums=len(args))
+    v, g = both(*args, None)
+    blocked = both
+    for bs in block_sizes:
+        vb, gb = blocked(*args, bs)
+        assert_close(vb, v, rtol=1e-10, what=f"value, block_size={bs}")
+        for a, b in zip(jax.tree.leaves(gb), jax.tree.leaves(g)):
+            assert_close(a, b, rtol=1e-9, atol=1e-12, what=f"gradient, block_size={bs}")
+
+
+@pytest.mark.parametrize("name", list(CLASS_LOSSES))
+def test_class_matrix_losses_blocked_equal_dense(name):
+    loss, w, kw = CLASS_LOSSES[name]
+    fn = lambda e, ww, bs: loss(e, LABELS, ww, where=WHERE, block_size=bs, **kw)  # noqa: E731
+    _check(fn, (X, w), [4], (0, 1))
+
+
+def test_proxy_anchor_blocked_none_mask_and_regularizer():
+    mask = jm.pair_mask(LABELS)
+    reg = lambda w: jnp.sum(w**2)  # noqa: E731
+    for kw in ({"reduction": "none"}, {"mask": mask, "weight_regularizer": reg}):
+        dense = jm.proxy_anchor_loss(X, LABELS, W, **kw)
+        assert_close(jm.proxy_anchor_loss(X, LABELS, W, block_size=3, **kw), dense, rtol=1e-10)
+
+
+def test_classifier_blocked_none_and_sample_weights():
+    sw = jnp.linspace(0.1, 1.0, B)
+    for kw in ({"reduction": "none"}, {"sample_weights": sw}):
+        dense = jm.arcface_loss(X, LABELS, W, **kw)
+        assert_close(jm.arcface_loss(X, LABELS, W, block_size=5, **kw), dense, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_two_tower_blocked_equal_dense(name):
+    if name == "clip":
+        fn = lambda a, b, t, bs: jm.clip_loss(a, b, t, where=WHERE, block_size=bs)  # noqa: E731
+        params = (jnp.asarray(np.log(0.2)),)
+    else:
+        fn = lambda a, b, t, bias, bs: jm.siglip_loss(a, b, t, bias, where=WHERE, block_size=bs)  # noqa: E731
+        params = (jnp.asarray(0.7), jnp.asarray(-2.0))
+    _check(fn, (X, Y) + params, [1, 3], tuple(range(2 + len(params))))
+    none_dense = (jm.clip_loss(X, Y, params[0], reduction="none") if name == "clip"
+                  else jm.siglip_loss(X, Y, *params, reduction="none"))
+    none_blocked = (jm.clip_loss(X, Y, params[0], reduction="none", block_size=4) if name == "clip"
+                    else jm.siglip_loss(X, Y, *params, reduction="none", block_size=4))
+    assert_close(none_blocked, none_dense, rtol=1e-10)
+
+
+def test_block_size_errors():
+    with pytest.raises(ValueError, match="`block_size` must be None or a positive int; got 0"):
+        jm.clip_loss(X, Y, 0.0, block_size=0)
+    with pytest.raises(ValueError, match="`block_size` must be None or a positive int; got -2"):
+        jm.proxy_anchor_loss(X, LABELS, W, block_size=-2)
+    with pytest.raises(ValueError, match="`block_size` must be None or a positive int; got 2.5"):
+        jm.arcface_loss(X, LABELS, W, block_size=2.5)
+
+
+def _temp_bytes(f, *args):
+    return jax.jit(jax.grad(f, argnums=tuple(range(len(args))))).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip", "arcface", "proxy_anchor"])
+def test_blocked_memory_does_not_hold_the_dense_matrix(name):
+    """Forward + backward temporaries of the blocked step are far below one dense matrix."""
+    n, d, c = 2048, 16, 2048
+    a = jnp.zeros((n, d), jnp.float32) + 0.1
+    b = jnp.ones((n, d), jnp.float32)
+    lab = jnp.arange(n, dtype=jnp.int32) % c
+    w = jnp.ones((c, d), jnp.float32)
+    t0, t1 = jnp.float32(0.0), jnp.float32(-1.0)
+    fns = {
+        "clip": lambda bs: (lambda x, y, t: jm.clip_loss(x, y, t, block_size=bs), a, b, t0),
+        "siglip": lambda bs: (lambda x, y, t, bias: jm.siglip_loss(x, y, t, bias, block_size=bs), a, b, t0, t1),
+        "arcface": lambda bs: (lambda x, ww: jm.arcface_loss(x, lab, ww, block_size=bs), a, w),
+        "proxy_anchor": lambda bs: (lambda x, ww: jm.proxy_anchor_loss(x, lab, ww, block_size=bs), a, w),
+    }
+    dense, blocked = _temp_bytes(*fns[name](None)), _temp_bytes(*fns[name](64))
+    assert blocked < n * c * 4 / 2  # less than half of one [B, R] float32 matrix
+    assert blocked < dense / 8
