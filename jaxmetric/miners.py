@@ -36,7 +36,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, _triplets
+from jaxmetric import _checks, _resolve, _triplets, distributed
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance
 from jaxmetric.masks import PairMask, TripletMask
@@ -57,14 +57,62 @@ __all__ = [
 _sg = jax.lax.stop_gradient
 
 
-def _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where):
+def _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name=None):
     """Resolves the inputs and returns ``(batch, mat, pos, neg)`` with ``pos``/``neg`` the
-    candidate pair weights and ``mat`` the (gradient-free) distance matrix."""
+    candidate pair weights and ``mat`` the (gradient-free) distance matrix. With ``axis_name``
+    the local rows are the anchors and the references are gathered (``[B_local, R_global]``)."""
     if distance is not None:
         check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(
+        fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
+        axis_name=axis_name,
+    )
     mat = None if distance is None else distance(_sg(b.emb), _sg(b.ref))
     return b, mat, _sg(b.pos), _sg(b.neg)
+
+
+def _gather_inputs(fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name):
+    """The global batch's miner inputs (every device's rows, gathered over ``axis_name``), for
+    the miners whose selection depends on statistics of every pair of the batch."""
+    if isinstance(labels_or_mask, TripletMask):
+        raise ValueError(
+            f"{fn}: with `axis_name` pass labels or a PairMask (a TripletMask is not gathered); "
+            "convert it first with `.to_pairs()`"
+        )
+
+    def g(x):
+        return None if x is None else distributed.gather(_sg(jnp.asarray(x)), axis_name)
+
+    lm = PairMask(pos=g(labels_or_mask.pos), neg=g(labels_or_mask.neg)) if isinstance(labels_or_mask, PairMask) else g(labels_or_mask)
+    return g(embeddings), lm, g(ref_emb), g(ref_labels), g(where), g(ref_where)
+
+
+def _mine_globally(miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name, **kw):
+    """Runs ``miner`` on the gathered global batch (identical on every device, so equal to the
+    single-device mask) and returns this device's rows: ``[B_local, R_global]``."""
+    n = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
+    e, lm, re, rl, wh, rwh = _gather_inputs(fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
+    out = miner(e, lm, ref_emb=re, ref_labels=rl, where=wh, ref_where=rwh, **kw)
+    rows = functools.partial(distributed.local_rows, n_local=n, axis_name=axis_name)
+    if isinstance(out, PairMask):
+        return PairMask(pos=rows(out.pos), neg=rows(out.neg))
+    return TripletMask.from_lists(rows(out.p_idx), rows(out.n_idx), rows(out.weights), num_refs=out.num_refs)
+
+
+_AXIS_LOCAL = """
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, mine the local anchors
+    against the references gathered over that axis; the result is ``[B_local, R_global]`` (this
+    device's rows of the single-device result on the concatenated batch), which losses called
+    with the same ``axis_name`` accept.
+"""
+
+_AXIS_GLOBAL = """
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, the selection depends on
+    every pair of the batch, so each device gathers the global batch (embeddings, labels or
+    PairMask rows, validity), mines it exactly as one device would (same ``key`` on every
+    device) and keeps its own rows: ``[B_local, R_global]``, which losses called with the same
+    ``axis_name`` accept. Costs ``O(R_global^2)`` per device; a TripletMask input raises.
+"""
 
 
 def _keep(sel, w):
@@ -107,6 +155,7 @@ def pair_margin_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> PairMask:
     r"""Pairs that violate a margin: positives farther than ``pos_margin``, negatives closer
     than ``neg_margin``.
@@ -122,7 +171,7 @@ def pair_margin_miner(
       :class:`PairMask` ``[B, R]``.
     """
     fn = "pair_margin_miner"
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
+    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
     if distance.is_inverted:
         pos_sel, neg_sel = mat < pos_margin, mat > neg_margin
     else:
@@ -140,6 +189,7 @@ def multi_similarity_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> PairMask:
     r"""Multi-similarity pair mining (Wang et al., "Multi-Similarity Loss with General Pair
     Weighting for Deep Metric Learning", CVPR 2019). For similarities :math:`s`:
@@ -154,7 +204,7 @@ def multi_similarity_miner(
     PML: ``MultiSimilarityMiner(epsilon=0.1)``, ``CosineSimilarity()``.
     """
     fn = "multi_similarity_miner"
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
+    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
     inf = jnp.asarray(jnp.inf, mat.dtype)
     if distance.is_inverted:
         hardest_neg = jnp.max(jnp.where(neg > 0, mat, -inf), axis=1, keepdims=True)
@@ -195,6 +245,7 @@ def hdc_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> PairMask:
     r"""Hard-aware deeply cascaded mining (Yuan, Yang & Zhang, "Hard-Aware Deeply Cascaded
     Embedding", ICCV 2017): over the whole batch, keep the hardest
@@ -213,6 +264,9 @@ def hdc_miner(
     fn = "hdc_miner"
     if isinstance(filter_percentage, (int, float)) and not 0 <= filter_percentage <= 1:
         raise ValueError(f"{fn}: `filter_percentage` must be in [0, 1]; got {filter_percentage!r}")
+    if axis_name is not None:
+        return _mine_globally(hdc_miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name,
+                              filter_percentage=filter_percentage, distance=distance)
     _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
     inv = distance.is_inverted
     return PairMask(
@@ -261,6 +315,7 @@ def batch_easy_hard_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> PairMask:
     r"""Per anchor, one positive and one negative chosen by a strategy (Xuan, Stylianou & Pless,
     "Improved Embeddings with Easy Positive Triplet Mining", WACV 2020; Hermans et al. 2017).
@@ -293,7 +348,7 @@ def batch_easy_hard_miner(
         raise ValueError(f'{fn}: `pos_strategy` and `neg_strategy` cannot both be "semihard"')
     if (pos_strategy == "all" and neg_strategy == "semihard") or (neg_strategy == "all" and pos_strategy == "semihard"):
         raise ValueError(f'{fn}: "semihard" cannot be used in combination with "all"; got pos_strategy={pos_strategy!r}, neg_strategy={neg_strategy!r}')
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
+    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
     inv = distance.is_inverted
     far, near = ("min", "max") if inv else ("max", "min")
     pos_x = {"hard": far, "semihard": far, "easy": near}.get(pos_strategy)
@@ -338,6 +393,7 @@ def batch_hard_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> PairMask:
     r"""Batch-hard mining (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person
     Re-Identification", 2017): per anchor the farthest positive and the closest negative
@@ -356,7 +412,7 @@ def batch_hard_miner(
     return batch_easy_hard_miner(
         embeddings, labels_or_mask, pos_strategy="hard", neg_strategy="hard",
         allowed_pos_range=allowed_pos_range, allowed_neg_range=allowed_neg_range, distance=distance,
-        ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
+        ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name,
     )
 
 
@@ -378,6 +434,7 @@ def triplet_margin_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> TripletMask:
     r"""Triplets by their margin :math:`t_{apn} = d_{an} - d_{ap}` (:math:`s_{ap} - s_{an}` for
     similarities), FaceNet-style (Schroff, Kalenichenko & Philbin, CVPR 2015):
@@ -399,7 +456,7 @@ def triplet_margin_miner(
     """
     fn = "triplet_margin_miner"
     _checks.check_choice(type_of_triplets, _TRIPLET_TYPES, "type_of_triplets", fn=fn)
-    b, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
+    b, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
     x = -mat if distance.is_inverted else mat
     dt = mat.dtype
     m = jnp.asarray(margin, dt)
@@ -423,6 +480,7 @@ def angular_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> TripletMask:
     r"""Triplets whose angle at the negative exceeds ``angle`` degrees (Wang et al., "Deep
     Metric Learning with Angular Loss", ICCV 2017):
@@ -441,7 +499,7 @@ def angular_miner(
     """
     fn = "angular_miner"
     _check_lp2(distance, fn)
-    b, _, pos, neg = _prepare(fn, embeddings, labels_or_mask, None, ref_emb, ref_labels, where, ref_where)
+    b, _, pos, neg = _prepare(fn, embeddings, labels_or_mask, None, ref_emb, ref_labels, where, ref_where, axis_name)
     rad = jnp.asarray(angle, b.dtype) * jnp.asarray(math.pi / 180.0, b.dtype)
     return TripletMask.from_angle(pos, neg, _sg(b.emb), _sg(b.ref), rad)
 
@@ -453,6 +511,7 @@ def embeddings_already_packaged_as_triplets(
     ref_emb=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> TripletMask:
     """The batch is already ``(anchor, positive, negative)`` triplets: rows ``3i, 3i+1, 3i+2``.
 
@@ -461,6 +520,10 @@ def embeddings_already_packaged_as_triplets(
 
     PML: ``EmbeddingsAlreadyPackagedAsTriplets()``. The batch size must be a multiple of 3 (PML
     fails its output assertion otherwise).
+
+    ``axis_name``: every device's rows are packaged triplets (its batch a multiple of 3); the
+    indices then point into the references gathered over that axis (``num_refs = R_global``),
+    as losses called with the same ``axis_name`` expect.
     """
     fn = "embeddings_already_packaged_as_triplets"
     emb = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
@@ -482,6 +545,9 @@ def embeddings_already_packaged_as_triplets(
         w = w * where
     if ref_where is not None:
         w = w * ref_where[p_idx[:, 0]] * ref_where[n_idx[:, 0]]
+    if axis_name is not None:  # indices into the gathered references
+        off = distributed.row_offset(r, axis_name)
+        p_idx, n_idx, r = p_idx + off, n_idx + off, r * distributed.axis_size(axis_name)
     return TripletMask.from_lists(p_idx, n_idx, w[:, None], num_refs=r)
 
 
@@ -517,6 +583,7 @@ def distance_weighted_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> TripletMask:
     r"""Distance-weighted sampling (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep
     Embedding Learning", ICCV 2017). Negatives are drawn with probability proportional to the
@@ -547,6 +614,9 @@ def distance_weighted_miner(
     fn = "distance_weighted_miner"
     _check_lp2(distance, fn)
     _check_key(key, fn)
+    if axis_name is not None:
+        return _mine_globally(distance_weighted_miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where,
+                              axis_name, cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff, key=key, distance=distance)
     b, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
     d = float(b.emb.shape[1])
     mat = jnp.maximum(mat, cutoff)
@@ -606,6 +676,7 @@ def uniform_histogram_miner(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ) -> PairMask:
     r"""Pairs spread uniformly over the range of distances: the positive-pair distances are
     binned into ``num_bins`` equal-width bins between their minimum and maximum, and
@@ -623,9 +694,20 @@ def uniform_histogram_miner(
     _static_pos_int(pos_per_bin, "pos_per_bin", fn)
     _static_pos_int(neg_per_bin, "neg_per_bin", fn)
     _check_key(key, fn)
+    if axis_name is not None:
+        return _mine_globally(uniform_histogram_miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where,
+                              axis_name, num_bins=num_bins, pos_per_bin=pos_per_bin, neg_per_bin=neg_per_bin, key=key,
+                              distance=distance)
     _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
     kp, kn = jax.random.split(key)
     return PairMask(
         pos=_histogram_pairs(kp, mat, pos, num_bins, pos_per_bin),
         neg=_histogram_pairs(kn, mat, neg, num_bins, neg_per_bin),
     )
+
+
+for _m in (pair_margin_miner, multi_similarity_miner, batch_easy_hard_miner, batch_hard_miner, triplet_margin_miner, angular_miner):
+    _m.__doc__ += _AXIS_LOCAL
+for _m in (hdc_miner, distance_weighted_miner, uniform_histogram_miner):
+    _m.__doc__ += _AXIS_GLOBAL
+del _m

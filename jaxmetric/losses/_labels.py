@@ -33,6 +33,7 @@ def resolve_labelled(
     why: str = "",
     allow_triplets: bool = False,
     need_ref: bool = True,
+    axis_name=None,
 ):
     """``_resolve.resolve`` plus the labels the formula needs.
 
@@ -44,7 +45,7 @@ def resolve_labelled(
     if is_mask(labels_or_mask):
         b = _resolve.resolve(
             fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=None, where=where,
-            ref_where=ref_where, allow_triplets=allow_triplets,
+            ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name,
         )
         if labels is None:
             if required:
@@ -57,19 +58,23 @@ def resolve_labelled(
                 raise ValueError(f"{fn}: `ref_labels` needs `labels`; got ref_labels without labels")
             return b, None, None
         lab = _checks.check_labels(labels, b.emb.shape[0], "labels", fn=fn)
-        if b.same_set:
+        if ref_emb is None:
             if ref_labels is not None:
                 raise ValueError(f"{fn}: `ref_labels` needs `ref_emb`; without a reference set pass `labels` alone")
+            if axis_name is not None:
+                return b, lab, jax.lax.all_gather(lab, axis_name, tiled=True)
             return b, lab, lab
         if ref_labels is None:
             if not need_ref:
                 return b, lab, None
             raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when `labels` are given beside a mask")
-        rlab = _checks.check_labels(ref_labels, b.ref.shape[0], "ref_labels", fn=fn)
+        rlab = _checks.check_labels(ref_labels, jnp.shape(ref_emb)[0], "ref_labels", fn=fn)
         if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
             raise ValueError(
                 f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); got shape {tuple(rlab.shape)}"
             )
+        if axis_name is not None:
+            rlab = jax.lax.all_gather(rlab, axis_name, tiled=True)
         return b, lab, rlab
     if labels is not None:
         raise ValueError(
@@ -78,7 +83,7 @@ def resolve_labelled(
         )
     b = _resolve.resolve(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where,
-        ref_where=ref_where, allow_triplets=allow_triplets,
+        ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name,
     )
     return b, b.labels, b.ref_labels
 

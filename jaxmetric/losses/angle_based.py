@@ -34,6 +34,7 @@ def angular_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Angular loss (Wang, Zhou, Wen, Liu & Lin, "Deep Metric Learning with Angular Loss",
     ICCV 2017), per positive pair :math:`(a, p)`:
@@ -62,6 +63,11 @@ def angular_loss(
     them too, as in the paper. Both agree on normalised inputs (values and, for
     ``loss(normalize(x))``, gradients).
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and positives/negatives are gathered over that axis (the ``[R, R]`` positive-to-
+    negative cosines are then computed on the global references); every device returns the
+    loss of the concatenated global batch.
+
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
     """
@@ -75,6 +81,7 @@ def angular_loss(
     b, lab, rlab = resolve_labelled(
         fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels,
         where=where, ref_where=ref_where, why=" (the angular loss takes its negatives from the labels)",
+        axis_name=axis_name,
     )
     dt = b.dtype
     valid = b.anchor_weight[:, None] * b.ref_weight[None, :]
@@ -100,8 +107,8 @@ def angular_loss(
     lse = m_a + m_p.T + jnp.log(jnp.maximum(total, tiny))
     row_has = has_any(neg, axis=1)[:, None]
     losses = jnp.where(row_has, jax.nn.softplus(jnp.where(row_has, lse - k * s, 0.0)), 0.0)
-    losses = jnp.where(has_any(b.neg), losses, 0.0)  # PML: no negative pair -> zero loss
-    return finish(reduce.apply(red, losses, b.pos), dt)
+    losses = jnp.where(reduce.global_any(b.neg, axis_name), losses, 0.0)  # PML: no negative pair -> zero loss
+    return finish(reduce.apply(red, losses, b.pos, axis_name), dt)
 
 
 def tuplet_margin_loss(
@@ -116,6 +123,7 @@ def tuplet_margin_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Tuplet margin loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss", ICCV
     2019), per positive pair :math:`(a, p)`:
@@ -134,13 +142,17 @@ def tuplet_margin_loss(
     cosine of exactly 1 an infinite gradient; jaxmetric is finite there. PML returns 0 when
     every index list has at most one entry.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
     """
     fn = "tuplet_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=CosineSimilarity)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     cos = distance(b.emb, b.ref)
     beta = jnp.deg2rad(jnp.asarray(margin, b.dtype))
     sq = 1.0 - cos * cos
@@ -150,4 +162,4 @@ def tuplet_margin_loss(
     neg_lse = masked_logsumexp(scale * cos, b.neg)[:, None]
     row_has = has_any(b.neg, axis=1)[:, None]
     losses = jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0)
-    return finish(reduce.apply(red, losses, b.pos), b.dtype)
+    return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, reduce
+from jaxmetric import _resolve, distributed, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -29,6 +29,7 @@ def lifted_structure_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Lifted structured loss (Oh Song, Xiang, Jegelka & Savarese, CVPR 2016), per positive
     pair :math:`(a, p)`:
@@ -48,13 +49,18 @@ def lifted_structure_loss(
     index from another set); jaxmetric uses the anchor's negatives only there. PML returns 0
     when every index list has at most one entry; jaxmetric computes the loss.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+    Without ``ref_emb`` the negatives' log-sum-exp of each positive's row is gathered too.
+
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
     """
     fn = "lifted_structure_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     rem_pos = distance.margin(mat, pos_margin)
     rem_neg = distance.margin(neg_margin, mat)
@@ -63,18 +69,20 @@ def lifted_structure_loss(
     bsz, r = mat.shape
     lse_a = jnp.broadcast_to(row_lse[:, None], (bsz, r))
     has_a = jnp.broadcast_to(row_has[:, None], (bsz, r))
-    if b.same_set:
-        # Negatives of the positive p: the pairs (p, n).
-        lse_p = jnp.broadcast_to(row_lse[None, :], (bsz, r))
-        has_p = jnp.broadcast_to(row_has[None, :], (bsz, r))
+    if b.same_set or (axis_name is not None and ref_emb is None):
+        # Negatives of the positive p: the pairs (p, n) (rows of every device).
+        row_lse_all = distributed.gather(row_lse, axis_name)
+        row_has_all = distributed.gather(row_has, axis_name)
+        lse_p = jnp.broadcast_to(row_lse_all[None, :], (bsz, r))
+        has_p = jnp.broadcast_to(row_has_all[None, :], (bsz, r))
         x = jnp.stack([lse_a, lse_p], axis=-1)
         w = jnp.stack([has_a, has_p], axis=-1).astype(mat.dtype)
         neg_term = masked_logsumexp(x, w)  # 0 when neither has negatives (PML's empty row)
     else:
         neg_term = lse_a
     losses = 0.5 * jax.nn.relu(neg_term + rem_pos) ** 2
-    losses = jnp.where(has_any(b.neg), losses, 0.0)  # PML: no negative pair -> zero loss
-    return finish(reduce.apply(red, losses, b.pos), b.dtype)
+    losses = jnp.where(reduce.global_any(b.neg, axis_name), losses, 0.0)  # PML: no negative pair -> zero loss
+    return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
 
 
 def generalized_lifted_structure_loss(
@@ -89,6 +97,7 @@ def generalized_lifted_structure_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Generalized lifted structure loss (Hermans, Beyer & Leibe, "In Defense of the Triplet
     Loss", arXiv 2017, eq. 4), per anchor :math:`i`:
@@ -104,15 +113,19 @@ def generalized_lifted_structure_loss(
     ``MeanReducer`` over all anchors (anchors without pairs count as 0). Deliberate
     difference: PML returns 0 when every index list has at most one entry.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-anchor losses).
     """
     fn = "generalized_lifted_structure_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos_lse = masked_logsumexp(distance.margin(mat, pos_margin), clip_weights(b.pos))
     neg_lse = masked_logsumexp(distance.margin(neg_margin, mat), clip_weights(b.neg))
     losses = jax.nn.relu(pos_lse + neg_lse)
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _resolve, reduce
-from jaxmetric._ops import has_any
+from jaxmetric import _checks, _resolve, distributed, reduce
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
 from jaxmetric.losses._labels import reject_ref, require_class_ids, resolve_labelled
@@ -76,6 +75,7 @@ def margin_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Margin loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
     Learning", ICCV 2017), per triplet :math:`(a, p, n)` with boundary :math:`\beta`:
@@ -111,6 +111,14 @@ def margin_loss(
     flag (any argument can be differentiated), so keep ``nu=0`` for a fixed beta. Random
     triplets follow jaxmetric's sampler, not torch's RNG.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch: the divisor (non-zero terms) and the other reductions'
+    counts are ``psum``-ed, and the "no triplet" gate is global. A scalar ``beta``'s regulariser
+    is added once. With ``triplets_per_anchor`` sampling each device draws its anchors'
+    triplets independently (``key`` folded with the device index), so the draws differ from
+    one device's. Callable reductions are rejected.
+
     Returns:
       Scalar loss (``"none"``: per-triplet losses, see above).
     """
@@ -126,8 +134,23 @@ def margin_loss(
     b, lab, _ = resolve_labelled(
         fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels, where=where,
         ref_where=ref_where, required=per_class, need_ref=False, allow_triplets=is_cube,
-        why=" and a per-class `beta` (it is indexed by the anchor's class)",
+        why=" and a per-class `beta` (it is indexed by the anchor's class)", axis_name=axis_name,
     )
+    if axis_name is not None and red is not None and red != "none" and not reduce.is_builtin(red):
+        raise ValueError(
+            f"{fn}: a callable `reduction` cannot be combined with `axis_name`: use \"divisor\", a built-in "
+            "reduction (partial sums are summed over devices) or reduce the 'none' output yourself"
+        )
+    ax = axis_name
+
+    def gsum(x):
+        return distributed.psum(x, ax)
+
+    def gdiv(num, den):  # num / den over the global batch (den carries no gradient)
+        return reduce.safe_divide(gsum(num), gsum(jax.lax.stop_gradient(den)))
+
+    def gany(w):
+        return reduce.global_any(w, ax)
     dt = b.dtype
     beta = beta.astype(dt)
     if per_class:
@@ -161,6 +184,8 @@ def margin_loss(
             raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
         if key is None:
             raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int")
+        if ax is not None:  # independent draws on each device
+            key = jax.random.fold_in(key, jax.lax.axis_index(ax))
         p_idx, n_idx, valid = _sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
         w = valid.astype(dt)
         tp = jnp.take_along_axis(pos_l, p_idx, axis=1)
@@ -171,10 +196,10 @@ def margin_loss(
             return finish(reduce.apply(red, elements, w), dt)
         if use_divisor:
             den = jnp.sum(w * (tp > 0)) + jnp.sum(w * (tn > 0))
-            value = with_reg(reduce.safe_divide(jnp.sum(w * elements), den), lambda: reduce.safe_divide(jnp.sum(w * reg_el), den))
+            value = with_reg(gdiv(jnp.sum(w * elements), den), lambda: gdiv(jnp.sum(w * reg_el), den))
         else:
-            value = with_reg(reduce.apply(red, elements, w), lambda: reduce.apply(red, reg_el, w))
-        return finish(jnp.where(has_any(w), value, 0.0), dt)
+            value = with_reg(reduce.apply(red, elements, w, ax), lambda: reduce.apply(red, reg_el, w, ax))
+        return finish(jnp.where(gany(w), value, 0.0), dt)
 
     if is_cube:
         pw, nw = b.pos, b.neg  # triplet counts per (a, p) and per (a, n)
@@ -182,7 +207,7 @@ def margin_loss(
         pw = b.pos * jnp.sum(b.neg, axis=1, keepdims=True)
         nw = b.neg * jnp.sum(b.pos, axis=1, keepdims=True)
     t_a = jnp.sum(pw, axis=1)  # triplets per anchor
-    gate = jnp.sum(t_a) > 0
+    gate = gany(t_a)
 
     def wsum(w, x):
         return jnp.sum(jnp.where(w > 0, w * x, 0.0))
@@ -199,19 +224,19 @@ def margin_loss(
 
     if use_divisor:
         den = wsum(pw, (pos_l > 0).astype(dt)) + wsum(nw, (neg_l > 0).astype(dt))
-        value = with_reg(reduce.safe_divide(num, den), lambda: reduce.safe_divide(wsum(t_a, reg_a), den))
+        value = with_reg(gdiv(num, den), lambda: gdiv(wsum(t_a, reg_a), den))
         return finish(jnp.where(gate, value, 0.0), dt)
 
     if red.high is None and red.low is None:
-        value = red.finalize(num, jnp.sum(t_a))
+        value = reduce.finalize(red, num, jnp.sum(t_a), ax)
     elif red.high is None and red.low == 0.0 and not is_cube:
         # avg_nonzero: a triplet is zero only when both of its terms are.
         zero_p = jnp.sum(jnp.where(pos_l > 0, 0.0, b.pos), axis=1)
         zero_n = jnp.sum(jnp.where(neg_l > 0, 0.0, b.neg), axis=1)
-        value = red.finalize(num, jnp.sum(t_a) - jnp.sum(zero_p * zero_n))
+        value = reduce.finalize(red, num, jnp.sum(t_a) - jnp.sum(zero_p * zero_n), ax)
     else:
-        value = red.finalize(*_blocked_cube_partial(red, pos_l, neg_l, b.pos, b.neg, b.triplets if is_cube else None))
-    value = with_reg(value, lambda: red(reg_a, t_a))
+        value = reduce.finalize(red, *_blocked_cube_partial(red, pos_l, neg_l, b.pos, b.neg, b.triplets if is_cube else None), ax)
+    value = with_reg(value, lambda: reduce.apply(red, reg_a, t_a, ax))
     return finish(jnp.where(gate, value, 0.0), dt)
 
 
@@ -230,6 +255,7 @@ def ranked_list_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Ranked list loss (Wang, Hua, Kodirov, Hu, Garnier & Robertson, "Ranked List Loss for
     Deep Metric Learning", CVPR 2019), per anchor :math:`i` with boundary :math:`\alpha`
@@ -258,6 +284,10 @@ def ranked_list_loss(
     PML: ``RankedListLoss(margin, Tn, imbalance=0.5, alpha=None, Tp=0)``, ``LpDistance()``,
     ``MeanReducer`` over all anchors; ``ref_emb`` is rejected (``ValueError``).
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors ranked against the gathered global batch (:math:`B` counts the global real rows);
+    every device returns the loss of the concatenated global batch.
+
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-anchor losses).
     """
@@ -269,10 +299,13 @@ def ranked_list_loss(
         raise ValueError(f"{fn}: `imbalance` must be in [0, 1]; got {imbalance!r}")
     if alpha is None:
         alpha = 1.0 + margin / 2.0
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
     dt = b.dtype
     bsz = b.emb.shape[0]
-    mat = distance(b.emb, b.emb) * (1 - jnp.eye(bsz, dtype=dt))
+    if axis_name is None:
+        mat = distance(b.emb, b.emb) * (1 - jnp.eye(bsz, dtype=dt))
+    else:
+        mat = distance(b.emb, b.ref) * _resolve._not_self(b.self_cols, b.ref.shape[0], dt)
     pos_thr = alpha - margin
     in_p = (b.pos > 0) & (mat > pos_thr) & (mat > 0)
     in_n = (b.neg > 0) & (mat < alpha) & (mat > 0)
@@ -290,4 +323,4 @@ def ranked_list_loss(
     loss_p = weighted(in_p, mat - pos_thr, Tp)
     loss_n = weighted(in_n, alpha - mat, Tn)
     losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
-    return finish(reduce.apply(red, losses, b.anchor_weight), dt)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), dt)

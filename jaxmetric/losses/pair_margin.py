@@ -11,15 +11,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, reduce
+from jaxmetric import _resolve, distributed, reduce
 from jaxmetric.distances import CosineSimilarity, SNRDistance
 from jaxmetric.losses._common import check_distance, finish
 
 
-def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype):
+def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None):
     if red == "none":
         return finish(jnp.where(pos_w > 0, pos_losses, 0.0) + jnp.where(neg_w > 0, neg_losses, 0.0), dtype)
-    return finish(reduce.apply(red, pos_losses, pos_w) + reduce.apply(red, neg_losses, neg_w), dtype)
+    return finish(reduce.apply(red, pos_losses, pos_w, axis_name) + reduce.apply(red, neg_losses, neg_w, axis_name), dtype)
 
 
 def snr_contrastive_loss(
@@ -34,6 +34,7 @@ def snr_contrastive_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Signal-to-noise-ratio contrastive loss (Yuan, Chen, Yang, Mei & Yang, "Signal-to-Noise
     Ratio: A Robust Distance Metric for Deep Metric Learning", CVPR 2019): the contrastive loss
@@ -48,17 +49,21 @@ def snr_contrastive_loss(
     (asserted), ``AvgNonZeroReducer`` per sub-loss. Deliberate difference: PML returns 0 when
     every index list has at most one entry; jaxmetric computes the loss.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
     """
     fn = "snr_contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=SNRDistance)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
     neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
-    return _two_sided(red, pos_losses, b.pos, neg_losses, b.neg, b.dtype)
+    return _two_sided(red, pos_losses, b.pos, neg_losses, b.neg, b.dtype, axis_name)
 
 
 def intra_pair_variance_loss(
@@ -73,6 +78,7 @@ def intra_pair_variance_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss",
     ICCV 2019, eq. 6). With :math:`\mu^+`, :math:`\mu^-` the means of the positive and negative
@@ -88,17 +94,26 @@ def intra_pair_variance_loss(
     ``MeanReducer`` per sub-loss. Deliberate difference: PML returns 0 when every index list
     has at most one entry; jaxmetric computes the loss.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+
+    With ``axis_name``, :math:`\mu^+` and :math:`\mu^-` are global means (``psum`` of the sums
+    and counts).
+
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
     """
     fn = "intra_pair_variance_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
 
-    def mean_over(w):
-        return reduce.safe_divide(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), jnp.sum(w))
+    def mean_over(w):  # over the global batch with axis_name: psum of sums and counts
+        num = distributed.psum(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), axis_name)
+        den = distributed.psum(jax.lax.stop_gradient(jnp.sum(w)), axis_name)
+        return reduce.safe_divide(num, den)
 
     mu_pos, mu_neg = mean_over(b.pos), mean_over(b.neg)
     if distance.is_inverted:
@@ -107,7 +122,7 @@ def intra_pair_variance_loss(
     else:
         pos_var = mat - (1.0 + pos_eps) * mu_pos
         neg_var = (1.0 - neg_eps) * mu_neg - mat
-    return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype)
+    return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype, axis_name)
 
 
 def threshold_consistent_margin_loss(
@@ -124,6 +139,7 @@ def threshold_consistent_margin_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Threshold-consistent margin loss (Zhang, Wu, Wang, Xiong, Li & Wang, "Threshold-
     Consistent Margin Loss for Open-World Deep Metric Learning", arXiv 2307.04047, 2023):
@@ -142,14 +158,19 @@ def threshold_consistent_margin_loss(
     ``embeddings`` at the reference indices (ignoring ``ref_emb``); jaxmetric reads them from
     ``ref_emb``. Both agree without ``ref_emb``.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+    Both means are over the global batch's selected pairs.
+
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair terms, times the lambdas).
     """
     fn = "threshold_consistent_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=CosineSimilarity)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     s = distance(b.emb, b.ref)
     pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
     neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
-    return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype)
+    return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype, axis_name)

@@ -6,9 +6,10 @@ class's rank). Names, hyperparameters and defaults are PML 2.9's. Memory ``O(B R
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, reduce
+from jaxmetric import _resolve, distributed, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -27,6 +28,7 @@ def npairs_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""N-pair loss (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
     Objective", NeurIPS 2016). One positive pair :math:`(a_c, p_c)` is taken per class
@@ -49,6 +51,12 @@ def npairs_loss(
     PML: ``NPairsLoss()``, ``DotProductSimilarity()`` (normalising, so cosine), ``MeanReducer``
     over the chosen pairs; ``ref_emb`` is rejected (``ValueError``).
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors against the gathered global batch. The choice of one pair per class is global:
+    each device gathers every row's "has a positive" flag, first positive and class id, so the
+    chosen pairs (and the softmax over them) are exactly the single-device ones on the
+    concatenated batch; every device returns that loss.
+
     Returns:
       Scalar loss (``"none"``: ``[B]``, the loss at each chosen anchor, 0 elsewhere).
     """
@@ -58,39 +66,55 @@ def npairs_loss(
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     b, lab, _ = resolve_labelled(
         fn, embeddings, labels_or_mask, labels=labels, where=where,
-        why=" (N-pairs picks one positive pair per class)",
+        why=" (N-pairs picks one positive pair per class)", axis_name=axis_name,
     )
     require_class_ids(lab, fn, why=" (N-pairs picks one positive pair per class)")
     mat = distance(b.emb, b.ref)
     logits = mat if distance.is_inverted else -mat
-    bsz = mat.shape[0]
-    idx = jnp.arange(bsz)
+    bsz, r = mat.shape
+    rows = distributed.global_rows(bsz, axis_name)  # global index of each local anchor
+    cols = jnp.arange(r)
     has_pos = has_any(b.pos, axis=1)
-    first_p = jnp.min(jnp.where(b.pos > 0, idx[None, :], bsz), axis=1)
-    first_p = jnp.minimum(first_p, bsz - 1)
+    first_p = jnp.min(jnp.where(b.pos > 0, cols[None, :], r), axis=1)
+    first_p = jnp.minimum(first_p, r - 1)
+    # Every anchor of the (global) batch: its class, whether it has a positive, its first positive.
+    lab_all = distributed.gather(lab, axis_name)
+    has_all = distributed.gather(has_pos, axis_name)
+    first_all = distributed.gather(first_p, axis_name)
+    idx_all = jnp.arange(lab_all.shape[0])
     # An anchor is chosen when no earlier anchor of its class has a positive pair.
-    same = lab[:, None] == lab[None, :]
-    blocked = jnp.any(same & has_pos[None, :] & (idx[None, :] < idx[:, None]), axis=1)
+    same = lab[:, None] == lab_all[None, :]
+    blocked = jnp.any(same & has_all[None, :] & (idx_all[None, :] < rows[:, None]), axis=1)
     chosen = (has_pos & ~blocked).astype(b.dtype)
-    pair_logits = logits[:, first_p]  # [a, c]: s(anchor a, positive of the pair chosen at c)
-    lse = masked_logsumexp(pair_logits, jnp.broadcast_to(chosen[None, :], pair_logits.shape))
-    losses = lse - logits[idx, first_p]
-    return finish(reduce.apply(red, losses, chosen), b.dtype)
+    same_all = lab_all[:, None] == lab_all[None, :]
+    blocked_all = jnp.any(same_all & has_all[None, :] & (idx_all[None, :] < idx_all[:, None]), axis=1)
+    chosen_all = (has_all & ~blocked_all).astype(b.dtype)
+    pair_logits = logits[:, first_all]  # [a, c]: s(anchor a, positive of the pair chosen at c)
+    lse = masked_logsumexp(pair_logits, jnp.broadcast_to(chosen_all[None, :], pair_logits.shape))
+    losses = lse - logits[jnp.arange(bsz), first_p]
+    return finish(reduce.apply(red, losses, chosen, axis_name), b.dtype)
 
 
-def _mask_sample_weights(mask, b):
+def _mask_sample_weights(mask, b, same_set, axis_name=None):
     """PML's ``convert_to_weights``: how often each query row appears in the index tuple
-    (anchors only with ``ref_emb``), over the largest count."""
+    (anchors only with ``ref_emb``), over the largest count. With ``axis_name`` the column
+    counts are summed over devices and the largest count is global."""
+    n = b.emb.shape[0]
+
+    def col_counts(c):  # [R_global] summed over every device's rows -> this device's rows
+        return distributed.local_rows(distributed.psum(c, axis_name), n, axis_name)
+
     if isinstance(mask, TripletMask):
         cube = b.triplets
         count = jnp.sum(cube, axis=(1, 2))
-        if b.same_set:
-            count = count + jnp.sum(cube, axis=(0, 2)) + jnp.sum(cube, axis=(0, 1))
+        if same_set:
+            count = count + col_counts(jnp.sum(cube, axis=(0, 2)) + jnp.sum(cube, axis=(0, 1)))
     else:
         count = jnp.sum(b.pos, axis=1) + jnp.sum(b.neg, axis=1)
-        if b.same_set:
-            count = count + jnp.sum(b.pos, axis=0) + jnp.sum(b.neg, axis=0)
-    return reduce.safe_divide(count, jnp.max(count))
+        if same_set:
+            count = count + col_counts(jnp.sum(b.pos, axis=0) + jnp.sum(b.neg, axis=0))
+    count = jax.lax.stop_gradient(count)
+    return reduce.safe_divide(count, distributed.pmax(jnp.max(count), axis_name))
 
 
 def nca_loss(
@@ -105,6 +129,7 @@ def nca_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Neighbourhood components analysis loss (Goldberger, Roweis, Hinton & Salakhutdinov,
     NeurIPS 2004), per query :math:`i`:
@@ -129,6 +154,10 @@ def nca_loss(
     gives 0 (PML then weights every query by 1); PML returns 0 for a single query even with
     ``ref_emb``.
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local queries against
+    the gathered global references (mask weights use global counts and a global maximum);
+    every device returns the loss of the concatenated global batch.
+
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
     """
@@ -140,18 +169,21 @@ def nca_loss(
         fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels,
         where=where, ref_where=ref_where, allow_triplets=True,
         why=" (NCA's positives are the same-class samples; a mask only weights the queries)",
+        axis_name=axis_name,
     )
     mat = distance(b.emb, b.ref)
     logits = softmax_scale * (mat if distance.is_inverted else -mat)
     members = b.anchor_weight[:, None] * b.ref_weight[None, :]
     if b.same_set:
         members = members * (1 - jnp.eye(mat.shape[0], dtype=members.dtype))
+    elif b.self_cols is not None:
+        members = members * _resolve._not_self(b.self_cols, mat.shape[1], members.dtype)
     pos = jnp.where(relation(lab, rlab, b.same_set), members, 0.0)
     losses = masked_logsumexp(logits, members) - masked_logsumexp(logits, pos)
     kept = has_any(pos, axis=1).astype(b.dtype)
     if is_mask:
-        losses = losses * _mask_sample_weights(labels_or_mask, b)
-    return finish(reduce.apply(red, losses, kept), b.dtype)
+        losses = losses * _mask_sample_weights(labels_or_mask, b, ref_emb is None, axis_name)
+    return finish(reduce.apply(red, losses, kept, axis_name), b.dtype)
 
 
 def instance_loss(
@@ -165,6 +197,7 @@ def instance_loss(
     ref_labels=None,
     where=None,
     ref_where=None,
+    axis_name=None,
 ):
     r"""Instance loss (Zheng, Zheng, Garrett, Yang, Xu & Shen, "Dual-Path Convolutional
     Image-Text Embeddings with Instance Loss", ACM TOMM 2020), as PML implements it: a
@@ -183,6 +216,11 @@ def instance_loss(
     PML: ``InstanceLoss(gamma=64)``, ``CosineSimilarity`` (asserted), ``MeanReducer``;
     ``ref_emb`` is rejected (``ValueError``).
 
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, the labels and real
+    rows of the whole batch are gathered, so each local row's target (its class's rank among
+    the global batch's labels) and its logits (over every column of the global batch) are the
+    single-device ones on the concatenated batch; every device returns that loss.
+
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-sample losses).
     """
@@ -191,17 +229,17 @@ def instance_loss(
     check_distance(distance, fn, kind=CosineSimilarity)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     reject_mask(fn, labels, " (class ids [B]; PML's InstanceLoss rejects indices_tuple)")
-    b = _resolve.resolve(fn, embeddings, labels, where=where)
+    b = _resolve.resolve(fn, embeddings, labels, where=where, axis_name=axis_name)
     lab = require_class_ids(b.labels, fn, why=" (the target is the rank of the class)").astype(jnp.int32)
-    logits = gamma * distance(b.emb, b.emb)
-    bsz = logits.shape[0]
-    idx = jnp.arange(bsz)
-    real = b.anchor_weight > 0
-    seen_before = jnp.any((lab[None, :] == lab[:, None]) & (idx[None, :] < idx[:, None]) & real[None, :], axis=1)
+    logits = gamma * distance(b.emb, b.ref)  # [B, R]: local rows against the (global) batch
+    lab_all = b.ref_labels.astype(jnp.int32)  # the global batch's labels (lab without axis_name)
+    real = b.ref_weight > 0  # the global batch's real rows
+    idx = jnp.arange(lab_all.shape[0])
+    seen_before = jnp.any((lab_all[None, :] == lab_all[:, None]) & (idx[None, :] < idx[:, None]) & real[None, :], axis=1)
     first = real & ~seen_before  # first real occurrence of each class
-    rank = jnp.sum(first[None, :] & (lab[None, :] < lab[:, None]), axis=1)
+    rank = jnp.sum(first[None, :] & (lab_all[None, :] < lab[:, None]), axis=1)
     column = jnp.cumsum(real) - 1  # position of each real row among the real rows
     target = real[None, :] & (column[None, :] == rank[:, None])
     cols = jnp.broadcast_to(real[None, :], logits.shape).astype(logits.dtype)
     losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
-    return finish(reduce.apply(red, losses, b.anchor_weight), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
