@@ -6,7 +6,6 @@ axis_name)`` equals ``loss(emb, miner(emb, y))`` on one device.
 
 4 simulated devices; device 0 holds a single class (uneven labels).
 """
-import functools
 
 import jax
 import jax.numpy as jnp
