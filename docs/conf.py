@@ -58,6 +58,8 @@ autodoc_default_options = {"undoc-members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+# "Scale:" sections document axis_name / block_size like arguments.
+napoleon_custom_sections = [("Scale", "params_style")]
 
 doctest_global_setup = """
 import numpy as np
