@@ -2,7 +2,8 @@
 
 ``loss = jaxmetric.circle_loss(embeddings, labels_or_mask)`` inside a ``jax.jit`` train step.
 """
-from jaxmetric import distances, evaluation, masks, reduce, samplers
+from jaxmetric import checks, distances, evaluation, masks, reduce, samplers
+from jaxmetric.checks import checkify_finite
 from jaxmetric import losses as _losses
 from jaxmetric.losses import *  # noqa: F403 -- every loss is re-exported flat; its list lives in losses/__init__.py
 from jaxmetric.distances import (
@@ -102,4 +103,6 @@ __all__ = [
     "triplet_margin_miner",
     "uniform_histogram_miner",
     *_losses.__all__,
+    "checks",
+    "checkify_finite",
 ]

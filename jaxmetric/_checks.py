@@ -54,6 +54,13 @@ def is_concrete(x: Any) -> bool:
 def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "") -> jax.Array:
     """Class ids ``[B]`` (integer) or multi-hot ``[B, C]`` with entries in {0, 1}."""
     prefix = f"{fn}: " if fn else ""
+    from jaxmetric.masks import PairMask, TripletMask  # local: masks imports this module
+
+    if isinstance(labels, (PairMask, TripletMask)):
+        raise TypeError(
+            f"{prefix}`{name}` must be class ids [{batch}] or multi-hot [{batch}, num_classes] (this argument takes "
+            f"labels, not a mask); got a {type(labels).__name__}"
+        )
     if not hasattr(labels, "shape"):
         labels = jnp.asarray(labels)
     if labels.ndim not in (1, 2):
@@ -71,6 +78,13 @@ def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "")
                 f"{prefix}`{name}` as class ids must have an integer dtype; got {_describe(labels)}. "
                 "Cast with labels.astype(jnp.int32), or pass multi-hot labels as a 2-D array."
             )
+        if labels.dtype != jnp.bool_ and is_concrete(labels):
+            values = np.asarray(labels)
+            if (values < 0).any():
+                raise ValueError(
+                    f"{prefix}`{name}` must be non-negative class ids; got {_describe(labels)} "
+                    f"with value {values[values < 0].flat[0].item()!r}"
+                )
     else:
         if not (
             jnp.issubdtype(labels.dtype, jnp.integer)
@@ -84,7 +98,7 @@ def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "")
             if bad.any():
                 raise ValueError(
                     f"{prefix}`{name}` as multi-hot must hold only 0 and 1; got {_describe(labels)} "
-                    f"with value {values[bad].flat[0]!r}"
+                    f"with value {values[bad].flat[0].item()!r}"
                 )
     return labels
 

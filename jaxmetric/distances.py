@@ -47,8 +47,13 @@ def safe_norm(x: jax.Array, p: float = 2, axis: int = -1, keepdims: bool = False
 
 
 def l2_normalize(x: jax.Array, p: float = 2, axis: int = -1) -> jax.Array:
-    """``x / max(||x||_p, 1e-12)``, PyTorch's ``F.normalize``; zero vectors stay zero."""
-    return x / jnp.maximum(safe_norm(x, p, axis=axis, keepdims=True), _NORM_EPS)
+    """``x / max(||x||_p, 1e-12)``, PyTorch's ``F.normalize``; zero vectors stay zero.
+
+    The gradient at an exactly zero vector is 0. (``F.normalize``'s is ``1 / 1e-12`` times the
+    incoming gradient: about 1e11 in float32, ``inf`` once cast back to float16 inputs.)
+    """
+    nonzero = jnp.any(x != 0, axis=axis, keepdims=True)
+    return jnp.where(nonzero, x / jnp.maximum(safe_norm(x, p, axis=axis, keepdims=True), _NORM_EPS), 0.0)
 
 
 def _safe_sqrt(sq: jax.Array) -> jax.Array:

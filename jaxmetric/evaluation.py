@@ -90,6 +90,8 @@ def knn(query, reference, *, k: int, distance: BaseDistance = DEFAULT_KNN_DISTAN
     returns reference ``i``. Computed ``block_size`` queries at a time: memory
     ``O(block_size * Nr + Nq * k)``.
     """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > reference.shape[0]:
+        raise ValueError(f"knn: `k` must be an int in [1, {reference.shape[0]}] (the reference set size); got {k!r}")
     nq = query.shape[0]
     block_size = max(1, min(block_size, nq))
     nblk = -(-nq // block_size)

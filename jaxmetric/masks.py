@@ -396,6 +396,8 @@ def from_indices(
 
 def to_pairs(mask: PairMask | TripletMask) -> PairMask:
     """A :class:`PairMask` of the pairs a mask implies (triplets converted as PML does)."""
+    if not isinstance(mask, (PairMask, TripletMask)):
+        raise TypeError(f"to_pairs: `mask` must be a PairMask or a TripletMask; got {type(mask).__name__}")
     return mask.to_pairs() if isinstance(mask, TripletMask) else mask
 
 

@@ -191,7 +191,7 @@ def m_per_label_batches(labels, m: int, batch_size: int, *, seed: int = 0, num_b
         raise ValueError(f"{fn}: `labels` must be multi-hot of shape (N, num_labels); got shape {labels.shape}")
     bad = ~((labels == 0) | (labels == 1))
     if bad.any():
-        raise ValueError(f"{fn}: `labels` as multi-hot must hold only 0 and 1; got value {labels[bad].flat[0]!r}")
+        raise ValueError(f"{fn}: `labels` as multi-hot must hold only 0 and 1; got value {labels[bad].flat[0].item()!r}")
     if not isinstance(m, (int, np.integer)) or not isinstance(batch_size, (int, np.integer)) or m < 1 or batch_size < 1 or batch_size % m:
         raise ValueError(f"{fn}: `batch_size` must be a positive multiple of `m`; got batch_size={batch_size}, m={m}")
     present = np.flatnonzero(labels.sum(0) > 0)

@@ -41,7 +41,7 @@ def _stack_views(views, fn: str) -> list:
     shape = tuple(views[0].shape)
     for i, v in enumerate(views[1:], start=1):
         if tuple(v.shape) != shape:
-            raise ValueError(f"{fn}: every view must have the shape of views[0], {shape}; got views[{i}] with shape {tuple(v.shape)}")
+            raise ValueError(f"{fn}: `views[{i}]` must have the shape of views[0], {shape}; got shape {tuple(v.shape)}")
     return views
 
 
@@ -97,6 +97,13 @@ def self_supervised_loss(loss_fn: Callable, embeddings, ref_emb, *, symmetric: b
     """PML's ``SelfSupervisedLoss``: ``embeddings[i]`` and ``ref_emb[i]`` are two views of sample
     ``i`` (a positive pair); every other pairing is negative. Two-view case of
     :func:`multi_view_loss` (see there for ``symmetric`` and ``axis_name``)."""
+    fn = "self_supervised_loss"
+    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    ref_emb = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+    if ref_emb.shape != embeddings.shape:
+        raise ValueError(
+            f"{fn}: `ref_emb` must have the shape of `embeddings`, {tuple(embeddings.shape)}; got shape {tuple(ref_emb.shape)}"
+        )
     return multi_view_loss(loss_fn, [embeddings, ref_emb], symmetric=symmetric, where=where, axis_name=axis_name, **loss_kwargs)
 
 
@@ -319,7 +326,7 @@ def multiple_losses(losses, weights=None, miners=None) -> Callable:
         raise TypeError(f"{fn}: `losses` must be a sequence or dict of loss functions; got {type(losses).__name__}")
     keys = list(losses.keys()) if is_dict else list(range(len(losses)))
     if not keys:
-        raise ValueError(f"{fn}: `losses` must not be empty")
+        raise ValueError(f"{fn}: `losses` must not be empty; got {losses!r}")
     for k in keys:
         if not callable(losses[k]):
             raise TypeError(f"{fn}: `losses[{k!r}]` must be callable; got {type(losses[k]).__name__}")

@@ -80,7 +80,7 @@ def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "
         if bad.any():
             raise ValueError(
                 f"{fn}: `{name}` must be class ids in [0, {num_classes}) (num_classes = weights.shape[0]); "
-                f"got value {values[bad].flat[0]!r}"
+                f"got value {values[bad].flat[0].item()!r}"
             )
     return labels
 
@@ -263,8 +263,8 @@ def as_centers(weights: jax.Array, centers: int | None, default: int, name: str,
     if weights.ndim == 3:
         if centers is not None and weights.shape[1] != centers:
             raise ValueError(
-                f"{fn}: `weights` has {weights.shape[1]} centers per class (shape {tuple(weights.shape)}) but "
-                f"`{name}`={centers}"
+                f"{fn}: `{name}` must equal the {weights.shape[1]} centers per class of `weights` (shape "
+                f"{tuple(weights.shape)}); got {centers}"
             )
         return weights
     centers = default if centers is None else int(centers)

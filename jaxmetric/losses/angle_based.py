@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxmetric import _resolve, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
-from jaxmetric.losses._common import check_distance, finish
+from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._labels import relation, resolve_labelled
 
 
@@ -73,6 +73,7 @@ def angular_loss(
     """
     fn = "angular_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(alpha, "alpha", fn)
     check_distance(distance, fn, kind=LpDistance)
     if not (distance.p == 2 and distance.power == 1 and distance.normalize_embeddings):
         raise ValueError(
@@ -151,6 +152,7 @@ def tuplet_margin_loss(
     """
     fn = "tuplet_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(scale, "scale", fn)
     check_distance(distance, fn, kind=CosineSimilarity)
     b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     cos = distance(b.emb, b.ref)

@@ -222,6 +222,7 @@ def large_margin_softmax_loss(
     """
     fn = "large_margin_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
+    check_positive(scale, "scale", fn)
     m = _check_int_margin(margin, fn)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
     w_n, w_norm = l2_normalize(x.weights), safe_norm(x.weights, axis=1)
@@ -279,6 +280,7 @@ def sphereface_loss(
     """
     fn = "sphereface_loss"
     red = _common(fn, reduction, weight_regularizer)
+    check_positive(scale, "scale", fn)
     m = _check_int_margin(margin, fn)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
     w_n = l2_normalize(x.weights)
@@ -336,6 +338,7 @@ def arcface_loss(
     """
     fn = "arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
+    check_positive(scale, "scale", fn)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
     w_n = l2_normalize(x.weights)
     m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
@@ -385,6 +388,7 @@ def cosface_loss(
     """
     fn = "cosface_loss"
     red = _common(fn, reduction, weight_regularizer)
+    check_positive(scale, "scale", fn)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
     w_n = l2_normalize(x.weights)
 
@@ -442,6 +446,7 @@ def subcenter_arcface_loss(
     """
     fn = "subcenter_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
+    check_positive(scale, "scale", fn)
     x = cm.prepare(
         fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
         centers=(sub_centers, 3, "sub_centers"), axis_name=axis_name,
@@ -579,6 +584,7 @@ def dynamic_arcface_loss(
     """
     fn = "dynamic_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
+    check_positive(scale, "scale", fn)
     x = cm.prepare(
         fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
         centers=(sub_centers, 3, "sub_centers"), axis_name=axis_name,
@@ -605,8 +611,8 @@ def _p2s_cosine(emb, w):
     forward pass and a straight-through gradient (PML renormalises ``W`` in place every call,
     so its gradient is taken with respect to the unit-norm weights as a leaf)."""
     w_unit = w + jax.lax.stop_gradient(l2_normalize(w) - w)
-    norm = jnp.maximum(safe_norm(emb, axis=1, keepdims=True), jnp.finfo(emb.dtype).tiny)
-    return jnp.clip((emb @ w_unit.T) / norm, -1.0, 1.0)
+    # x / ||x|| (PML divides by the norm; a zero row gives 0, not 0/0, with a zero gradient)
+    return jnp.clip(l2_normalize(emb) @ w_unit.T, -1.0, 1.0)
 
 
 def p2sgrad_loss(

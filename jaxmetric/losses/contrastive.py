@@ -43,11 +43,16 @@ def _two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
 
 def init_clip_params(temperature: float = 0.07) -> dict:
     """CLIP's initial learnable temperature: ``{"log_temperature": log(0.07)}``."""
+    check_positive(temperature, "temperature", "init_clip_params")
     return {"log_temperature": jnp.asarray(math.log(temperature), jnp.float32)}
 
 
 def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> dict:
     """SigLIP's initial values: ``{"t_prime": log 10, "bias": -10}``."""
+    for name, value in (("t_prime", t_prime), ("bias", bias)):
+        shape = jnp.shape(value)
+        if shape != ():
+            raise ValueError(f"init_siglip_params: `{name}` must be a scalar; got shape {tuple(shape)}")
     return {"t_prime": jnp.asarray(t_prime, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
 
 
@@ -93,12 +98,15 @@ def clip_loss(
     """
     fn = "clip_loss"
     red = reduce.resolve(reduction, fn=fn)
+    if max_logit_scale is not None:
+        check_positive(max_logit_scale, "max_logit_scale", fn)
     x, y, w, dtype, (lt,) = _two_views(fn, image_emb, text_emb, ("image_emb", "text_emb"), where, [("log_temperature", log_temperature)])
     if normalize:
         x, y = l2_normalize(x), l2_normalize(y)
-    scale = jnp.exp(-lt)
-    if max_logit_scale is not None:
-        scale = jnp.minimum(scale, max_logit_scale)
+    if max_logit_scale is None:
+        scale = jnp.exp(-lt)
+    else:  # clipped in log space: no exp overflow (and no inf * 0 gradient) for a very small log_temperature
+        scale = jnp.exp(jnp.minimum(-lt, jnp.log(jnp.asarray(max_logit_scale, dtype))))
     # Each device owns its rows i: the image-to-text term of image i (against every text) and
     # the text-to-image term of text i (against every image), so the shares add up to the
     # global loss. Without axis_name the gathered sets are the local ones.

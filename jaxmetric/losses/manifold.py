@@ -56,7 +56,7 @@ def _check_meta_classes(meta_classes, batch, K, fn):
         values = np.asarray(meta_classes)
         bad = (values < 0) | (values >= K)
         if bad.any():
-            raise ValueError(f"{fn}: `meta_classes` must be ids in [0, {K}) (K = proxies.shape[0]); got value {values[bad].flat[0]!r}")
+            raise ValueError(f"{fn}: `meta_classes` must be ids in [0, {K}) (K = proxies.shape[0]); got value {values[bad].flat[0].item()!r}")
     return meta_classes
 
 

@@ -183,7 +183,7 @@ def margin_loss(
         if is_cube:
             raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
         if key is None:
-            raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int")
+            raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int; got key=None")
         if ax is not None:  # independent draws on each device
             key = jax.random.fold_in(key, jax.lax.axis_index(ax))
         p_idx, n_idx, valid = _sample_triplets(key, b.pos, b.neg, triplets_per_anchor)

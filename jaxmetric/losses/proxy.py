@@ -82,6 +82,7 @@ def proxy_nca_loss(
     """
     fn = "proxy_nca_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(softmax_scale, "softmax_scale", fn)
     check_distance(distance, fn)
     cm.check_regularizer(weight_regularizer, red, fn)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, using_ref=True, axis_name=axis_name)
@@ -151,6 +152,7 @@ def proxy_anchor_loss(
     """
     fn = "proxy_anchor_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(alpha, "alpha", fn)
     check_distance(distance, fn)
     cm.check_regularizer(weight_regularizer, red, fn)
     check_block_size(block_size, fn)
@@ -254,6 +256,7 @@ def soft_triple_loss(
     """
     fn = "soft_triple_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(la, "la", fn)
     check_distance(distance, fn, inverted=True)
     check_positive(gamma, "gamma", fn)
     cm.check_regularizer(weight_regularizer, red, fn)

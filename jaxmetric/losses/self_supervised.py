@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, reduce
 from jaxmetric import distributed as dist
-from jaxmetric.losses._common import finish
+from jaxmetric.losses._common import check_positive, finish
 
 
 def _safe_sqrt(x):
@@ -61,6 +61,7 @@ def vicreg_loss(
     """
     fn = "vicreg_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(eps, "eps", fn)
     if ref_emb is None:
         raise ValueError(f"{fn}: `ref_emb` (the second view, shape like `embeddings`) is required; got None")
     z = _checks.check_embeddings(embeddings, "embeddings", fn=fn)

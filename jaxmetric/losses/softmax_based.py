@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxmetric import _resolve, distributed, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance, finish
+from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._labels import reject_mask, reject_ref, relation, require_class_ids, resolve_labelled
 from jaxmetric.masks import PairMask, TripletMask
 
@@ -163,6 +163,7 @@ def nca_loss(
     """
     fn = "nca_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(softmax_scale, "softmax_scale", fn)
     check_distance(distance, fn)
     is_mask = isinstance(labels_or_mask, (PairMask, TripletMask))
     b, lab, rlab = resolve_labelled(
@@ -226,6 +227,7 @@ def instance_loss(
     """
     fn = "instance_loss"
     red = reduce.resolve(reduction, fn=fn)
+    check_positive(gamma, "gamma", fn)
     check_distance(distance, fn, kind=CosineSimilarity)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     reject_mask(fn, labels, " (class ids [B]; PML's InstanceLoss rejects indices_tuple)")

@@ -1,0 +1,354 @@
+"""The table of bad inputs: for every public function, calls that must raise a clear error.
+
+Each :class:`Case` calls one function with one bad input and says which exception must come
+and a regular expression its message must match: the argument's name (in backticks), the
+expectation and the value received. Generic cases come from the registry's metadata (argument
+names from the signature, label kinds, options, positive hyperparameters); the others are
+listed by hand below.
+
+``tests/test_bad_inputs.py`` runs the table; ``python tests/bad_inputs.py`` renders it, with
+the messages actually raised, into ``docs/errors.md`` (a test checks the page is current).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+if __name__ == "__main__":  # the suite's settings (tests/conftest.py): the messages name dtypes
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+if __name__ == "__main__":
+    jax.config.update("jax_enable_x64", True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # registry
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # jaxmetric, when run as a script
+
+import jaxmetric as jm  # noqa: E402
+from registry import B, C, D, ENTRIES, HOST_METRICS, Entry  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ERRORS_MD = ROOT / "docs" / "errors.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    fn: str  # the public name
+    what: str  # the bad input, in words
+    call: Callable[[], Any]
+    exc: type
+    pattern: str  # regex the message must match (argument, expectation, received)
+    category: str = ""  # the column of the docs table
+
+
+_rng = np.random.default_rng(3)
+EMB = jnp.asarray(_rng.normal(size=(B, D)), jnp.float32)
+LAB = jnp.asarray(np.array([0, 1, 0, 2, 1, 2, 3, 0]), jnp.int32)
+
+
+def _positional_names(entry: Entry) -> list[str]:
+    params = inspect.signature(entry.runner()).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _takes(entry: Entry, name: str) -> bool:
+    params = inspect.signature(entry.runner()).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _caller(entry: Entry, replace: dict | None = None, **kw):
+    """A call of the entry on valid inputs with positional ``replace`` {index: value} and ``kw``."""
+    def call():
+        args = list(entry.build(EMB, LAB))
+        for i, v in (replace or {}).items():
+            args[i] = v(args[i]) if callable(v) else v
+        return entry.runner()(*args, **kw)
+
+    return call
+
+
+def _label_name(entry: Entry, names: list[str]) -> str:
+    name = names[entry.labels_arg]
+    return "labels" if name in ("labels_or_mask", "labels") else name
+
+
+def generic_cases(entry: Entry) -> list[Case]:
+    names = _positional_names(entry)
+    fn = entry.name
+    out = []
+
+    def add(what, call, exc, pattern, category):
+        out.append(Case(fn, what, call, exc, pattern, category))
+
+    first = names[0]
+    if first != "views":
+        add("1-D embeddings", _caller(entry, {0: lambda x: x[0]}), ValueError,
+            rf"`{first}` must be .*2-D.*got .*\({D},\)", "wrong rank")
+        add("3-D embeddings", _caller(entry, {0: lambda x: x[None]}), ValueError,
+            rf"`{first}` must be .*2-D.*got .*\(1, {B}, {D}\)", "wrong rank")
+        add("integer embeddings", _caller(entry, {0: lambda x: x.astype(jnp.int32)}), TypeError,
+            rf"`{first}` must have a floating dtype.*int32", "wrong dtype")
+    if entry.labels_arg is None and 1 in entry.batch and first != "views":
+        second = names[1]
+        add(f"`{second}` with another batch size", _caller(entry, {1: lambda x: x[:-1]}), ValueError,
+            rf"`{second}` must have the shape of `{first}`.*\({B}, {D}\).*got shape \({B - 1}, {D}\)", "mismatched batch")
+    if entry.labels_arg is not None:
+        i, lab = entry.labels_arg, _label_name(entry, names)
+        add(f"`{lab}` for {B - 1} rows", _caller(entry, {i: lambda y: y[:-1]}), ValueError,
+            rf"`{lab}` must .*{B}.*got .*\({B - 1},", "mismatched batch")
+        if entry.label_kind in ("any", "ids_or_mask", "class_ids", "ids", "labels"):
+            add("float class ids", _caller(entry, {i: lambda y: y.astype(jnp.float32)}), TypeError,
+                rf"`{lab}` .*integer.*float32", "float or negative class ids")
+            add("negative class ids", _caller(entry, {i: lambda y: y.at[3].set(-1)}), ValueError,
+                rf"`{lab}` must be .*(non-negative|\[0, {C}\)).*-1", "float or negative class ids")
+        if entry.label_kind in ("any", "multi_hot", "labels"):
+            bad = lambda y: (y if y.ndim == 2 else jax.nn.one_hot(y, C, dtype=jnp.int32)).at[2, 5].set(2)  # noqa: E731
+            add("multi-hot with a 2", _caller(entry, {i: bad}), ValueError,
+                rf"`{lab}` as multi-hot must hold only 0 and 1.*value 2", "multi-hot outside {0,1}")
+        if entry.label_kind in ("ids_or_mask", "class_ids", "ids"):
+            add("multi-hot labels", _caller(entry, {i: lambda y: jax.nn.one_hot(y, C, dtype=jnp.int32)}), (ValueError, TypeError),
+                rf"`{lab}` must .*\({B}, {C}\)", "multi-hot outside {0,1}")
+        if entry.label_kind == "labels":
+            add("a PairMask as labels", _caller(entry, {i: jm.pair_mask(LAB)}), TypeError,
+                rf"`{lab}` must be class ids .*not a mask.*got a PairMask", "wrong type")
+        if entry.label_kind in ("any", "ids_or_mask"):
+            wrong = jm.PairMask(jnp.zeros((B, B + 1), bool), jnp.zeros((B, B + 1), bool))
+            add(f"PairMask of shape ({B}, {B + 1})", _caller(entry, {i: wrong}), ValueError,
+                rf"`PairMask.pos` must have shape \({B}, {B}\).*got shape \({B}, {B + 1}\)", "wrong mask shape")
+            add(f"TripletMask of shape ({B}, {B}, 3)", _caller(entry, {i: jm.TripletMask(jnp.zeros((B, B, 3)))}), ValueError,
+                rf"`TripletMask.weights` must have shape \({B}, {B}, {B}\).*got shape \({B}, {B}, 3\)", "wrong mask shape")
+    if entry.label_kind == "ids" and _takes(entry, "mask") and entry.out_kind == "scalar":
+        wrong = jm.PairMask(jnp.zeros((B, B + 1)), jnp.zeros((B, B + 1)))
+        add(f"mask= PairMask of shape ({B}, {B + 1})", _caller(entry, mask=wrong), ValueError,
+            rf"`mask` .*must have shape \({B}, {B}\).*got .*\({B}, {B + 1}\)", "wrong mask shape")
+    if entry.where is True:
+        add(f"`where` of shape ({B - 1},)", _caller(entry, where=jnp.ones(B - 1, bool)), ValueError,
+            rf"`where` must be a bool array of shape \({B},\).*got shape \({B - 1},\)", "wrong mask shape")
+        add("float `where`", _caller(entry, where=jnp.ones(B)), TypeError,
+            rf"`where` must be a bool array.*float", "wrong dtype")
+    if "reduction" in entry.options and _takes(entry, "reduction"):
+        add("reduction='avg'", _caller(entry, reduction="avg"), ValueError,
+            r"`reduction` must be one of .*got 'avg'", "unknown option")
+    if "distance" in entry.options and _takes(entry, "distance"):
+        add("distance='cosine'", _caller(entry, distance="cosine"), TypeError,
+            r"`distance` must be a jaxmetric distance.*got 'cosine'", "unknown option")
+    for p in entry.positive:
+        for v in (0.0, -1.0):
+            add(f"{p}={v}", _caller(entry, **{p: v}), ValueError, rf"`{p}` must be > 0; got {v}", "non-positive hyperparameter")
+    return out
+
+
+def _c(fn, what, call, exc, pattern, category="other"):
+    return Case(fn, what, call, exc, pattern, category)
+
+
+R = {e.name: e for e in ENTRIES}
+W = jnp.asarray(_rng.normal(size=(C, D)), jnp.float32)
+W3 = jnp.asarray(_rng.normal(size=(C, 3, D)), jnp.float32)
+MH = jax.nn.one_hot(LAB, C, dtype=jnp.int32)
+
+
+def specific_cases() -> list[Case]:
+    ev = jm.evaluation
+    q = np.asarray(EMB)
+    ql = np.asarray(LAB)
+    return [
+        # strategies and structural options
+        _c("triplet_margin_loss", "triplets_per_anchor='some'", lambda: jm.triplet_margin_loss(EMB, LAB, triplets_per_anchor="some"),
+           ValueError, r"`triplets_per_anchor` must be 'all' or a positive int; got 'some'", "unknown option"),
+        _c("triplet_margin_loss", "triplets_per_anchor=2 without key", lambda: jm.triplet_margin_loss(EMB, LAB, triplets_per_anchor=2),
+           ValueError, r"`key`.*required.*got key=None", "other"),
+        _c("margin_loss", "triplets_per_anchor='some'", lambda: jm.margin_loss(EMB, LAB, triplets_per_anchor="some"),
+           ValueError, r"`triplets_per_anchor` must be 'all' or a positive int; got 'some'", "unknown option"),
+        _c("margin_loss", "`beta` of shape (2, 2)", lambda: jm.margin_loss(EMB, LAB, jnp.ones((2, 2))),
+           ValueError, r"`beta` must be a scalar or a \(num_classes,\) array; got shape \(2, 2\)", "wrong rank"),
+        _c("pnp_loss", "variant='X'", lambda: jm.pnp_loss(EMB, LAB, variant="X"), ValueError, r"`variant` must be one of .*got 'X'", "unknown option"),
+        _c("fast_ap_loss", "num_bins=0", lambda: jm.fast_ap_loss(EMB, LAB, num_bins=0), ValueError, r"`num_bins` must be >= 1; got 0", "non-positive hyperparameter"),
+        _c("histogram_loss", "n_bins=0", lambda: jm.histogram_loss(EMB, LAB, n_bins=0), ValueError, r"`n_bins` must be >= 1; got 0", "non-positive hyperparameter"),
+        _c("histogram_loss", "delta=0", lambda: jm.histogram_loss(EMB, LAB, delta=0.0), ValueError, r"`delta` must be a positive .*got 0", "non-positive hyperparameter"),
+        _c("dynamic_soft_margin_loss", "state of another size", lambda: jm.dynamic_soft_margin_loss(EMB, LAB, jm.init_dynamic_soft_margin_state(5)),
+           ValueError, r"`state.hist` must be a float array of shape \(10,\).*got shape \(5,\)", "wrong shape"),
+        _c("dynamic_soft_margin_loss", "state=None", lambda: jm.dynamic_soft_margin_loss(EMB, LAB, None),
+           TypeError, r"`state` must be a DynamicSoftMarginState.*got NoneType", "wrong type"),
+        _c("dynamic_soft_margin_loss", "momentum=2", lambda: jm.dynamic_soft_margin_loss(EMB, LAB, jm.init_dynamic_soft_margin_state(), momentum=2.0),
+           ValueError, r"`momentum` must be in \[0, 1\]; got 2.0", "other"),
+        _c("manifold_loss", "meta-class id 8 for 8 proxies", lambda: jm.manifold_loss(EMB, LAB.at[0].set(C), W),
+           ValueError, rf"`meta_classes` must be ids in \[0, {C}\).*got value {C}", "float or negative class ids"),
+        _c("manifold_loss", "proxies of another dim", lambda: jm.manifold_loss(EMB, LAB, W[:, :2]),
+           ValueError, rf"`proxies` must have shape \(K, {D}\).*got shape \({C}, 2\)", "wrong shape"),
+        _c("multi_supcon_loss", "class ids instead of multi-hot", lambda: jm.multi_supcon_loss(EMB, LAB),
+           ValueError, rf"`labels` must be multi-hot \[B, num_classes\]; got shape \({B},\)", "wrong rank"),
+        _c("multi_supcon_loss", "threshold=1.5", lambda: jm.multi_supcon_loss(EMB, MH, threshold=1.5),
+           ValueError, r"`threshold` must be in \[0, 1\]; got 1.5", "other"),
+        _c("vicreg_loss", "ref_emb=None", lambda: jm.vicreg_loss(EMB, None), ValueError, r"`ref_emb` .* is required; got None", "other"),
+        _c("clip_loss", "log_temperature of shape (2,)", lambda: jm.clip_loss(EMB, EMB, jnp.zeros(2)),
+           ValueError, r"`log_temperature` must be a scalar; got shape \(2,\)", "wrong rank"),
+        _c("siglip_loss", "integer bias", lambda: jm.siglip_loss(EMB, EMB, jnp.asarray(1.0), jnp.asarray(1)),
+           TypeError, r"`bias` must be a float scalar; got dtype int", "wrong dtype"),
+        # class matrices
+        _c("arcface_loss", "weights of another dim", lambda: jm.arcface_loss(EMB, LAB, W[:, :2]),
+           ValueError, rf"`weights` must have shape \(num_classes, {D}\).*got shape \({C}, 2\)", "wrong shape"),
+        _c("arcface_loss", "class id 8 for 8 classes", lambda: jm.arcface_loss(EMB, LAB.at[0].set(C), W),
+           ValueError, rf"`labels` must be class ids in \[0, {C}\).*got value {C}", "float or negative class ids"),
+        _c("proxy_anchor_loss", "integer weights", lambda: jm.proxy_anchor_loss(EMB, LAB, W.astype(jnp.int32)),
+           TypeError, r"`weights` must have a floating dtype.*int32", "wrong dtype"),
+        _c("soft_triple_loss", "centers_per_class=3 for (8, 2, 4) weights", lambda: jm.soft_triple_loss(EMB, LAB, jnp.zeros((C, 2, D)), centers_per_class=3),
+           ValueError, r"`centers_per_class` must equal the 2 centers per class of `weights` \(shape \(8, 2, 4\)\); got 3", "wrong shape"),
+        _c("large_margin_softmax_loss", "margin=2.5", lambda: jm.large_margin_softmax_loss(EMB, LAB, W, margin=2.5),
+           ValueError, r"`margin` must be a positive integer.*got 2.5", "other"),
+        _c("dynamic_arcface_loss", "class_counts with a 0", lambda: jm.dynamic_arcface_loss(EMB, LAB, W3, jnp.zeros(C)),
+           ValueError, r"`class_counts` must all be > 0", "non-positive hyperparameter"),
+        _c("dynamic_arcface_loss", "class_counts for 3 classes", lambda: jm.dynamic_arcface_loss(EMB, LAB, W3, jnp.ones(3)),
+           ValueError, rf"`class_counts` must have one entry per class \({C} = weights.shape\[0\]\); got shape \(3,\)", "wrong shape"),
+        _c("subcenter_arcface_outliers", "weights of another dim", lambda: jm.subcenter_arcface_outliers(EMB, LAB, jnp.zeros((C, 3, 2))),
+           ValueError, rf"`weights` must have shape .*{D}.*got shape \({C}, 3, 2\)", "wrong shape"),
+        # regularizers and wrappers
+        _c("sparse_centers_regularizer", "7 rows for 4 classes x 2 centers", lambda: jm.sparse_centers_regularizer(EMB[:7], 4, 2),
+           ValueError, r"`x` must have num_classes \* centers_per_class = 8 rows; got shape \(7, 4\)", "wrong shape"),
+        _c("sparse_centers_regularizer", "centers_per_class=1", lambda: jm.sparse_centers_regularizer(EMB, 8, 1),
+           ValueError, r"`centers_per_class` must be an int > 1; got 1", "non-positive hyperparameter"),
+        _c("with_embedding_regularizer", "regularizer=3", lambda: jm.with_embedding_regularizer(jm.contrastive_loss, 3),
+           TypeError, r"`regularizer` must be callable; got int", "wrong type"),
+        _c("multiple_losses", "losses=[]", lambda: jm.multiple_losses([]), ValueError, r"`losses` must not be empty; got \[\]", "other"),
+        _c("multiple_losses", "weights of another length", lambda: jm.multiple_losses([jm.contrastive_loss], [1.0, 2.0]),
+           ValueError, r"`weights` must be a sequence of length 1; got \[1.0, 2.0\]", "mismatched batch"),
+        _c("multi_view_loss", "a single view", lambda: jm.multi_view_loss(jm.ntxent_loss, [EMB]),
+           ValueError, r"`views` must hold at least 2 views; got 1", "other"),
+        _c("multi_view_loss", "views of different batch sizes", lambda: jm.multi_view_loss(jm.ntxent_loss, [EMB, EMB[:-1]]),
+           ValueError, rf"`views\[1\]` must have the shape of views\[0\], \({B}, {D}\); got shape \({B - 1}, {D}\)", "mismatched batch"),
+        _c("multi_view_loss", "1-D view", lambda: jm.multi_view_loss(jm.ntxent_loss, [EMB, EMB[0]]),
+           ValueError, rf"`views\[1\]` must be a 2-D float array.*\({D},\)", "wrong rank"),
+        _c("cross_batch_memory_loss", "state=None", lambda: jm.cross_batch_memory_loss(jm.contrastive_loss, EMB, LAB, None),
+           TypeError, r"`state` must be a CrossBatchMemoryState.*got NoneType", "wrong type"),
+        _c("cross_batch_memory_loss", "embeddings of another dim", lambda: jm.cross_batch_memory_loss(jm.contrastive_loss, EMB[:, :2], LAB, jm.init_cross_batch_memory(16, D)),
+           ValueError, rf"`embeddings` must have dim {D}.*got shape \({B}, 2\)", "wrong shape"),
+        # helpers
+        _c("pair_mask", "rule='all'", lambda: jm.pair_mask(LAB, rule="all"), ValueError, r"`rule` must be one of .*got 'all'", "unknown option"),
+        _c("pair_mask", "3-D labels", lambda: jm.pair_mask(jnp.zeros((2, 2, 2), jnp.int32)), ValueError, r"`labels` must be class ids \[B\] or multi-hot.*\(2, 2, 2\)", "wrong rank"),
+        _c("pair_mask", "float class ids", lambda: jm.pair_mask(LAB.astype(jnp.float32)), TypeError, r"`labels` as class ids must have an integer dtype.*float32", "float or negative class ids"),
+        _c("pair_mask", "negative class ids", lambda: jm.pair_mask(LAB.at[0].set(-2)), ValueError, r"`labels` must be non-negative class ids.*-2", "float or negative class ids"),
+        _c("from_indices", "a tuple of length 2", lambda: jm.from_indices((LAB, LAB), B), ValueError, r"`indices_tuple` must be \(a1, p, a2, n\) or \(a, p, n\); got a tuple of length 2", "wrong shape"),
+        _c("from_indices", "float indices", lambda: jm.from_indices((LAB * 1.0, LAB, LAB), B), TypeError, r"`a` must be a 1-D integer index array.*float", "wrong dtype"),
+        _c("to_pairs", "an array", lambda: jm.to_pairs(LAB), TypeError, r"`mask` must be a PairMask or a TripletMask; got ArrayImpl", "wrong type"),
+        _c("threshold", "no bound", lambda: jm.threshold(), ValueError, r"at least one of `low` and `high` must be given", "other"),
+        _c("class_weighted", "2-D weights", lambda: jm.class_weighted(jnp.ones((2, 2))), ValueError, r"`weights` must be a 1-D array \[num_classes\]; got shape \(2, 2\)", "wrong rank"),
+        _c("divisor", "value=-1", lambda: jm.divisor(-1.0), ValueError, r"`value` must be >= 0; got -1.0", "non-positive hyperparameter"),
+        _c("per_anchor", "inner='none'", lambda: jm.per_anchor("none"), ValueError, r"`inner` must reduce to a scalar.*got 'none'", "unknown option"),
+        _c("per_anchor", "inner='avg'", lambda: jm.per_anchor("avg"), ValueError, r"`reduction` must be one of .*got 'avg'", "unknown option"),
+        _c("init_dynamic_soft_margin_state", "num_bins=0", lambda: jm.init_dynamic_soft_margin_state(0), ValueError, r"`num_bins` must be >= 1; got 0", "non-positive hyperparameter"),
+        _c("init_manifold_proxies", "K=0", lambda: jm.init_manifold_proxies(jax.random.PRNGKey(0), 0, D), ValueError, r"`K` must be >= 1; got 0", "non-positive hyperparameter"),
+        _c("manifold_meta_classes", "batch_size < K", lambda: jm.manifold_meta_classes(jax.random.PRNGKey(0), 2, 4), ValueError, r"`batch_size` must be >= K=4.*got 2", "other"),
+        _c("init_class_weights", "kind='arc_face'", lambda: jm.init_class_weights(jax.random.PRNGKey(0), C, D, kind="arc_face"), ValueError, r"`kind` must be one of .*got 'arc_face'", "unknown option"),
+        _c("init_class_weights", "num_classes=0", lambda: jm.init_class_weights(jax.random.PRNGKey(0), 0, D, kind="arcface"), ValueError, r"`num_classes` must be a positive int; got 0", "non-positive hyperparameter"),
+        _c("class_logits", "kind='nope'", lambda: jm.class_logits(EMB, W, kind="nope"), ValueError, r"`kind` must be one of .*got 'nope'", "unknown option"),
+        _c("dynamic_arcface_margins", "margin_bounds=(0.5, 0.1)", lambda: jm.dynamic_arcface_margins(jnp.ones(3), margin_bounds=(0.5, 0.1)), ValueError, r"`margin_bounds` must satisfy 0 <= low <= high; got \(0.5, 0.1\)", "other"),
+        _c("init_clip_params", "temperature=0", lambda: jm.init_clip_params(0.0), ValueError, r"`temperature` must be > 0; got 0.0", "non-positive hyperparameter"),
+        _c("init_siglip_params", "non-scalar t_prime", lambda: jm.init_siglip_params(np.zeros(2)), ValueError, r"`t_prime` must be a scalar; got shape \(2,\)", "wrong rank"),
+        _c("init_cross_batch_memory", "memory_size=0", lambda: jm.init_cross_batch_memory(0, D), ValueError, r"`memory_size` must be a positive int; got 0", "non-positive hyperparameter"),
+        _c("checkify_finite", "fn=None", lambda: jm.checkify_finite(None), TypeError, r"`fn` must be callable; got NoneType", "wrong type"),
+        # retrieval metrics (host side)
+        _c("evaluation.precision_at_1", "1-D query", lambda: ev.precision_at_1(q[0], ql), ValueError, r"`query` must be a 2-D float array.*\(4,\)", "wrong rank"),
+        _c("evaluation.precision_at_1", "labels for 7 rows", lambda: ev.precision_at_1(q, ql[:-1]), ValueError, rf"`query_labels` must be class ids \[{B}\] or multi-hot.*got shape \({B - 1},\)", "mismatched batch"),
+        _c("evaluation.precision_at_1", "float class ids", lambda: ev.precision_at_1(q, ql * 1.0), TypeError, r"`query_labels` as class ids must have an integer dtype.*float", "float or negative class ids"),
+        _c("evaluation.precision_at_1", "negative class ids", lambda: ev.precision_at_1(q, np.where(ql == 0, -1, ql)), ValueError, r"`query_labels` must be non-negative class ids.*-1", "float or negative class ids"),
+        _c("evaluation.recall_at_k", "k=0", lambda: ev.recall_at_k(q, ql, k=0), ValueError, r"`recall_ks` must be a non-empty sequence of ints >= 1; got \(0,\)", "non-positive hyperparameter"),
+        _c("evaluation.get_accuracy", "include=('P@1',)", lambda: ev.get_accuracy(q, ql, include=("P@1",)), ValueError, r"`include` must contain only .*got \['P@1'\]", "unknown option"),
+        _c("evaluation.get_accuracy", "k=0", lambda: ev.get_accuracy(q, ql, k=0, exclude=("NMI", "AMI")), ValueError, r"`k` must be None, 'max_bin_count' or an int > 0; got 0", "non-positive hyperparameter"),
+        _c("evaluation.get_accuracy", "knn_backend='annoy'", lambda: ev.get_accuracy(q, ql, knn_backend="annoy"), ValueError, r"`knn_backend` must be one of .*got 'annoy'", "unknown option"),
+        _c("evaluation.retrieval_metrics", "reference of another dim", lambda: ev.retrieval_metrics(q, ql, q[:, :2], ql), ValueError, rf"`reference` must have dim {D} like `query`; got shape \({B}, 2\)", "wrong shape"),
+        _c("evaluation.r_precision", "multi-hot with a 2", lambda: ev.r_precision(q, np.asarray(MH.at[0, 0].set(2))), ValueError, r"`query_labels` as multi-hot must hold only 0 and 1.*2", "multi-hot outside {0,1}"),
+        _c("evaluation.mean_average_precision_at_r", "3-D query", lambda: ev.mean_average_precision_at_r(q[None], ql), ValueError, r"`query` must be a 2-D float array", "wrong rank"),
+        _c("evaluation.mean_average_precision", "integer query", lambda: ev.mean_average_precision(q.astype(np.int32), ql), TypeError, r"`query` must have a floating dtype.*int32", "wrong dtype"),
+        _c("evaluation.mean_reciprocal_rank", "labels for 7 rows", lambda: ev.mean_reciprocal_rank(q, ql[:-1]), ValueError, rf"`query_labels` must be class ids \[{B}\] or multi-hot.*got shape \({B - 1},\)", "mismatched batch"),
+        _c("evaluation.nmi", "labels for 7 rows", lambda: ev.nmi(q, ql[:-1]), ValueError, rf"`query_labels` must be class ids \[{B}\] or multi-hot.*got shape \({B - 1},\)", "mismatched batch"),
+        _c("evaluation.ami", "1-D query", lambda: ev.ami(q[0], ql), ValueError, r"`query` must be a 2-D float array", "wrong rank"),
+        _c("evaluation.knn", "k=0", lambda: ev.knn(EMB, EMB, k=0), ValueError, r"`k` must be an int in \[1, 8\].*got 0", "non-positive hyperparameter"),
+        _c("samplers.m_per_class_batches", "m=0", lambda: next(iter(jm.samplers.m_per_class_batches(ql, 0, 8))), ValueError, r"`batch_size` must be a positive multiple of `m`; got batch_size=8, m=0", "non-positive hyperparameter"),
+        _c("samplers.m_per_label_batches", "multi-hot with a 2", lambda: next(iter(jm.samplers.m_per_label_batches(np.asarray(MH.at[0, 0].set(2)), 2, 8))), ValueError, r"`labels` as multi-hot must hold only 0 and 1; got value 2", "multi-hot outside {0,1}"),
+    ]
+
+
+def all_cases() -> list[Case]:
+    cases = [c for e in ENTRIES for c in generic_cases(e)] + specific_cases()
+    return cases
+
+
+def covered_functions() -> set:
+    return {c.fn for c in all_cases()}
+
+
+# ----------------------------------------------------------------------------- docs/errors.md
+_HEADER = """# Errors
+
+Every public function validates its inputs while tracing (shapes, dtypes, options; the values
+of concrete labels) and raises a `ValueError` (wrong shape or value) or `TypeError` (wrong type
+or dtype) whose message names the argument, what was expected and what came. Nothing is
+broadcast silently. This page lists the bad inputs the test suite feeds to every public
+function (`tests/bad_inputs.py`) and the message each one raises, verbatim. It is generated:
+run `python tests/bad_inputs.py` after changing a message; `tests/test_bad_inputs.py` fails
+while it is out of date.
+
+Class ids are integers `>= 0` (they also index class matrices in the classifier losses);
+multi-hot labels hold only 0 and 1. Value checks (ranges, {0, 1}) run when the labels are
+concrete; under `jit` only shapes and dtypes can be checked (a traced out-of-range class id
+of a classifier loss makes the loss NaN).
+
+## Non-finite inputs: an opt-in check
+
+A NaN or inf in the embeddings is a value, not a shape, so it cannot be rejected while tracing
+without a host round trip. `jaxmetric.checks.checkify_finite` wraps any loss with
+`jax.experimental.checkify` checks that every floating input is finite; the error is
+returned as a value, so the wrapped loss still runs under `jit`:
+
+```python
+import jax
+import jax.numpy as jnp
+import jaxmetric as jm
+
+checked = jax.jit(jm.checks.checkify_finite(jm.contrastive_loss))
+emb = jnp.ones((4, 3)).at[1, 2].set(jnp.nan)
+err, loss = checked(emb, jnp.array([0, 0, 1, 1]))
+print(err.get())  # contrastive_loss: `embeddings` must be finite (no NaN or inf); got nan at flat index 5 ...
+try:
+    err.throw()
+except Exception as e:
+    print(type(e).__name__)
+```
+
+## The table
+
+"""
+
+
+def raised(case: Case) -> tuple[str, str]:
+    """``(exception type name, first line of its message)`` raised by the case."""
+    try:
+        case.call()
+    except Exception as e:  # noqa: BLE001 -- rendered as is; the test checks the type
+        return type(e).__name__, str(e).splitlines()[0]
+    return "(none)", "(no error raised)"
+
+
+def _cell(text: str) -> str:
+    text = text.replace("|", "\\|")
+    return f"``{text}``" if "`" in text else f"`{text}`"
+
+
+def render() -> str:
+    lines = [_HEADER.rstrip("\n"), "", "| function | bad input | error | message |", "|---|---|---|---|"]
+    for case in sorted(all_cases(), key=lambda c: (c.fn, c.category, c.what)):
+        exc, msg = raised(case)
+        lines.append(f"| `{case.fn}` | {case.what.replace('|', '/')} | `{exc}` | {_cell(msg)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    ERRORS_MD.write_text(render())
+    print(f"wrote {ERRORS_MD}")

@@ -1,0 +1,68 @@
+"""Regression tests for the library fixes found by the property battery (tests/test_battery.py)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmetric as jm
+from jaxmetric.distances import l2_normalize
+
+X = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32).at[2].set(0.0)
+Y = jnp.array([0, 0, 1, 1, 2, 2])
+
+
+def test_l2_normalize_zero_vector_has_zero_gradient():
+    """F.normalize's gradient at a zero vector is 1/eps = 1e12 times the incoming one: inf once
+    cast back to float16 inputs. An exactly zero row now gets a zero gradient; others unchanged."""
+    out = l2_normalize(X)
+    np.testing.assert_array_equal(out[2], 0.0)
+    np.testing.assert_allclose(out[0], X[0] / jnp.linalg.norm(X[0]), rtol=1e-6)
+    g = jax.grad(lambda x: jnp.sum(l2_normalize(x) * jnp.arange(4.0)))(X)
+    np.testing.assert_array_equal(g[2], 0.0)
+    assert np.all(np.isfinite(g))
+    tiny = jnp.full((1, 4), 1e-20, jnp.float32)  # below F.normalize's eps: x / 1e-12, as PyTorch
+    np.testing.assert_allclose(l2_normalize(tiny), tiny / 1e-12, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [jm.contrastive_loss, jm.circle_loss, jm.lifted_structure_loss])
+def test_float16_zero_row_gives_finite_gradients(fn):
+    g = jax.grad(lambda x: fn(x, Y))(X.astype(jnp.float16))
+    assert g.dtype == jnp.float16 and np.all(np.isfinite(np.asarray(g, np.float32)))
+    np.testing.assert_array_equal(np.asarray(g[2], np.float32), 0.0)
+
+
+def test_p2sgrad_zero_row_is_nan_free():
+    """The cosine divided by max(||x||, finfo.tiny): a 1e38 gradient and a NaN (0 * inf) in the
+    backward pass for a zero embedding. Now x / ||x|| through l2_normalize."""
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 4)), jnp.float32)
+    with jax.debug_nans(True):
+        v, (ge, gw) = jax.value_and_grad(lambda x, ww: jm.p2sgrad_loss(x, Y, ww), argnums=(0, 1))(X, w)
+    assert np.isfinite(v) and np.all(np.isfinite(ge)) and np.all(np.isfinite(gw))
+    np.testing.assert_array_equal(ge[2], 0.0)
+    # other rows: unchanged x / ||x|| (vs the reference formula)
+    xn = X / jnp.maximum(jnp.linalg.norm(X, axis=1, keepdims=True), 1e-30)
+    wn = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+    cos = jnp.clip(xn @ wn.T, -1, 1)
+    ref = jnp.mean(jnp.mean((cos - jax.nn.one_hot(Y, 3)) ** 2, axis=1))
+    np.testing.assert_allclose(v, ref, rtol=1e-6)
+
+
+def test_negative_class_ids_are_rejected():
+    with pytest.raises(ValueError, match="`labels` must be non-negative class ids.*-1"):
+        jm.contrastive_loss(X, Y.at[0].set(-1))
+    jm.contrastive_loss(X, Y.astype(bool))  # bool class ids stay valid
+    jax.jit(jm.contrastive_loss)(X, Y.at[0].set(-1))  # traced: shapes only
+
+
+def test_labels_slot_rejects_a_mask_where_labels_are_required():
+    with pytest.raises(TypeError, match="takes labels, not a mask"):
+        jm.cross_batch_memory_loss(jm.contrastive_loss, X, jm.pair_mask(Y), jm.init_cross_batch_memory(8, 4))
+
+
+def test_clip_loss_tiny_log_temperature_is_finite():
+    """exp(-log_temperature) overflowed to inf before the clip at max_logit_scale, and the
+    gradient of the clipped branch was inf * 0 = NaN. The clip is now taken in log space."""
+    lt = jnp.asarray(-1000.0)
+    v, (gx, gt) = jax.value_and_grad(lambda x, t: jm.clip_loss(x, x[::-1], t), argnums=(0, 1))(X, lt)
+    assert np.isfinite(v) and np.all(np.isfinite(gx)) and gt == 0.0
+    np.testing.assert_allclose(v, jm.clip_loss(X, X[::-1], jnp.asarray(-np.log(100.0))), rtol=1e-6)
