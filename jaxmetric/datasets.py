@@ -249,7 +249,7 @@ def load_arff(
     if label_location not in ("end", "start"):
         raise ValueError(f"{fn}: `label_location` must be 'end' or 'start'; got {label_location!r}")
     if num_labels is None and label_names is None:
-        raise ValueError(f"{fn}: give `num_labels` (the labels are the last attributes in Mulan files) or `label_names` (a list or the .xml label file)")
+        raise ValueError(f"{fn}: give `num_labels` (the labels are the last attributes in Mulan files) or `label_names` (a list or the .xml label file); got neither")
     data = read_arff(path)
     n_attr = len(data.names)
     if label_names is not None:

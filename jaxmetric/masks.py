@@ -459,7 +459,7 @@ def paired_mask(
         v = np.asarray(pair_labels)
         bad = ~((v == 0) | (v == 1))
         if bad.any():
-            raise ValueError(f"{fn}: `pair_labels` must hold only 0 and 1; got shape {tuple(v.shape)} with value {v[bad].flat[0]!r}")
+            raise ValueError(f"{fn}: `pair_labels` must hold only 0 and 1; got shape {tuple(v.shape)} with value {v[bad].flat[0].item()!r}")
     b = pair_labels.shape[0]
     where = _checks.check_where(where, b, "where", fn=fn)
     y = pair_labels.astype(bool)

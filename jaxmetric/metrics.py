@@ -61,7 +61,7 @@ def _check_binary(x, name: str, fn: str, shape=None) -> jax.Array:
         v = np.asarray(x)
         bad = ~((v == 0) | (v == 1))
         if bad.any():
-            raise ValueError(f"{fn}: `{name}` must hold only 0 and 1; got {_checks._describe(x)} with value {v[bad].flat[0]!r}")
+            raise ValueError(f"{fn}: `{name}` must hold only 0 and 1; got {_checks._describe(x)} with value {v[bad].flat[0].item()!r}")
     return x
 
 

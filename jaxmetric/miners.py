@@ -130,7 +130,7 @@ def _check_lp2(distance, fn):
 
 def _check_key(key, fn):
     if key is None:
-        raise ValueError(f"{fn}: `key` (a jax.random key, e.g. jax.random.key(0)) is required: the miner samples")
+        raise ValueError(f"{fn}: `key` (a jax.random key, e.g. jax.random.key(0)) is required: the miner samples; got key=None")
     return key
 
 
@@ -338,7 +338,15 @@ def batch_easy_hard_miner(
     for unknown strategies, for both ``"semihard"``, and for ``"semihard"`` with ``"all"``. Ties
     pick the lowest index.
     """
-    fn = "batch_easy_hard_miner"
+    return _easy_hard(
+        "batch_easy_hard_miner", embeddings, labels_or_mask, pos_strategy, neg_strategy, allowed_pos_range,
+        allowed_neg_range, distance, ref_emb, ref_labels, where, ref_where, axis_name,
+    )
+
+
+def _easy_hard(fn, embeddings, labels_or_mask, pos_strategy, neg_strategy, allowed_pos_range, allowed_neg_range,
+               distance, ref_emb, ref_labels, where, ref_where, axis_name) -> PairMask:
+    """:func:`batch_easy_hard_miner` under the public name ``fn`` (for error messages)."""
     if pos_strategy not in _STRATEGIES or neg_strategy not in _STRATEGIES:
         raise ValueError(
             f"{fn}: `pos_strategy` and `neg_strategy` must each be one of {list(_STRATEGIES)}; "
@@ -409,10 +417,9 @@ def batch_hard_miner(
     PML: ``BatchHardMiner()`` (``BatchEasyHardMiner("hard", "hard")``, whose range arguments it
     passes through), ``LpDistance()``.
     """
-    return batch_easy_hard_miner(
-        embeddings, labels_or_mask, pos_strategy="hard", neg_strategy="hard",
-        allowed_pos_range=allowed_pos_range, allowed_neg_range=allowed_neg_range, distance=distance,
-        ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name,
+    return _easy_hard(
+        "batch_hard_miner", embeddings, labels_or_mask, "hard", "hard", allowed_pos_range, allowed_neg_range,
+        distance, ref_emb, ref_labels, where, ref_where, axis_name,
     )
 
 

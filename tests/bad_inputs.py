@@ -88,6 +88,8 @@ def generic_cases(entry: Entry) -> list[Case]:
         out.append(Case(fn, what, call, exc, pattern, category))
 
     first = names[0]
+    if entry.labels_arg == 0:  # a metric: (y_true, y_score | y_pred)
+        return metric_cases(entry, names)
     if first != "views":
         add("1-D embeddings", _caller(entry, {0: lambda x: x[0]}), ValueError,
             rf"`{first}` must be .*2-D.*got .*\({D},\)", "wrong rank")
@@ -109,9 +111,9 @@ def generic_cases(entry: Entry) -> list[Case]:
             add("negative class ids", _caller(entry, {i: lambda y: y.at[3].set(-1)}), ValueError,
                 rf"`{lab}` must be .*(non-negative|\[0, {C}\)).*-1", "float or negative class ids")
         if entry.label_kind in ("any", "multi_hot", "labels"):
-            bad = lambda y: (y if y.ndim == 2 else jax.nn.one_hot(y, C, dtype=jnp.int32)).at[2, 5].set(2)  # noqa: E731
+            bad = lambda y: (y if y.ndim == 2 else jax.nn.one_hot(y, C, dtype=jnp.int32)).at[2, 1].set(2)  # noqa: E731
             add("multi-hot with a 2", _caller(entry, {i: bad}), ValueError,
-                rf"`{lab}` as multi-hot must hold only 0 and 1.*value 2", "multi-hot outside {0,1}")
+                rf"`{lab}` (as multi-hot )?must hold (only )?[^;]*0[^;]*1.*value 2", "multi-hot outside {0,1}")
         if entry.label_kind in ("ids_or_mask", "class_ids", "ids"):
             add("multi-hot labels", _caller(entry, {i: lambda y: jax.nn.one_hot(y, C, dtype=jnp.int32)}), (ValueError, TypeError),
                 rf"`{lab}` must .*\({B}, {C}\)", "multi-hot outside {0,1}")
@@ -130,7 +132,7 @@ def generic_cases(entry: Entry) -> list[Case]:
             rf"`mask` .*must have shape \({B}, {B}\).*got .*\({B}, {B + 1}\)", "wrong mask shape")
     if entry.where is True:
         add(f"`where` of shape ({B - 1},)", _caller(entry, where=jnp.ones(B - 1, bool)), ValueError,
-            rf"`where` must be a bool array of shape \({B},\).*got shape \({B - 1},\)", "wrong mask shape")
+            rf"`where` must be a bool array of shape \(\d+,\).*got shape \({B - 1},\)", "wrong mask shape")
         add("float `where`", _caller(entry, where=jnp.ones(B)), TypeError,
             rf"`where` must be a bool array.*float", "wrong dtype")
     if "reduction" in entry.options and _takes(entry, "reduction"):
@@ -143,6 +145,29 @@ def generic_cases(entry: Entry) -> list[Case]:
         for v in (0.0, -1.0):
             add(f"{p}={v}", _caller(entry, **{p: v}), ValueError, rf"`{p}` must be > 0; got {v}", "non-positive hyperparameter")
     return out
+
+
+def metric_cases(entry: Entry, names: list[str]) -> list[Case]:
+    """A multi-label metric ``fn(y_true [n, L], y_score | y_pred [n, L], *, sample_weight)``."""
+    fn, second = entry.name, names[1]
+    bad_true = lambda y: y.at[2, 1].set(2)  # noqa: E731
+    cases = [
+        Case(fn, "1-D `y_true`", _caller(entry, {0: lambda y: y[0]}), ValueError,
+             rf"`y_true` must be a 2-D multi-hot array.*got .*\({D},\)", "wrong rank"),
+        Case(fn, f"`{second}` for {B - 1} rows", _caller(entry, {1: lambda x: x[:-1]}), ValueError,
+             rf"`{second}` must have the shape of `y_true` \({B}, {D}\); got .*\({B - 1}, {D}\)", "mismatched batch"),
+        Case(fn, "`y_true` with a 2", _caller(entry, {0: bad_true}), ValueError,
+             r"`y_true` must hold only 0 and 1; got .*value 2", "multi-hot outside {0,1}"),
+        Case(fn, f"`sample_weight` of shape ({B - 1},)", _caller(entry, sample_weight=jnp.ones(B - 1)), ValueError,
+             rf"`sample_weight` must have shape \({B},\); got .*\({B - 1},\)", "wrong mask shape"),
+    ]
+    if second == "y_pred":
+        cases.append(Case(fn, "`y_pred` with a 2", _caller(entry, {1: bad_true}), ValueError,
+                          r"`y_pred` must hold only 0 and 1; got .*value 2", "multi-hot outside {0,1}"))
+    else:
+        cases.append(Case(fn, "string scores", _caller(entry, {1: lambda x: np.asarray(x).astype(str)}), (TypeError, ValueError),
+                          r"`y_score` must be a float \(or int\) array of scores; got", "wrong dtype"))
+    return cases
 
 
 def _c(fn, what, call, exc, pattern, category="other"):
@@ -253,6 +278,58 @@ def specific_cases() -> list[Case]:
         _c("init_siglip_params", "non-scalar t_prime", lambda: jm.init_siglip_params(np.zeros(2)), ValueError, r"`t_prime` must be a scalar; got shape \(2,\)", "wrong rank"),
         _c("init_cross_batch_memory", "memory_size=0", lambda: jm.init_cross_batch_memory(0, D), ValueError, r"`memory_size` must be a positive int; got 0", "non-positive hyperparameter"),
         _c("checkify_finite", "fn=None", lambda: jm.checkify_finite(None), TypeError, r"`fn` must be callable; got NoneType", "wrong type"),
+        # miners
+        _c("batch_easy_hard_miner", "pos_strategy='medium'", lambda: jm.batch_easy_hard_miner(EMB, LAB, pos_strategy="medium"),
+           ValueError, r"`pos_strategy` and `neg_strategy` must each be one of .*got pos_strategy='medium'", "unknown option"),
+        _c("batch_hard_miner", "allowed_pos_range=(1, 2, 3)", lambda: jm.batch_hard_miner(EMB, LAB, allowed_pos_range=(1, 2, 3)),
+           ValueError, r"^batch_hard_miner: `allowed_pos_range`.*got", "wrong shape"),
+        _c("triplet_margin_miner", "type_of_triplets='medium'", lambda: jm.triplet_margin_miner(EMB, LAB, type_of_triplets="medium"),
+           ValueError, r"`type_of_triplets` must be one of .*got 'medium'", "unknown option"),
+        _c("distance_weighted_miner", "no key", lambda: jm.distance_weighted_miner(EMB, LAB),
+           ValueError, r"`key` .*is required.*got key=None", "other"),
+        _c("uniform_histogram_miner", "num_bins=0", lambda: jm.uniform_histogram_miner(EMB, LAB, num_bins=0, key=jax.random.key(0)),
+           ValueError, r"`num_bins` must be .*got 0", "non-positive hyperparameter"),
+        _c("hdc_miner", "filter_percentage=1.5", lambda: jm.hdc_miner(EMB, LAB, filter_percentage=1.5),
+           ValueError, r"`filter_percentage` must be in .*got 1.5", "other"),
+        _c("embeddings_already_packaged_as_triplets", "8 rows (not a multiple of 3)", lambda: jm.embeddings_already_packaged_as_triplets(EMB),
+           ValueError, r"`embeddings` must have a multiple of 3 rows.*got .*8", "wrong shape"),
+        # multi-label losses and their helpers
+        _c("bce_loss", "pos_weight for 3 labels", lambda: jm.bce_loss(EMB, MH[:, :D], pos_weight=jnp.ones(3)),
+           ValueError, rf"`pos_weight` must have shape .*\({D},\).*got shape \(3,\)", "wrong shape"),
+        _c("bce_loss", "label_mask of another shape", lambda: jm.bce_loss(EMB, MH[:, :D], label_mask=jnp.ones((B, 3), bool)),
+           ValueError, rf"`label_mask` must have the shape of `logits` \({B}, {D}\); got shape \({B}, 3\)", "wrong mask shape"),
+        _c("asymmetric_loss", "clip=-0.1", lambda: jm.asymmetric_loss(EMB, MH[:, :D], clip=-0.1),
+           ValueError, r"`clip` must be >= 0 or None; got -0.1", "non-positive hyperparameter"),
+        _c("splc_loss", "tau=1.5", lambda: jm.splc_loss(EMB, MH[:, :D], tau=1.5),
+           ValueError, r"`tau` \(a probability threshold\) must be in \(0, 1\); got 1.5", "other"),
+        _c("splc_targets", "tau=0", lambda: jm.splc_targets(EMB, MH[:, :D], tau=0.0),
+           ValueError, r"`tau` \(a probability threshold\) must be in \(0, 1\); got 0.0", "other"),
+        _c("splc_targets", "targets of another shape", lambda: jm.splc_targets(EMB, MH[:, :3]),
+           ValueError, rf"`targets` must have the shape of `logits` \({B}, {D}\); got shape \({B}, 3\)", "wrong shape"),
+        _c("splc_targets", "targets with a 2", lambda: jm.splc_targets(EMB, MH[:, :D].at[0, 0].set(2)),
+           ValueError, r"`targets` must hold only 0, 1 or -1 \(unknown\); got .*value 2", "multi-hot outside {0,1}"),
+        _c("distribution_balanced_loss", "class_counts for 3 labels", lambda: jm.distribution_balanced_loss(EMB, MH[:, :D], jnp.ones(3), 10.0),
+           ValueError, rf"`class_counts` must have shape \({D},\); got shape \(3,\)", "wrong shape"),
+        _c("distribution_balanced_loss", "num_samples of shape (2,)", lambda: jm.distribution_balanced_loss(EMB, MH[:, :D], jnp.ones(D), jnp.ones(2)),
+           ValueError, r"`num_samples` must be a scalar; got shape \(2,\)", "wrong rank"),
+        _c("class_balanced_weights", "2-D counts", lambda: jm.class_balanced_weights(jnp.ones((2, 2))),
+           ValueError, r"`class_counts` must be a 1-D array \[num_classes\]; got shape \(2, 2\)", "wrong rank"),
+        _c("class_balanced_weights", "beta=1", lambda: jm.class_balanced_weights(jnp.ones(3), beta=1.0),
+           ValueError, r"`beta` must be in \[0, 1\); got 1.0", "other"),
+        _c("pos_weight_from_counts", "2-D counts", lambda: jm.pos_weight_from_counts(jnp.ones((2, 2)), 10),
+           ValueError, r"`pos_counts` must be a 1-D array \[num_classes\]; got shape \(2, 2\)", "wrong rank"),
+        _c("pos_weight_from_counts", "num_samples of shape (2,) for 3 labels", lambda: jm.pos_weight_from_counts(jnp.ones(3), jnp.ones(2)),
+           ValueError, r"`num_samples` must be a scalar or have shape \(3,\); got shape \(2,\)", "mismatched batch"),
+        _c("paired_mask", "pair labels with a 2", lambda: jm.paired_mask(jnp.array([0, 1, 2])),
+           ValueError, r"`pair_labels` must hold only 0 and 1; got shape \(3,\) with value 2", "multi-hot outside {0,1}"),
+        _c("paired_mask", "other_pairs='x'", lambda: jm.paired_mask(jnp.array([1, 0, 1]), other_pairs="x"),
+           ValueError, r"`other_pairs` must be one of .*got 'x'", "unknown option"),
+        _c("paired_mask", "layout='x'", lambda: jm.paired_mask(jnp.array([1, 0, 1]), layout="x"),
+           ValueError, r"`layout` must be one of .*got 'x'", "unknown option"),
+        _c("load_arff", "label_location='middle'", lambda: jm.load_arff(__file__, num_labels=1, label_location="middle"),
+           ValueError, r"`label_location` must be 'end' or 'start'; got 'middle'", "unknown option"),
+        _c("load_arff", "neither num_labels nor label_names", lambda: jm.load_arff(__file__),
+           ValueError, r"give `num_labels` .* or `label_names`.*; got neither", "other"),
         # retrieval metrics (host side)
         _c("evaluation.precision_at_1", "1-D query", lambda: ev.precision_at_1(q[0], ql), ValueError, r"`query` must be a 2-D float array.*\(4,\)", "wrong rank"),
         _c("evaluation.precision_at_1", "labels for 7 rows", lambda: ev.precision_at_1(q, ql[:-1]), ValueError, rf"`query_labels` must be class ids \[{B}\] or multi-hot.*got shape \({B - 1},\)", "mismatched batch"),

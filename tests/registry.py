@@ -212,6 +212,16 @@ _DSML_STATE = jm.DynamicSoftMarginState(jnp.asarray(np.full(10, 0.1), jnp.float3
 _XBM = jm.init_cross_batch_memory(M, D)
 _TEMPERATURE = ("temperature",)
 _ORDER = "order-dependent by definition, as in PML ({})"
+_DRAW = "a random draw with a fixed key: which pairs are drawn depends on the row order and B ({})"
+_DB_COUNTS = jnp.asarray([40.0, 25.0, 10.0, 3.0], jnp.float32)  # per-label positives of D = 4 labels
+
+
+def _packaged_triplets(embeddings, where=None):
+    """:func:`jaxmetric.embeddings_already_packaged_as_triplets` on the first 6 of the 8 rows
+    (its batch must be a multiple of 3)."""
+    if where is not None and jnp.shape(where) == (B,):  # a wrongly shaped `where` goes through, to be rejected
+        where = where[:6]
+    return jm.embeddings_already_packaged_as_triplets(embeddings[:6], where=where)
 
 ENTRIES: list[Entry] = [
     # --- pair- and triplet-based embedding losses (embeddings, labels_or_mask)
@@ -288,6 +298,47 @@ ENTRIES: list[Entry] = [
     Entry("cross_batch_memory_loss", jm.cross_batch_memory_loss, lambda e, y: (e, _ids(y), _XBM), out=0,
           call=functools.partial(jm.cross_batch_memory_loss, jm.contrastive_loss), options=(), label_kind="labels",
           smooth=_STOPGRAD.format("the memory holds detached copies of the batch, as PML")),
+    # --- miners (embeddings, labels_or_mask) -> PairMask | TripletMask
+    miner_entry(jm.batch_hard_miner),
+    miner_entry(jm.batch_easy_hard_miner),
+    miner_entry(jm.triplet_margin_miner, options=("distance", "type_of_triplets")),
+    miner_entry(jm.multi_similarity_miner),
+    miner_entry(jm.pair_margin_miner),
+    miner_entry(jm.angular_miner),
+    miner_entry(jm.hdc_miner, perm=_ORDER.format("the pairs (a, b) and (b, a) tie in distance: which copy the top-k keeps follows the row order")),
+    miner_entry(jm.distance_weighted_miner, static=dict(key=jax.random.key(0)),
+                perm=_DRAW.format("one uniform draw per anchor"), sliced=_DRAW.format("the draw's shape is [B, B]")),
+    miner_entry(jm.uniform_histogram_miner, static=dict(key=jax.random.key(0), num_bins=4, pos_per_bin=2, neg_per_bin=2),
+                perm=_DRAW.format("draws indexed by pair rank"), sliced=_DRAW.format("the pairs drawn per bin depend on B")),
+    Entry("embeddings_already_packaged_as_triplets", jm.embeddings_already_packaged_as_triplets, lambda e, y: (e,),
+          call=_packaged_triplets, out_kind="pairs", batch=(0,), diff=(), labels_arg=None, label_kind=None,
+          smooth=_MINER_GRAD, lowp=_SELECTION_LOWP, options=(),
+          perm=_ORDER.format("rows (3i, 3i+1, 3i+2) are a triplet"),
+          sliced="the batch size must be a multiple of 3 (5 real rows are not)",
+          single="the batch size must be a multiple of 3"),
+    # --- multi-label classification losses (logits [B, L], targets [B, L] multi-hot)
+    multilabel_entry(jm.bce_loss),
+    multilabel_entry(jm.focal_loss),
+    multilabel_entry(jm.asymmetric_loss, smooth="`clip` shifts the negative probabilities with a hinge (max(p - clip, 0))"),
+    multilabel_entry(jm.zlpr_loss),
+    multilabel_entry(jm.two_way_loss, positive=("Tp", "Tn")),
+    multilabel_entry(jm.hill_loss),
+    multilabel_entry(jm.splc_loss, static=dict(epoch=2),
+                     smooth=_STOPGRAD.format("the pseudo-labels are thresholded probabilities")),
+    multilabel_entry(jm.poly_bce_loss),
+    Entry("distribution_balanced_loss", jm.distribution_balanced_loss,
+          lambda e, y: (e, multi_hot(y, D), _DB_COUNTS, jnp.asarray(100.0, jnp.float32)), label_kind="multi_hot"),
+    # --- multi-label metrics (y_true [B, L], y_score or y_pred [B, L])
+    metric_entry(jm.metrics.average_precision),
+    metric_entry(jm.metrics.mean_average_precision, name="metrics.mean_average_precision"),
+    metric_entry(jm.metrics.label_ranking_average_precision),
+    metric_entry(jm.metrics.coverage_error),
+    metric_entry(jm.metrics.label_ranking_loss),
+    metric_entry(jm.metrics.one_error),
+    metric_entry(jm.metrics.f1_score, scores=False),
+    metric_entry(jm.metrics.f1, name="metrics.f1", scores=False),
+    metric_entry(jm.metrics.hamming_loss, scores=False),
+    metric_entry(jm.metrics.subset_accuracy, scores=False),
     # --- selections returned by losses' helpers
     Entry("subcenter_arcface_outliers", jm.subcenter_arcface_outliers, lambda e, y: (e, _ids(y), _SUBCENTERS),
           out=0, out_kind="rows", diff=(), label_kind="ids", smooth="returns a bool outlier mask: no gradient",
@@ -336,49 +387,16 @@ HELPERS = {
     "init_cross_batch_memory": "state initialiser",
     "checkify_finite": "wraps a loss with opt-in checkify checks of finite inputs (tests/test_checks.py)",
     "evaluation.knn": "exact k-nearest-neighbour search used by the metrics (tests/test_evaluation.py)",
+    "class_balanced_weights": "per-class weights from counts (tests/test_multilabel_losses.py)",
+    "pos_weight_from_counts": "per-class BCE positive weights from counts (tests/test_multilabel_losses.py)",
+    "splc_targets": "SPLC's pseudo-labels, a thresholded selection (tests/test_multilabel_losses.py)",
+    "paired_mask": "builds a PairMask from pair ids (tests/test_pair_rules.py)",
+    "load_arff": "reads an ARFF file from disk (tests/test_datasets.py)",
 }
 
-# Names announced by branches that have not merged yet. They may be missing from the
-# registry (the completeness test prints them); the merger adds the one-line entries below
-# and EMPTIES this set.
-PENDING = {
-    # branch `miners` (jaxmetric/miners.py): one `miner_entry(jm.<name>)` each
-    "angular_miner",
-    "batch_easy_hard_miner",
-    "batch_hard_miner",
-    "distance_weighted_miner",
-    "embeddings_already_packaged_as_triplets",
-    "hdc_miner",
-    "multi_similarity_miner",
-    "pair_margin_miner",
-    "triplet_margin_miner",
-    "uniform_histogram_miner",
-    # branch `multilabel` (jaxmetric/losses/multilabel.py): one `multilabel_entry(jm.<name>)` each
-    "asymmetric_loss",
-    "bce_loss",
-    "distribution_balanced_loss",
-    "focal_loss",
-    "hill_loss",
-    "poly_bce_loss",
-    "splc_loss",
-    "two_way_loss",
-    "zlpr_loss",
-    # branch `multilabel` (jaxmetric/metrics.py): one `metric_entry(jm.metrics.<name>)` each
-    "metrics.average_precision",
-    "metrics.coverage_error",
-    "metrics.f1_score",
-    "metrics.hamming_loss",
-    "metrics.label_ranking_average_precision",
-    "metrics.label_ranking_loss",
-    "metrics.one_error",
-    "metrics.subset_accuracy",
-    # branch `multilabel` helpers: add to HELPERS
-    "class_balanced_weights",
-    "pos_weight_from_counts",
-    "splc_targets",
-    "paired_mask",
-    "load_arff",
-}
+# Names announced by branches that have not merged yet: they may be missing from the registry
+# (the completeness test prints them). Empty on main: every public function is registered.
+PENDING: set = set()
 
 # Submodules whose public functions are metrics or miners (scanned as "<module>.<name>").
 METRIC_MODULES = ("evaluation", "metrics", "miners")

@@ -65,7 +65,7 @@ def _check_targets(targets, shape, fn: str, soft: bool) -> jax.Array:
             bad = ~((v == 0) | (v == 1) | (v == -1))
             want = "only 0, 1 or -1 (unknown)"
         if bad.any():
-            raise ValueError(f"{fn}: `targets` must hold {want}; got {_describe(targets)} with value {v[bad].flat[0]!r}")
+            raise ValueError(f"{fn}: `targets` must hold {want}; got {_describe(targets)} with value {v[bad].flat[0].item()!r}")
     return targets
 
 
@@ -421,10 +421,17 @@ def hill_loss(logits, targets, *, lamb=1.5, margin=1.0, gamma=2.0, label_mask=No
     return _reduce_elements(red, losses, known, dtype)
 
 
+def _check_tau(tau, fn):
+    """SPLC's threshold on a probability: ``tau`` in (0, 1) (checked when concrete)."""
+    if _checks.is_concrete(tau) and not 0.0 < float(tau) < 1.0:
+        raise ValueError(f"{fn}: `tau` (a probability threshold) must be in (0, 1); got {tau!r}")
+
+
 def splc_targets(logits, targets, *, tau=0.6, epoch=None, change_epoch=1):
     """SPLC's corrected targets: known negatives with ``sigmoid(logit) > tau`` become positives
     (from ``change_epoch`` on when ``epoch`` is given). Unknown (-1) entries stay -1."""
     fn = "splc_targets"
+    _check_tau(tau, fn)
     logits = _check_logits(logits, fn)
     targets = _check_targets(targets, logits.shape, fn, soft=False)
     t = targets.astype(jnp.int32)
@@ -467,6 +474,7 @@ def splc_loss(
     corrected).
     """
     fn = "splc_loss"
+    _check_tau(tau, fn)
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=False)
     is_pos = t > 0.5
