@@ -32,18 +32,23 @@ _NORM_EPS = 1e-12
 
 
 def safe_norm(x: jax.Array, p: float = 2, axis: int = -1, keepdims: bool = False) -> jax.Array:
-    """The p-norm of ``x`` along ``axis`` with a zero (not NaN) gradient at the zero vector."""
-    if p == 2:
-        sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
-        positive = sq > 0
-        return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    """The p-norm of ``x`` along ``axis`` with a zero (not NaN) gradient at the zero vector.
+
+    Computed as ``m * ||x / m||_p`` with ``m = max|x|`` (held constant for the gradient, which
+    the identity leaves exact), so that squaring neither overflows for large entries (1e30 in
+    float32) nor underflows to a zero norm for tiny ones (1e-20)."""
     if p == jnp.inf:
         return jnp.max(jnp.abs(x), axis=axis, keepdims=keepdims)
     if p == 1:
         return jnp.sum(jnp.abs(x), axis=axis, keepdims=keepdims)
-    s = jnp.sum(jnp.abs(x) ** p, axis=axis, keepdims=keepdims)
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
+    m = jnp.where(m > 0, m, 1.0)
+    y = x / m
+    s = jnp.sum(y * y if p == 2 else jnp.abs(y) ** p, axis=axis, keepdims=True)
     positive = s > 0
-    return jnp.where(positive, jnp.where(positive, s, 1.0) ** (1.0 / p), 0.0)
+    s = jnp.where(positive, s, 1.0)
+    norm = jnp.where(positive, m * (jnp.sqrt(s) if p == 2 else s ** (1.0 / p)), 0.0)
+    return norm if keepdims else jnp.squeeze(norm, axis=axis)
 
 
 def l2_normalize(x: jax.Array, p: float = 2, axis: int = -1) -> jax.Array:

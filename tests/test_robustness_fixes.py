@@ -66,3 +66,27 @@ def test_clip_loss_tiny_log_temperature_is_finite():
     v, (gx, gt) = jax.value_and_grad(lambda x, t: jm.clip_loss(x, x[::-1], t), argnums=(0, 1))(X, lt)
     assert np.isfinite(v) and np.all(np.isfinite(gx)) and gt == 0.0
     np.testing.assert_allclose(v, jm.clip_loss(X, X[::-1], jnp.asarray(-np.log(100.0))), rtol=1e-6)
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_safe_norm_neither_overflows_nor_underflows(p):
+    """Squaring 1e30 overflows float32 and squaring 1e-25 underflows to 0: the norm is computed
+    as max|x| * ||x / max|x|||, with the same gradient."""
+    from jaxmetric.distances import safe_norm
+
+    x = jnp.asarray([[3.0, 4.0, 0.0]], jnp.float32)
+    for scale in (1e30, 1e-25, 1.0):
+        xs = x * jnp.float32(scale)
+        want = np.linalg.norm(np.asarray(x, np.float64), ord=p, axis=1) * scale
+        np.testing.assert_allclose(safe_norm(xs, p, axis=1), want, rtol=1e-6)
+        g = jax.grad(lambda v: jnp.sum(safe_norm(v, p, axis=1)))(xs)
+        g_ref = jax.grad(lambda v: jnp.sum(jnp.sum(jnp.abs(v) ** p, axis=1) ** (1 / p)))(x)  # scale-free
+        np.testing.assert_allclose(g, g_ref, rtol=1e-5)
+    np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(safe_norm(v, p, axis=1)))(jnp.zeros((1, 3))), 0.0)
+
+
+@pytest.mark.parametrize("fn", [jm.lp_regularizer, lambda x: jm.sphereface_loss(x, Y, X[:3] + 1.0)])
+def test_huge_embeddings_give_finite_norm_based_losses(fn):
+    x = X * jnp.float32(1e30)
+    v, g = jax.value_and_grad(fn)(x)
+    assert np.isfinite(v) and np.all(np.isfinite(g))
