@@ -4,7 +4,9 @@ Both settings must be in place before jax is imported anywhere.
 """
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 host devices for the multi-device tests; LLVM optimisation level 0 cuts XLA:CPU compile time
+# (the suite is compile-bound: tiny graphs, thousands of compilations).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

@@ -48,28 +48,6 @@ def call(name, emb, labels, w, **kw):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_jit_equals_eager_and_vmap_equals_loop(name):
-    emb, labels, rng = data()
-    w = weights_for(name, rng)
-    f = lambda e, l, ww: call(name, e, l, ww)  # noqa: E731
-    vg = jax.value_and_grad(f, argnums=(0, 2))
-    v_e, g_e = vg(emb, labels, w)
-    v_j, g_j = jax.jit(vg)(emb, labels, w)
-    assert v_e.dtype == jnp.float32 and np.isfinite(v_e)
-    np.testing.assert_allclose(v_j, v_e, rtol=1e-5)
-    for a, b in zip(g_e, g_j):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    # vmap over a leading axis of (embeddings, labels, weights) equals a loop.
-    n = 3
-    embs = np.stack([data(s)[0] for s in range(n)])
-    labs = np.stack([data(s)[1] for s in range(n)])
-    ws = np.stack([weights_for(name, np.random.default_rng(10 + s)) for s in range(n)])
-    batched = jax.jit(jax.vmap(f))(embs, labs, ws)
-    looped = np.array([f(embs[i], labs[i], ws[i]) for i in range(n)])
-    np.testing.assert_allclose(batched, looped, rtol=1e-5)
-
-
-@pytest.mark.parametrize("name", NAMES)
 def test_bf16_embeddings_with_float32_weights(name):
     emb, labels, rng = data()
     w = weights_for(name, rng)
