@@ -84,6 +84,8 @@ def center_invariant_regularizer(x, *, reduction="mean", where=None):
     averaged. PML: ``CenterInvariantRegularizer()`` (``LpDistance(power=1,
     normalize_embeddings=False)``), ``MeanReducer``. With ``where`` the mean norm is over the
     real rows.
+    The term grows as :math:`\|w\|^4`: for entries above about 1e9 the float32 value
+    overflows to ``inf`` (the gradient stays finite).
     """
     fn = "center_invariant_regularizer"
     red = reduce.resolve(reduction, fn=fn)

@@ -47,6 +47,8 @@ def vicreg_loss(
     four sub-losses in a dict, like PML's ``DoNothingReducer``). ``where`` drops padded rows
     from every statistic (all rows padded gives 0). Deliberate difference: with a single (real) row the variance and
     covariance terms use 0 for the undefined ``1/(N-1)`` statistics (PML gives NaN).
+    The covariance term grows as :math:`|z|^4`: for embeddings above about 1e9 in magnitude
+    the float32 value overflows to ``inf`` (the gradient stays finite).
 
     Returns:
       Scalar loss, or with ``reduction="none"`` a dict ``invariance_loss`` ``[N]``,
