@@ -142,6 +142,10 @@ class LpDistance(BaseDistance):
     batches; ``power=2`` skips the square root, so squared distances are exact and smooth.
     """
 
+    def __post_init__(self):
+        if not (isinstance(self.p, (int, float)) and self.p > 0):
+            raise ValueError(f"LpDistance: `p` must be a number > 0 (or inf); got {self.p!r}")
+
     def __call__(self, query, ref=None):
         if ref is None:
             ref = query

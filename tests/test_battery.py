@@ -22,7 +22,8 @@ two xdist workers) that reports every failing property:
    float32 value of the same rounded inputs, and within ``lowp_tol`` (default bf16 5e-2,
    fp16 5e-3, relative to max(1, |value|)) of the float32 value of the unrounded inputs;
    gradients come back in the input dtype and are finite, also with a zero row and duplicates;
-8. ``retrace``: the jitted functions trace once for all their calls (same shapes).
+8. ``retrace``: the jitted functions trace once for all their calls (same shapes):
+   ``chex.assert_max_traces(n=1)`` on the vmapped function, a trace count on the float64 one.
 
 Cost: per entry three small compilations (the vmapped batch, the unvmapped 5-row and 1-row
 batches, the float64 gradient) at XLA optimisation level 0, and one eager pass.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,7 +162,9 @@ class Compiled:
             self.traces += 1
             return jax.vmap(f, in_axes=(axes, waxis))(*stack)
 
-        self.main = jax.jit(main, compiler_options=_FAST_COMPILE)
+        # chex counts traces by the function's source: reset it for each entry.
+        chex.clear_trace_counter()
+        self.main = jax.jit(chex.assert_max_traces(main, n=1), compiler_options=_FAST_COMPILE)
         self.shapes = {}  # the unvmapped shapes that apply: name -> rows
         if entry.where is True and entry.sliced is True:
             self.shapes["sliced"] = N_REAL

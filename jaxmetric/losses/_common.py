@@ -22,10 +22,35 @@ def check_distance(distance, fn: str, *, inverted: bool | None = None, kind: typ
     return distance
 
 
+def _concrete_scalar(value, name: str, fn: str):
+    """``value`` as a Python float when it is a Python or NumPy number, None for a JAX array
+    (traced or not: a value, checked at run time by :func:`jaxmetric.checkify_finite`);
+    rejects non-scalars (a hyperparameter array would broadcast silently against the batch)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) != ():
+        raise ValueError(f"{fn}: `{name}` must be a scalar; got shape {tuple(shape)}")
+    if isinstance(value, jax.Array):
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{fn}: `{name}` must be a number; got str {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{fn}: `{name}` must be a number; got {type(value).__name__} {value!r}") from e
+
+
 def check_positive(value, name: str, fn: str) -> None:
-    """Rejects a concrete non-positive hyperparameter (traced values pass through)."""
-    if isinstance(value, (int, float)) and not value > 0:
+    """Rejects a non-scalar hyperparameter, or a non-positive (or NaN) Python / NumPy number."""
+    v = _concrete_scalar(value, name, fn)
+    if v is not None and not v > 0:
         raise ValueError(f"{fn}: `{name}` must be > 0; got {value!r}")
+
+
+def check_nonnegative(value, name: str, fn: str) -> None:
+    """Like :func:`check_positive` for hyperparameters that may be 0 (focusing exponents)."""
+    v = _concrete_scalar(value, name, fn)
+    if v is not None and not v >= 0:
+        raise ValueError(f"{fn}: `{name}` must be >= 0; got {value!r}")
 
 
 def finish(value: jax.Array, dtype) -> jax.Array:

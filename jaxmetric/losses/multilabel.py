@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxmetric import _checks, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
-from jaxmetric.losses._common import check_positive, finish
+from jaxmetric.losses._common import _concrete_scalar, check_nonnegative, check_positive, finish
 
 # --------------------------------------------------------------------------------------
 # input handling
@@ -233,6 +233,13 @@ def bce_loss(logits, targets, *, pos_weight=None, weight=None, label_mask=None, 
     return _reduce_elements(red, losses, known, dtype)
 
 
+def _check_alpha(alpha, fn):
+    """Focal α: in [0, 1]; None or a negative value (torchvision's -1) disables the weighting."""
+    v = None if alpha is None else _concrete_scalar(alpha, "alpha", fn)
+    if v is not None and v > 1:
+        raise ValueError(f"{fn}: `alpha` must be in [0, 1] (None or a negative value disables it); got {alpha!r}")
+
+
 def focal_loss(logits, targets, *, alpha=0.25, gamma=2.0, label_mask=None, where=None, reduction="mean"):
     r"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017):
 
@@ -254,6 +261,8 @@ def focal_loss(logits, targets, *, alpha=0.25, gamma=2.0, label_mask=None, where
     saturated logits give finite values and gradients.
     """
     fn = "focal_loss"
+    check_nonnegative(gamma, "gamma", fn)
+    _check_alpha(alpha, fn)
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=True)
     pos_term, neg_term = _bce_terms(x, t)
@@ -299,6 +308,8 @@ def asymmetric_loss(
         ``-loss.sum()``.
     """
     fn = "asymmetric_loss"
+    check_nonnegative(gamma_neg, "gamma_neg", fn)
+    check_nonnegative(gamma_pos, "gamma_pos", fn)
     red = reduce.resolve(reduction, fn=fn)
     if isinstance(clip, (int, float)) and clip < 0:
         raise ValueError(f"{fn}: `clip` must be >= 0 or None; got {clip!r}")
@@ -411,6 +422,7 @@ def hill_loss(logits, targets, *, lamb=1.5, margin=1.0, gamma=2.0, label_mask=No
     Needs {0, 1} targets (-1 = unknown).
     """
     fn = "hill_loss"
+    check_nonnegative(gamma, "gamma", fn)
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=False)
     xm = x - margin
@@ -474,6 +486,7 @@ def splc_loss(
     corrected).
     """
     fn = "splc_loss"
+    check_nonnegative(gamma, "gamma", fn)
     _check_tau(tau, fn)
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=False)
@@ -501,6 +514,8 @@ def poly_bce_loss(logits, targets, *, epsilon=2.0, gamma=0.0, alpha=None, label_
     the paper's code. Soft targets are accepted. ``reduction``: default ``"mean"``.
     """
     fn = "poly_bce_loss"
+    check_nonnegative(gamma, "gamma", fn)
+    _check_alpha(alpha, fn)
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=True)
     pos_term, neg_term = _bce_terms(x, t)
@@ -564,6 +579,7 @@ def distribution_balanced_loss(
     Needs {0, 1} targets (-1 = unknown: left out of the loss and of :math:`\sum 1/n_j`).
     """
     fn = "distribution_balanced_loss"
+    check_nonnegative(gamma, "gamma", fn)
     red = reduce.resolve(reduction, fn=fn)
     check_positive(neg_scale, "neg_scale", fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=False)
