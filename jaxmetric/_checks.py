@@ -44,7 +44,37 @@ def check_embeddings(x: Any, name: str = "embeddings", *, fn: str = "") -> jax.A
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{prefix}`{name}` must have a floating dtype; got {_describe(x)}")
+    return saturate_grad(x)
+
+
+def saturate_grad(x: jax.Array) -> jax.Array:
+    """``x``, with its gradient clipped to the finite range of ``x.dtype`` for float16 inputs.
+
+    Losses compute in float32 and the gradient is cast back to the input's dtype; a gradient
+    component beyond float16's range (65504: e.g. ``1 / ||x||`` of a normalised row of norm
+    1e-6, times a scale of 64) would come back as ``inf`` and poison the optimiser. It
+    saturates at the largest finite value instead, keeping its sign. Other dtypes are
+    returned as they are (bfloat16 has float32's range)."""
+    if x.dtype != jnp.float16:
+        return x
+    return _saturating_identity(x)
+
+
+@jax.custom_vjp
+def _saturating_identity(x):
     return x
+
+
+def _saturating_fwd(x):
+    return x, None
+
+
+def _saturating_bwd(_, g):
+    big = jnp.finfo(g.dtype).max
+    return (jnp.clip(g, -big, big),)
+
+
+_saturating_identity.defvjp(_saturating_fwd, _saturating_bwd)
 
 
 def is_concrete(x: Any) -> bool:

@@ -5,7 +5,8 @@ two xdist workers) that reports every failing property:
 
 1. ``finite``: value, outputs and gradients (embeddings and learned parameters) are finite for
    adversarial finite float32 inputs -- zero vectors, duplicated embeddings, scales 1e-4 and
-   1e4, one class, all classes distinct (no positive pair), zeros + duplicates + one class,
+   1e4, rows of norms from 1e-6 to 1e4 in one batch, one class, all classes distinct (no
+   positive pair), zeros + duplicates + one class,
    every row masked by ``where`` (which must give 0 with a zero gradient);
 2. ``vmap+eager+debug_nans``: a Python loop of eager (op-by-op) calls equals the jitted
    ``vmap`` over a leading axis, input by input (vmap == loop and jit == eager at once, on the
@@ -21,7 +22,8 @@ two xdist workers) that reports every failing property:
 7. ``lowp``: bfloat16 and float16 embeddings give a float32 value equal (rtol 2e-5) to the
    float32 value of the same rounded inputs, and within ``lowp_tol`` (default bf16 5e-2,
    fp16 5e-3, relative to max(1, |value|)) of the float32 value of the unrounded inputs;
-   gradients come back in the input dtype and are finite, also with a zero row and duplicates;
+   gradients come back in the input dtype and are finite, also with a zero row and duplicates
+   and with rows of norms from 1e-6 to 1e4;
 8. ``retrace``: the jitted functions trace once for all their calls (same shapes):
    ``chex.assert_max_traces(n=1)`` on the vmapped function, a trace count on the float64 one.
 
@@ -51,6 +53,11 @@ PERM = _rng.permutation(B)
 N_REAL = 5  # rows kept in the "masked equals sliced" check
 
 
+# Rows of very different norms in one batch (1e-6 ... 1e4): normalised rows of tiny norm have
+# huge gradients, large rows huge distances.
+MIXED_SCALES = (BASE * (10.0 ** np.linspace(-6, 4, B, dtype=np.float32))[:, None]).astype(np.float32)
+
+
 def _adversarial():
     """``[(name, emb, labels, where)]``, all ``[B, D]`` float32."""
     zeros = BASE.copy()
@@ -65,6 +72,7 @@ def _adversarial():
         ("one_class", BASE, np.zeros(B, np.int32), ones),
         ("all_distinct_no_positive_pair", BASE, np.arange(B, dtype=np.int32), ones),
         ("zeros_duplicates_one_class", dups * (np.arange(B) % 3 != 0)[:, None], np.zeros(B, np.int32), ones),
+        ("mixed_scales_1e-6_to_1e4", MIXED_SCALES, LABELS, ones),
         ("all_masked", BASE, LABELS, np.zeros(B, bool)),
     ]
 
@@ -344,7 +352,7 @@ def prop_lowp(c: Compiled):
     o_32 = c.results["base"][0]
     for dt in (jnp.bfloat16, jnp.float16):
         dname = jnp.dtype(dt).name
-        for name in ("base", "mixed"):
+        for name in ("base", "mixed", "mixed_scales_1e-6_to_1e4"):
             emb, labels, where = c.items[name]
             args, w = c.build(jnp.asarray(emb, dt), labels, where)
             with jax.debug_nans(True):

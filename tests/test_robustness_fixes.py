@@ -90,3 +90,24 @@ def test_huge_embeddings_give_finite_norm_based_losses(fn):
     x = X * jnp.float32(1e30)
     v, g = jax.value_and_grad(fn)(x)
     assert np.isfinite(v) and np.all(np.isfinite(g))
+
+
+def test_float16_gradients_saturate_instead_of_overflowing():
+    """A float16 row of norm ~1e-6 under a large scale has gradient components beyond 65504:
+    they saturate at float16's largest finite value (sign kept) instead of coming back inf."""
+    x = np.asarray(X, np.float32).copy()
+    x[1] *= 1e-6
+    x16 = jnp.asarray(x, jnp.float16)
+    w = jnp.asarray(np.random.default_rng(2).normal(size=(3, 4)), jnp.float32)
+    g16 = jax.grad(lambda e: jm.cosface_loss(e, Y, w))(x16)
+    g32 = jax.grad(lambda e: jm.cosface_loss(e, Y, w))(x16.astype(jnp.float32))
+    assert g16.dtype == jnp.float16 and np.all(np.isfinite(np.asarray(g16, np.float32)))
+    big = float(jnp.finfo(jnp.float16).max)
+    over = np.abs(np.asarray(g32)) > big
+    assert over.any()  # the case really overflows float16
+    np.testing.assert_array_equal(np.asarray(g16, np.float32)[over], np.sign(np.asarray(g32))[over] * big)
+    np.testing.assert_allclose(np.asarray(g16, np.float32)[~over], np.asarray(g32)[~over], rtol=2e-3, atol=1e-3)
+    # float32 and bfloat16 inputs are untouched
+    for dt in (jnp.float32, jnp.bfloat16):
+        xd = x16.astype(dt)
+        assert jm._checks.saturate_grad(xd) is xd

@@ -60,7 +60,7 @@ def check_class_matrix(weights, dim: int, fn: str, *, name: str = "weights", all
         raise ValueError(f"{fn}: `{name}` must hold at least one class vector; got {_describe(weights)}")
     if not jnp.issubdtype(weights.dtype, jnp.floating):
         raise TypeError(f"{fn}: `{name}` must have a floating dtype; got {_describe(weights)}")
-    return weights
+    return _checks.saturate_grad(weights)
 
 
 def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "labels") -> jax.Array:

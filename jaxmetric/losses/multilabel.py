@@ -46,7 +46,7 @@ def _check_logits(logits, fn: str) -> jax.Array:
         raise ValueError(f"{fn}: `logits` must be a 2-D float array [batch, num_classes]; got {_describe(logits)} ({logits.ndim}-D)")
     if not jnp.issubdtype(logits.dtype, jnp.floating):
         raise TypeError(f"{fn}: `logits` must have a floating dtype; got {_describe(logits)}")
-    return logits
+    return _checks.saturate_grad(logits)
 
 
 def _check_targets(targets, shape, fn: str, soft: bool) -> jax.Array:
