@@ -44,6 +44,8 @@ def check_embeddings(x: Any, name: str = "embeddings", *, fn: str = "") -> jax.A
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{prefix}`{name}` must have a floating dtype; got {_describe(x)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{prefix}`{name}` must have at least one column (the embedding dim); got {_describe(x)}")
     return saturate_grad(x)
 
 
@@ -81,6 +83,14 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_nonnegative_values(x: jax.Array, name: str, fn: str) -> None:
+    """Rejects negative weights when ``x`` is concrete (under ``jit`` only shapes are known)."""
+    if is_concrete(x) and x.dtype != jnp.bool_ and x.size:
+        v = np.asarray(x)
+        if (v < 0).any():
+            raise ValueError(f"{fn}: `{name}` must hold non-negative weights; got {_describe(x)} with value {v[v < 0].flat[0].item()!r}")
+
+
 def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "") -> jax.Array:
     """Class ids ``[B]`` (integer) or multi-hot ``[B, C]`` with entries in {0, 1}."""
     prefix = f"{fn}: " if fn else ""
@@ -101,6 +111,11 @@ def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "")
     if labels.shape[0] != batch:
         raise ValueError(
             f"{prefix}`{name}` must have {batch} rows (one per embedding); got {_describe(labels)}"
+        )
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        raise ValueError(
+            f"{prefix}`{name}` of shape ({batch}, 1) is ambiguous: pass class ids as a 1-D array [{batch}] "
+            f"(e.g. {name}[:, 0]), or multi-hot labels with one column per class; got {_describe(labels)}"
         )
     if labels.ndim == 1:
         if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):

@@ -59,13 +59,17 @@ class Batch:
         return self.emb.dtype
 
 
-def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype) -> jax.Array:
+def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype, weights: bool = True) -> jax.Array:
+    """``x`` checked to have ``shape`` and a bool/numeric dtype; ``weights``: also no negative
+    entry (when concrete)."""
     if not hasattr(x, "shape"):
         x = jnp.asarray(x)
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{fn}: `{name}` must have shape {tuple(shape)} (queries x references); got shape {tuple(x.shape)}")
     if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.number)):
         raise TypeError(f"{fn}: `{name}` must be bool or numeric weights; got dtype {x.dtype}")
+    if weights:
+        _checks.check_nonnegative_values(x, name, fn)
     return x.astype(dtype)
 
 
@@ -115,6 +119,8 @@ def resolve(
     if same_set:
         if ref_where is not None:
             raise ValueError(f"{fn}: `ref_where` needs `ref_emb`; without a reference set use `where` alone")
+        if ref_labels is not None:
+            raise ValueError(f"{fn}: `ref_labels` needs `ref_emb`; got ref_labels without ref_emb (the batch is its own reference set)")
         ref_where = where
     else:
         ref_where = _checks.check_where(ref_where, r, "ref_where", fn=fn)
@@ -232,7 +238,7 @@ def restrict_triplets(m: TripletMask, b: int, r: int, anchor_weight, ref_weight,
     if same_set:
         pos = pos * not_self
     if form == "margin":
-        x = _mask_array(m.x, (b, r), "TripletMask.x", fn, dtype)
+        x = _mask_array(m.x, (b, r), "TripletMask.x", fn, dtype, weights=False)
         return TripletMask(
             pos=pos, neg=neg, x=jax.lax.stop_gradient(x),
             lo=_scalar(m.lo, "TripletMask.lo", fn, dtype), hi=_scalar(m.hi, "TripletMask.hi", fn, dtype),

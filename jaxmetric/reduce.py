@@ -35,6 +35,8 @@ from typing import Callable, Union
 import jax
 import jax.numpy as jnp
 
+from jaxmetric import _checks
+
 
 @dataclasses.dataclass(frozen=True)
 class Reduction:
@@ -76,6 +78,8 @@ def threshold(low: float | None = None, high: float | None = None) -> Reduction:
     """PML's ``ThresholdReducer(low, high)``: mean of the elements with ``low < l < high``."""
     if low is None and high is None:
         raise ValueError("threshold: at least one of `low` and `high` must be given; got neither")
+    if low is not None and high is not None and isinstance(low, (int, float)) and isinstance(high, (int, float)) and not low < high:
+        raise ValueError(f"threshold: `low` must be below `high` (nothing lies in an empty range); got low={low!r}, high={high!r}")
     return Reduction("mean", low, high)
 
 
@@ -222,6 +226,7 @@ class ClassWeighted(ContextReduction):
             raise ValueError(f"class_weighted: `weights` must be a 1-D array [num_classes]; got shape {tuple(weights.shape)}")
         if not (jnp.issubdtype(weights.dtype, jnp.floating) or jnp.issubdtype(weights.dtype, jnp.integer)):
             raise TypeError(f"class_weighted: `weights` must be numeric; got dtype {weights.dtype}")
+        _checks.check_nonnegative_values(weights, "weights", "class_weighted")
         self.weights = weights
 
     def reduce(self, losses, weights, context):

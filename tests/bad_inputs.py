@@ -185,6 +185,23 @@ def specific_cases() -> list[Case]:
     q = np.asarray(EMB)
     ql = np.asarray(LAB)
     return [
+        # ambiguous labels, negative weights, stray arguments
+        _c("contrastive_loss", "labels of shape (8, 1)", lambda: jm.contrastive_loss(EMB, LAB[:, None]),
+           ValueError, r"`labels` of shape \(8, 1\) is ambiguous: pass class ids as a 1-D array \[8\].*got shape \(8, 1\)", "wrong rank"),
+        _c("contrastive_loss", "embeddings with 0 columns", lambda: jm.contrastive_loss(EMB[:, :0], LAB),
+           ValueError, r"`embeddings` must have at least one column.*got shape \(8, 0\)", "wrong shape"),
+        _c("contrastive_loss", "ref_labels without ref_emb", lambda: jm.contrastive_loss(EMB, LAB, ref_labels=LAB),
+           ValueError, r"`ref_labels` needs `ref_emb`; got ref_labels without ref_emb", "other"),
+        _c("circle_loss", "PairMask with a negative weight", lambda: jm.circle_loss(EMB, jm.PairMask(-jnp.ones((B, B)), jnp.zeros((B, B)))),
+           ValueError, r"`PairMask.pos` must hold non-negative weights; got .*value -1.0", "other"),
+        _c("triplet_margin_loss", "TripletMask with a negative weight", lambda: jm.triplet_margin_loss(EMB, jm.TripletMask(-jnp.ones((B, B, B)))),
+           ValueError, r"`TripletMask.weights` must hold non-negative weights; got .*value -1.0", "other"),
+        _c("cosface_loss", "negative sample_weights", lambda: jm.cosface_loss(EMB, LAB, W, sample_weights=-jnp.ones(B)),
+           ValueError, r"`sample_weights` must hold non-negative weights; got .*value -1.0", "other"),
+        _c("class_weighted", "negative weights", lambda: jm.class_weighted(-jnp.ones(3)),
+           ValueError, r"`weights` must hold non-negative weights; got .*value -1.0", "non-positive hyperparameter"),
+        _c("threshold", "low=1 above high=0.5", lambda: jm.threshold(low=1.0, high=0.5),
+           ValueError, r"`low` must be below `high`.*got low=1.0, high=0.5", "other"),
         # strategies and structural options
         _c("triplet_margin_loss", "triplets_per_anchor='some'", lambda: jm.triplet_margin_loss(EMB, LAB, triplets_per_anchor="some"),
            ValueError, r"`triplets_per_anchor` must be 'all' or a positive int; got 'some'", "unknown option"),

@@ -162,6 +162,7 @@ def prepare(
             sample_weights = jnp.asarray(sample_weights)
         if sample_weights.shape != (b,):
             raise ValueError(f"{fn}: `sample_weights` must have shape ({b},); got {_describe(sample_weights)}")
+        _checks.check_nonnegative_values(sample_weights, "sample_weights", fn)
         if not (jnp.issubdtype(sample_weights.dtype, jnp.number) or sample_weights.dtype == jnp.bool_):
             raise TypeError(f"{fn}: `sample_weights` must be numeric; got {_describe(sample_weights)}")
         sw = sample_weights.astype(dtype)
