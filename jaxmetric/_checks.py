@@ -6,6 +6,8 @@ Value checks (multi-hot entries in {0, 1}) run only when the array is concrete.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import jax
@@ -165,3 +167,36 @@ def check_choice(value: Any, allowed, name: str, *, fn: str = "") -> None:
     prefix = f"{fn}: " if fn else ""
     if value not in allowed:
         raise ValueError(f"{prefix}`{name}` must be one of {sorted(map(repr, allowed))}; got {value!r}")
+
+
+def scalar_hyperparameters(namespace: dict) -> None:
+    """Makes every public function defined in a module (given its ``globals()``) reject an array
+    for a keyword hyperparameter whose default is a number (``margin``, ``temperature``, ...):
+    an array there would broadcast silently against the batch, or fail deep inside with a
+    message about shapes. Scalars, including traced ones (``vmap`` over a hyperparameter), pass.
+    """
+    module = namespace["__name__"]
+    for name, obj in list(namespace.items()):
+        if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != module:
+            continue
+        numeric = tuple(
+            p.name
+            for p in inspect.signature(obj).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
+        )
+        if numeric:
+            namespace[name] = _with_scalar_check(obj, numeric)
+
+
+def _with_scalar_check(fn, names: tuple):
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        for n in names:
+            shape = getattr(kwargs.get(n), "shape", None)
+            if shape is not None and tuple(shape) != ():
+                raise ValueError(
+                    f"{fn.__name__}: `{n}` must be a scalar (an array would broadcast against the batch); got shape {tuple(shape)}"
+                )
+        return fn(*args, **kwargs)
+
+    return checked

@@ -718,3 +718,6 @@ for _m in (pair_margin_miner, multi_similarity_miner, batch_easy_hard_miner, bat
 for _m in (hdc_miner, distance_weighted_miner, uniform_histogram_miner):
     _m.__doc__ += _AXIS_GLOBAL
 del _m
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

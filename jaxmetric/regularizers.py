@@ -209,3 +209,6 @@ def with_embedding_regularizer(loss_fn, regularizer, weight=1.0):
         return value + weight * reg
 
     return regularized
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

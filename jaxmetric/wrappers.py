@@ -372,3 +372,6 @@ def multiple_losses(losses, weights=None, miners=None) -> Callable:
         return total
 
     return combined
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -79,6 +79,18 @@ def _label_name(entry: Entry, names: list[str]) -> str:
     return "labels" if name in ("labels_or_mask", "labels") else name
 
 
+def _numeric_keywords(entry: Entry) -> list[str]:
+    """Keyword-only hyperparameters with a numeric default that the entry's call accepts."""
+    if entry.call is not None:
+        return []
+    params = inspect.signature(entry.fn).parameters.values()
+    return [
+        p.name for p in params
+        if p.kind is p.KEYWORD_ONLY and isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
+        and p.name not in entry.static
+    ]
+
+
 def generic_cases(entry: Entry) -> list[Case]:
     names = _positional_names(entry)
     fn = entry.name
@@ -141,6 +153,11 @@ def generic_cases(entry: Entry) -> list[Case]:
     if "distance" in entry.options and _takes(entry, "distance"):
         add("distance='cosine'", _caller(entry, distance="cosine"), TypeError,
             r"`distance` must be a jaxmetric distance.*got 'cosine'", "unknown option")
+    numeric = _numeric_keywords(entry)
+    if numeric:
+        p = numeric[0]
+        add(f"{p} of shape (3,)", _caller(entry, **{p: jnp.ones(3)}), ValueError,
+            rf"`{p}` must be a scalar.*got shape \(3,\)", "wrong rank")
     for p in entry.positive:
         for v in (0.0, -1.0):
             add(f"{p}={v}", _caller(entry, **{p: v}), ValueError, rf"`{p}` must be > 0; got {v}", "non-positive hyperparameter")
@@ -327,8 +344,6 @@ def specific_cases() -> list[Case]:
            ValueError, r"`gamma` must be >= 0; got -2.0", "non-positive hyperparameter"),
         _c("poly_bce_loss", "gamma=-1", lambda: jm.poly_bce_loss(EMB, MH[:, :D], gamma=-1.0),
            ValueError, r"`gamma` must be >= 0; got -1.0", "non-positive hyperparameter"),
-        _c("ntxent_loss", "temperature of shape (3,)", lambda: jm.ntxent_loss(EMB, LAB, temperature=jnp.ones(3)),
-           ValueError, r"`temperature` must be a scalar; got shape \(3,\)", "wrong rank"),
         _c("arcface_loss", "scale='64'", lambda: jm.arcface_loss(EMB, LAB, W, scale="64"),
            TypeError, r"`scale` must be a number; got str '64'", "wrong type"),
         _c("LpDistance", "p=0", lambda: jm.LpDistance(p=0), ValueError, r"`p` must be a number > 0 \(or inf\); got 0", "non-positive hyperparameter"),

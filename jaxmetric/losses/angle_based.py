@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, reduce
+from jaxmetric import _checks, _resolve, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -165,3 +165,6 @@ def tuplet_margin_loss(
     row_has = has_any(b.neg, axis=1)[:, None]
     losses = jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0)
     return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -161,3 +161,6 @@ def class_logits(embeddings, weights, *, kind: str, **hyperparameters):
     else:  # p2sgrad
         out = _clf._p2s_cosine(emb, w)
     return out.astype(dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

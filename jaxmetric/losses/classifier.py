@@ -674,3 +674,6 @@ def p2sgrad_loss(
 
     losses = cm.sample_losses(per_sample, x, block_size, fn)
     return _finish_samples(fn, red, losses, x, weight_regularizer, x.weights, weight_reg_weight)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -352,3 +352,6 @@ def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None, axis_name=None)
     off_diag = jnp.sum(off * c * c)
     value = jnp.where(count > 0, on_diag + lambd * off_diag, 0.0)
     return finish(value, dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -391,3 +391,6 @@ def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, 
     ok = rvn & cvn & jnp.isfinite(d_neg)
     x = d_pos - jnp.where(ok, d_neg, 0.0)
     return x, ok.astype(dtype), dtype
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

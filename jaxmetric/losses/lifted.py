@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, distributed, reduce
+from jaxmetric import _checks, _resolve, distributed, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -129,3 +129,6 @@ def generalized_lifted_structure_loss(
     neg_lse = masked_logsumexp(distance.margin(neg_margin, mat), clip_weights(b.neg))
     losses = jax.nn.relu(pos_lse + neg_lse)
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

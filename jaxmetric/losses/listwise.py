@@ -313,3 +313,6 @@ def pnp_loss(
     if variant == "Dq":
         per_query = 1.0 - per_query
     return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name), bt.dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

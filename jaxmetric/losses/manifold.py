@@ -176,3 +176,6 @@ def manifold_loss(
     lam = jnp.where(inf, 1.0, lambdaC)
     losses = jnp.where(inf, 0.0, loss_int) + lam * loss_ctx
     return finish(reduce.apply(red, losses, valid, axis_name), dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -324,3 +324,6 @@ def ranked_list_loss(
     loss_n = weighted(in_n, alpha - mat, Tn)
     losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), dt)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -622,3 +622,6 @@ __all__ = [
     "two_way_loss",
     "zlpr_loss",
 ]
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, reduce
+from jaxmetric import _checks, _resolve, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -254,3 +254,6 @@ def supcon_loss(
 for _loss in (contrastive_loss, multi_similarity_loss, circle_loss, ntxent_loss, supcon_loss):
     _loss.__doc__ += _COMMON_ARGS
 del _loss
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

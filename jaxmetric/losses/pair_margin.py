@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, distributed, reduce
+from jaxmetric import _checks, _resolve, distributed, reduce
 from jaxmetric.distances import CosineSimilarity, SNRDistance
 from jaxmetric.losses._common import check_distance, finish
 
@@ -174,3 +174,6 @@ def threshold_consistent_margin_loss(
     pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
     neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
     return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype, axis_name)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmetric import _checks
 from jaxmetric import distributed as dist
 from jaxmetric import reduce
 from jaxmetric.losses._rows import _check_block_size as check_block_size
@@ -273,3 +274,6 @@ def soft_triple_loss(
     value = cm.reduce_samples(red, cm.sample_losses(per_sample, x, block_size, fn), x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, fn)
     return cm.finish(value, x)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

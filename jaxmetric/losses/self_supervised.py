@@ -112,3 +112,6 @@ def vicreg_loss(
     # The per-sample invariance term is the only one over (local) rows; the others are global.
     value = reduce.apply(red, invariance, w, axis_name) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
     return finish(value, dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, distributed, reduce
+from jaxmetric import _checks, _resolve, distributed, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -245,3 +245,6 @@ def instance_loss(
     cols = jnp.broadcast_to(real[None, :], logits.shape).astype(logits.dtype)
     losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())

@@ -29,7 +29,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _resolve, _triplets, reduce
+from jaxmetric import _checks, _resolve, _triplets, reduce
 from jaxmetric._checks import check_choice
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -298,3 +298,6 @@ def _gathered(red, x, x_pn, p_idx, n_idx, weights, margin, smooth_loss, axis_nam
     violation = x_ap - x_an + margin
     losses = jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
     return reduce.apply(red, losses, weights, axis_name, context=context)
+
+# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
+_checks.scalar_hyperparameters(globals())
