@@ -22,7 +22,7 @@ def check_distance(distance, fn: str, *, inverted: bool | None = None, kind: typ
     return distance
 
 
-def _concrete_scalar(value, name: str, fn: str):
+def concrete_scalar(value, name: str, fn: str):
     """``value`` as a Python float when it is a Python or NumPy number, None for a JAX array
     (traced or not: a value, checked at run time by :func:`jaxmetric.checkify_finite`);
     rejects non-scalars (a hyperparameter array would broadcast silently against the batch)."""
@@ -41,14 +41,14 @@ def _concrete_scalar(value, name: str, fn: str):
 
 def check_positive(value, name: str, fn: str) -> None:
     """Rejects a non-scalar hyperparameter, or a non-positive (or NaN) Python / NumPy number."""
-    v = _concrete_scalar(value, name, fn)
+    v = concrete_scalar(value, name, fn)
     if v is not None and not v > 0:
         raise ValueError(f"{fn}: `{name}` must be > 0; got {value!r}")
 
 
 def check_nonnegative(value, name: str, fn: str) -> None:
     """Like :func:`check_positive` for hyperparameters that may be 0 (focusing exponents)."""
-    v = _concrete_scalar(value, name, fn)
+    v = concrete_scalar(value, name, fn)
     if v is not None and not v >= 0:
         raise ValueError(f"{fn}: `{name}` must be >= 0; got {value!r}")
 

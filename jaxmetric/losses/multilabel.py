@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxmetric import _checks, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
-from jaxmetric.losses._common import _concrete_scalar, check_nonnegative, check_positive, finish
+from jaxmetric.losses._common import check_nonnegative, check_positive, concrete_scalar, finish
 
 # --------------------------------------------------------------------------------------
 # input handling
@@ -235,7 +235,7 @@ def bce_loss(logits, targets, *, pos_weight=None, weight=None, label_mask=None, 
 
 def _check_alpha(alpha, fn):
     """Focal α: in [0, 1]; None or a negative value (torchvision's -1) disables the weighting."""
-    v = None if alpha is None else _concrete_scalar(alpha, "alpha", fn)
+    v = None if alpha is None else concrete_scalar(alpha, "alpha", fn)
     if v is not None and v > 1:
         raise ValueError(f"{fn}: `alpha` must be in [0, 1] (None or a negative value disables it); got {alpha!r}")
 
@@ -434,8 +434,9 @@ def hill_loss(logits, targets, *, lamb=1.5, margin=1.0, gamma=2.0, label_mask=No
 
 
 def _check_tau(tau, fn):
-    """SPLC's threshold on a probability: ``tau`` in (0, 1) (checked when concrete)."""
-    if _checks.is_concrete(tau) and not 0.0 < float(tau) < 1.0:
+    """SPLC's threshold on a probability: ``tau`` in (0, 1) (a Python / NumPy number is checked)."""
+    v = concrete_scalar(tau, "tau", fn)
+    if v is not None and not 0.0 < v < 1.0:
         raise ValueError(f"{fn}: `tau` (a probability threshold) must be in (0, 1); got {tau!r}")
 
 
