@@ -5,11 +5,12 @@ same initialization, and the test-set mAP, micro/macro F1 and Hamming loss (labe
 where the logit is > 0) are printed in one table:
 
     python examples/multilabel_yeast.py                        # yeast, 14 labels
-    python examples/multilabel_yeast.py --train D/emotions-train.arff \
-        --test D/emotions-test.arff --num-labels 6            # any other Mulan data set
+    python examples/multilabel_yeast.py --dataset emotions     # or scene
+    python examples/multilabel_yeast.py --train D/my-train.arff \
+        --test D/my-test.arff --num-labels 6                   # any other Mulan-format files
 
-The data are read from ``../shared/data/multilabel`` beside the repository (``--data-dir``)
-and never copied into it. Batches have a static shape: the last batch of an epoch is padded
+``--dataset`` sets are fetched once by ``jaxmetric.datasets.fetch_mulan`` into the data cache
+(``$JAXMETRIC_DATA``, else ``~/.cache/jaxmetric``; ``--data-home`` overrides). Batches have a static shape: the last batch of an epoch is padded
 and its padded rows are switched off with ``where``, so one compiled step serves every batch.
 """
 from __future__ import annotations
@@ -32,9 +33,6 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 
 import jaxmetric as jm  # noqa: E402
 from jaxmetric import metrics  # noqa: E402
-
-DEFAULT_DATA = REPO / ".." / "shared" / "data" / "multilabel"
-
 
 class MLP(nn.Module):
     hidden: int
@@ -135,12 +133,30 @@ def train_and_evaluate(loss_fn, model, evaluate, data, args, key):
     return out
 
 
+def load_local(args):
+    """``--train`` / ``--test`` ARFF files, labels by ``--label-xml`` or ``--num-labels``."""
+    if not (args.train and args.test):
+        raise SystemExit("give both --train and --test (or neither, for --dataset)")
+    for p in (args.train, args.test):
+        if not Path(p).exists():
+            raise SystemExit(f"data file not found: {p} (see --train / --test)")
+    if args.label_xml is None and args.num_labels is None:
+        raise SystemExit("local files need --num-labels (the last attributes are the labels) or --label-xml")
+    kw = {"label_names": args.label_xml} if args.label_xml else {"num_labels": args.num_labels}
+    X_tr, Y_tr, _, names = jm.load_arff(args.train, **kw)
+    X_te, Y_te, _, names_te = jm.load_arff(args.test, **kw)
+    if names != names_te:
+        raise SystemExit(f"train and test label names differ: {names} vs {names_te}")
+    return X_tr, Y_tr, X_te, Y_te
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with the ARFF files (default ../shared/data/multilabel)")
-    ap.add_argument("--train", type=Path, default=None, help="training ARFF (default: DATA_DIR/yeast-train.arff)")
-    ap.add_argument("--test", type=Path, default=None, help="test ARFF (default: DATA_DIR/yeast-test.arff)")
-    ap.add_argument("--num-labels", type=int, default=14, help="number of label attributes (the last ones, Mulan's format)")
+    ap.add_argument("--dataset", default="yeast", choices=sorted(jm.datasets.MULAN_DATASETS), help="a Mulan set fetched by jaxmetric.datasets.fetch_mulan (default yeast)")
+    ap.add_argument("--data-home", type=Path, default=None, help="the data cache (default $JAXMETRIC_DATA, else ~/.cache/jaxmetric)")
+    ap.add_argument("--train", type=Path, default=None, help="a local training ARFF instead of --dataset (with --test and --num-labels or --label-xml)")
+    ap.add_argument("--test", type=Path, default=None, help="a local test ARFF (with --train)")
+    ap.add_argument("--num-labels", type=int, default=None, help="number of label attributes of --train/--test (the last ones, Mulan's format)")
     ap.add_argument("--label-xml", type=Path, default=None, help="optional Mulan .xml label file (overrides --num-labels)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -154,16 +170,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    train = args.train or args.data_dir / "yeast-train.arff"
-    test = args.test or args.data_dir / "yeast-test.arff"
-    for p in (train, test):
-        if not Path(p).exists():
-            raise SystemExit(f"data file not found: {p} (see --data-dir / --train / --test)")
-    kw = {"label_names": args.label_xml} if args.label_xml else {"num_labels": args.num_labels}
-    X_tr, Y_tr, _, names = jm.load_arff(train, **kw)
-    X_te, Y_te, _, names_te = jm.load_arff(test, **kw)
-    if names != names_te:
-        raise SystemExit(f"train and test label names differ: {names} vs {names_te}")
+    if args.train or args.test:
+        X_tr, Y_tr, X_te, Y_te = load_local(args)
+    else:
+        data = jm.datasets.fetch_mulan(args.dataset, data_home=args.data_home)
+        X_tr, Y_tr, X_te, Y_te = data.X_train, data.Y_train, data.X_test, data.Y_test
     mean, std = np.nanmean(X_tr, 0), np.nanstd(X_tr, 0) + 1e-6
     X_tr = np.nan_to_num((X_tr - mean) / std)
     X_te = np.nan_to_num((X_te - mean) / std)

@@ -1,6 +1,9 @@
-"""Loaders for multi-label benchmark data (Mulan / MEKA ARFF), with no dependency beyond numpy.
+"""Multi-label benchmark data: Mulan's data sets fetched into a local cache, and an ARFF reader.
 
-``X, Y, feature_names, label_names = load_arff("yeast-train.arff", num_labels=14)``
+``data = fetch_mulan("yeast")`` downloads yeast's train/test split once (from the Mulan
+project's public data folder), checks it, caches it and returns the arrays and label names;
+``X, Y, feature_names, label_names = load_arff("my-train.arff", num_labels=14)`` reads a
+local file.
 
 The ARFF parser is written by hand (scipy's ``scipy.io.arff`` is not a jaxmetric dependency
 and reads no sparse ARFF). It reads dense rows (``1.5,0,?,...``) and sparse rows
@@ -10,15 +13,21 @@ string/date attributes, case-insensitive keywords.
 """
 from __future__ import annotations
 
+import hashlib
+import http.client
 import os
 import re
+import tempfile
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["load_arff", "read_mulan_labels", "ArffData"]
+__all__ = ["fetch_mulan", "get_data_home", "MulanDataset", "MulanSpec", "MULAN_DATASETS", "MULAN_URL", "load_arff", "read_mulan_labels", "read_arff", "ArffData"]
 
 
 @dataclass
@@ -275,3 +284,180 @@ def load_arff(
         [_label_value(data.values[:, i], data.kinds[i], data.nominal_values[i], data.names[i]) for i in label_idx], axis=1
     ) if label_idx else np.zeros((data.values.shape[0], 0), np.int8)
     return X, Y, [data.names[i] for i in feat_idx], [data.names[i] for i in label_idx]
+
+
+# ----------------------------------------------------------------------------- fetch_mulan
+
+#: The Mulan project's data folder (github.com/tsoumakas/mulan); a set's files lie under
+#: ``{MULAN_URL}/{name}/``.
+MULAN_URL = "https://raw.githubusercontent.com/tsoumakas/mulan/master/data/multi-label"
+
+
+@dataclass(frozen=True)
+class MulanSpec:
+    """What a fetched Mulan set must be: its files with their SHA-256 (``None`` where no
+    checksum is pinned yet: the file is then accepted only if it parses to the shapes below),
+    and the shapes of its train and test splits."""
+
+    num_features: int
+    num_labels: int
+    train_rows: int
+    test_rows: int
+    sha256: dict
+
+
+#: The data sets ``fetch_mulan`` knows. Shapes from the Mulan project's table; checksums of
+#: the files as published there.
+MULAN_DATASETS = {
+    "yeast": MulanSpec(103, 14, 1500, 917, {
+        "yeast-train.arff": "e759dc991ff54694a4ff9c4314f3be0d6fd2b1994a4b563f57e416394c6aebbd",
+        "yeast-test.arff": "4aaac102bff9669a765bf0b378602e5cc8c3b181048282e2f003117b496d552a",
+        "yeast.xml": "c3056cc26444b5158b1588d1b73bec9c45429e10f0957ad085903423cb81f247",
+    }),
+    "emotions": MulanSpec(72, 6, 391, 202, {
+        "emotions-train.arff": "bbe704106c79bb8fb99c1d1d2e9bde081d6a2daeb01f100862f11fd91a3c1f98",
+        "emotions-test.arff": "f13d4b746b7b5c8eb484bd751d6ac463d4560dff998a93516a5c1fe35daf6c8f",
+        "emotions.xml": "dbce8e6ccbbb2fcbfd9e9edbb230d7ed12692c6e13f59fdbc0161fa9b6cf2dc0",
+    }),
+    # No checksum of scene's files is pinned yet: a download is accepted when it parses to
+    # scene's published shapes (1211 / 1196 rows, 294 features, 6 labels named by the XML).
+    "scene": MulanSpec(294, 6, 1211, 1196, {"scene-train.arff": None, "scene-test.arff": None, "scene.xml": None}),
+}
+
+
+@dataclass(frozen=True)
+class MulanDataset:
+    """A Mulan data set's published train/test split, as ``fetch_mulan`` returns it.
+
+    ``X_*`` are float32 ``[n, num_features]``; ``Y_*`` int8 ``[n, num_labels]`` in {0, 1}
+    (-1 would mark an unknown label; the Mulan sets here have none), columns in the order of
+    ``label_names`` (the set's XML file). ``paths`` maps each file name to its cached copy.
+    """
+
+    name: str
+    X_train: np.ndarray
+    Y_train: np.ndarray
+    X_test: np.ndarray
+    Y_test: np.ndarray
+    feature_names: list
+    label_names: list
+    paths: dict
+
+
+def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
+    """The data cache: ``data_home`` if given, else ``$JAXMETRIC_DATA``, else
+    ``~/.cache/jaxmetric`` (created if missing)."""
+    home = Path(data_home if data_home is not None else os.environ.get("JAXMETRIC_DATA") or Path.home() / ".cache" / "jaxmetric")
+    home = home.expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, expected_sha: str | None, timeout: float) -> None:
+    """Downloads ``url`` to ``dest`` through a temporary file in the same folder, so an
+    interrupted, truncated or wrong download never takes the cached file's place."""
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected_len = response.headers.get("Content-Length")
+            received = 0
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                received += len(chunk)
+        if expected_len is not None and received != int(expected_len):
+            raise OSError(f"fetch_mulan: the download of {dest.name!r} from {url} was truncated: {received} of {expected_len} bytes; nothing was cached, try again")
+        if expected_sha is not None and (got := _sha256(Path(tmp))) != expected_sha:
+            raise OSError(f"fetch_mulan: {dest.name!r} downloaded from {url} has SHA-256 {got}, expected {expected_sha}; the file was refused and not cached")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _cached_file(name: str, filename: str, expected_sha: str | None, folder: Path, base_url: str, download: bool, timeout: float) -> Path:
+    path = folder / filename
+    url = f"{base_url.rstrip('/')}/{name}/{filename}"
+    if path.exists():
+        if expected_sha is None or _sha256(path) == expected_sha:
+            return path
+        if not download:
+            raise OSError(f"fetch_mulan: the cached {path} does not have the expected SHA-256 {expected_sha}; delete it, or call with download=True to fetch it again from {url}")
+    elif not download:
+        raise FileNotFoundError(f"fetch_mulan: {filename!r} is not in the data cache {folder} (data_home={str(folder.parent)!r}) and download=False; call with download=True, or put the file there by hand from {url}")
+    try:
+        _download(url, path, expected_sha, timeout)
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as e:
+        raise OSError(f"fetch_mulan: could not download {filename!r} from {url} into data_home={str(folder.parent)!r} ({e}); when offline, copy the file to {path} by hand") from e
+    return path
+
+
+def fetch_mulan(
+    name: str,
+    *,
+    data_home: str | os.PathLike | None = None,
+    download: bool = True,
+    base_url: str | None = None,
+    timeout: float = 60.0,
+) -> MulanDataset:
+    """Loads a Mulan multi-label data set's train/test split, downloading it once into a cache.
+
+    In the style of scikit-learn's ``fetch_*``: the first call downloads the set's files from
+    the Mulan project's public data folder (:data:`MULAN_URL`) into
+    ``{data_home}/mulan/``, checks each against its SHA-256 (a truncated or altered download
+    is refused and not cached), and later calls read the cache, offline too.
+
+    Args:
+      name: one of :data:`MULAN_DATASETS`: ``"yeast"`` (103 features, 14 labels, 1500 / 917
+        rows), ``"emotions"`` (72, 6, 391 / 202), ``"scene"`` (294, 6, 1211 / 1196).
+      data_home: the cache folder; default ``$JAXMETRIC_DATA``, else ``~/.cache/jaxmetric``
+        (see :func:`get_data_home`).
+      download: fetch files missing from the cache; with ``False`` a missing file raises
+        ``FileNotFoundError`` naming it, its URL and ``data_home``.
+      base_url: a mirror of Mulan's data folder with the same layout (``{base_url}/{name}/{file}``).
+      timeout: seconds to wait for the server, per file.
+
+    Returns:
+      A :class:`MulanDataset` (``X_train, Y_train, X_test, Y_test, feature_names,
+      label_names, paths``), labels in the order of the set's XML label file.
+
+    Example::
+
+        data = jaxmetric.datasets.fetch_mulan("yeast")
+        logits = model.apply(params, data.X_train)
+        loss = jaxmetric.bce_loss(logits, data.Y_train)
+    """
+    fn = "fetch_mulan"
+    if name not in MULAN_DATASETS:
+        raise ValueError(f"{fn}: `name` must be one of {sorted(MULAN_DATASETS)}; got {name!r}")
+    spec = MULAN_DATASETS[name]
+    folder = get_data_home(data_home) / "mulan"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {f: _cached_file(name, f, sha, folder, base_url or MULAN_URL, download, timeout) for f, sha in spec.sha256.items()}
+    xml = paths[f"{name}.xml"]
+    splits = {}
+    for split, rows in (("train", spec.train_rows), ("test", spec.test_rows)):
+        path = paths[f"{name}-{split}.arff"]
+        try:
+            X, Y, feature_names, label_names = load_arff(path, label_names=xml)
+        except ValueError as e:
+            unpinned = spec.sha256[path.name] is None
+            if unpinned:
+                path.unlink()
+            raise OSError(f"{fn}: {path} is not a valid {name} file ({e}){'; it was removed from the cache' if unpinned else ''}") from e
+        if X.shape != (rows, spec.num_features) or Y.shape != (rows, spec.num_labels):
+            if spec.sha256[path.name] is None:
+                path.unlink()  # an unpinned file is only trusted when its shape is right
+            raise OSError(f"{fn}: {path} holds X {X.shape} and Y {Y.shape}; {name}'s {split} split has X ({rows}, {spec.num_features}) and Y ({rows}, {spec.num_labels})")
+        splits[split] = (X, Y)
+    return MulanDataset(
+        name=name, X_train=splits["train"][0], Y_train=splits["train"][1], X_test=splits["test"][0], Y_test=splits["test"][1],
+        feature_names=feature_names, label_names=label_names, paths=paths,
+    )
