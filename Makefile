@@ -1,21 +1,24 @@
-# Each target sets up its own virtualenv, so a fresh clone needs nothing but python3.
+# Each target sets up its own virtualenv, so a fresh clone needs nothing but Python >= 3.11.
 # `make demo` installs only what the demo needs (fast); `make test` adds the test, PML-parity
-# (torch CPU + pytorch-metric-learning) and docs extras.
+# (torch CPU + pytorch-metric-learning) and docs extras. One virtualenv per interpreter:
+# `.venv` for python3, `.venv-python3.12` for `make test PYTHON=python3.12`. make never
+# installs into a folder it did not make (tools/venv.sh says what to do instead).
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test bench docs install clean
+.PHONY: venv demo test bench docs install clean
 
-$(DEMO_STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip -q
+venv:
+	@sh tools/venv.sh ensure "$(PYTHON)" "$(VENV)"
+
+$(DEMO_STAMP): pyproject.toml | venv
 	$(PY) -m pip install -q -e ".[examples]"
 	touch $(DEMO_STAMP)
 
-$(TEST_STAMP): $(DEMO_STAMP)
+$(TEST_STAMP): $(DEMO_STAMP) | venv
 	$(PY) -m pip install -q -e ".[test,pml,examples,docs]"
 	touch $(TEST_STAMP)
 
@@ -38,4 +41,5 @@ docs: $(TEST_STAMP)
 	$(PY) -m sphinx -W --keep-going -b doctest -d docs/_build/doctrees docs docs/_build/doctest
 
 clean:
-	rm -rf $(VENV) docs/_build docs/_generated .coverage htmlcov
+	@sh tools/venv.sh remove "$(VENV)"
+	rm -rf docs/_build docs/_generated .coverage htmlcov
