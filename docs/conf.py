@@ -7,9 +7,10 @@ napoleon). At configuration time this file also generates:
 - ``docs/losses/<module>.md``: one page per module of ``jaxmetric/losses/`` (a loss family),
   so a new family module gets its page without editing the docs;
 - ``docs/_generated/loss_table.md``: every loss with its family and PML equivalent (API page);
-- ``docs/_generated/porting_table.md``: PML name -> jaxmetric name, with what exists today;
 - ``docs/_generated/more_pages.md``: a toctree of the top-level pages ``index.md`` does not
   list (``differences.md``, ``benchmarks.md``, ... as they are added).
+
+The porting table is committed inside ``docs/porting.md`` (``python docs/_porting.py``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ sys.path.insert(0, str(DOCS))
 
 import jaxmetric  # noqa: E402
 import jaxmetric.losses  # noqa: E402
-from _porting import PORTING_ROWS, resolve_name  # noqa: E402
 
 project = "jaxmetric"
 author = "jaxmetric contributors"
@@ -186,20 +186,6 @@ def generate_loss_table(rows) -> None:
     write_if_changed(DOCS / "_generated" / "loss_table.md", "\n".join(lines) + "\n")
 
 
-def generate_porting_table() -> None:
-    lines = [GENERATED_MARK, "", "| PML | jaxmetric | Status | Notes |", "|---|---|---|---|"]
-    for pml, candidates, note in PORTING_ROWS:
-        if candidates:
-            found = resolve_name(jaxmetric, candidates)
-            shown = found or candidates[0]
-            status = "available" if found else "planned"
-            target = f"`{shown}`"
-        else:
-            target, status = "", "concept"
-        lines.append(f"| `{pml}` | {target} | {status} | {note} |")
-    write_if_changed(DOCS / "_generated" / "porting_table.md", "\n".join(lines) + "\n")
-
-
 # Pages listed by hand in index.md; any other top-level page joins the "More" toctree.
 INDEX_PAGES = ["porting", "masks_and_mining", "evaluation", "multi_device", "examples", "api", "contributing"]
 PREFERRED_EXTRA = ["differences", "benchmarks", "multilabel"]
@@ -217,4 +203,3 @@ def generate_more_pages() -> None:
 generate_more_pages()
 _rows = generate_loss_pages()
 generate_loss_table(_rows)
-generate_porting_table()

@@ -98,12 +98,15 @@ def main(argv=None):
     ap.add_argument("--train-size", type=int, default=4096)
     ap.add_argument("--test-size", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="20 steps on 512 / 128 rows (smoke test)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--losses", default="all", help="'all' or a comma-separated list of names")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.train_size, args.test_size = 20, 512, 128
 
     rng = np.random.default_rng(args.seed)
     prototypes = rng.normal(size=(args.num_labels, args.dim)) / np.sqrt(args.positives)

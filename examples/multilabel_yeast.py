@@ -159,13 +159,17 @@ def parse_args(argv=None):
     ap.add_argument("--num-labels", type=int, default=None, help="number of label attributes of --train/--test (the last ones, Mulan's format)")
     ap.add_argument("--label-xml", type=Path, default=None, help="optional Mulan .xml label file (overrides --num-labels)")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="one epoch (smoke test)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--losses", default="default", help="'default', 'all', or a comma-separated list of loss names")
     ap.add_argument("--json", type=Path, default=None, help="also write the results table as JSON")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs = 1
+    return args
 
 
 def main(argv=None):

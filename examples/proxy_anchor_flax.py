@@ -138,11 +138,14 @@ def run(steps: int = 300, batch_size: int = 64, backbone_lr: float = 1e-3, proxy
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="30 steps (smoke test)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone-lr", type=float, default=1e-3)
     parser.add_argument("--proxy-lr", type=float, default=1e-1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.steps = 30
     out = run(args.steps, args.batch_size, args.backbone_lr, args.proxy_lr, args.seed)
     return out
 

@@ -82,12 +82,15 @@ def save_plot(emb: np.ndarray, labels: np.ndarray, path: str) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="150 steps (smoke test)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--m", type=int, default=16, help="samples per class in a batch")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/digits_embeddings.png")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.steps = 150
 
     start = time.time()
     digits = load_digits()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import jaxmetric
+from tests import multilabel_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -103,18 +104,25 @@ def _markdown_files():
     return [p for p in files if FENCE.search(p.read_text())]
 
 
+def _available(requirement: str) -> bool:
+    if requirement.startswith("data:"):
+        return not isinstance(multilabel_data._load(requirement.removeprefix("data:")), str)
+    return importlib.util.find_spec(requirement) is not None
+
+
 @pytest.mark.parametrize("path", _markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     """Each file's ```python blocks run in order in one namespace (a block whose first line is
-    ``# requires: module`` runs only where that module is installed)."""
+    ``# requires: module`` runs only where that module is installed; ``# requires: data:NAME``
+    only where the data cache holds the Mulan set NAME, since tests never download)."""
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{path.stem}"}
     ran = 0
     for i, match in enumerate(FENCE.finditer(path.read_text())):
         code = match.group(1)
         first = code.splitlines()[0] if code.strip() else ""
-        req = re.match(r"#\s*requires:\s*([\w.]+)", first)
-        if req and importlib.util.find_spec(req.group(1)) is None:
+        req = re.match(r"#\s*requires:\s*([\w.:]+)", first)
+        if req and not _available(req.group(1)):
             continue
         line = path.read_text()[: match.start()].count("\n") + 2
         try:
@@ -123,3 +131,28 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
             raise AssertionError(f"{path.relative_to(ROOT)} block {i + 1} (line {line}) failed: {type(e).__name__}: {e}") from e
         ran += 1
     assert ran > 0
+
+
+# ------------------------------------------------------------------ committed generated pages
+def test_porting_table_is_current():
+    """The committed porting table equals what the library gives now (``python docs/_porting.py``
+    rewrites it), and every PML component it lists has its jaxmetric name."""
+    sys.path.insert(0, str(DOCS))
+    try:
+        import _porting
+    finally:
+        sys.path.remove(str(DOCS))
+    text = _porting.PAGE.read_text()
+    assert _porting.page_with_table(text, jaxmetric) == text, "docs/porting.md's table is stale: run `python docs/_porting.py`"
+    assert "| not ported |" not in text
+
+
+def test_multi_device_page_lists_every_function_that_takes_axis_name():
+    import inspect
+
+    takes = sorted(n for n in jaxmetric.__all__ if callable(getattr(jaxmetric, n)) and not inspect.isclass(getattr(jaxmetric, n))
+                   and "axis_name" in inspect.signature(getattr(jaxmetric, n)).parameters)
+    page = (DOCS / "multi_device.md").read_text()
+    missing = [n for n in takes if f"`{n}`" not in page]
+    assert not missing, f"docs/multi_device.md does not name these functions that take `axis_name`: {missing}"
+    assert f"{len(takes)} public functions" in page

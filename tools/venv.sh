@@ -29,11 +29,15 @@ ensure)
         echo "error: the interpreter '$python' was not found; install Python >= 3.11 or name one: make <target> PYTHON=python3.12" >&2
         exit 1
     fi
-    if ! "$python" -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
-        echo "error: jaxmetric needs Python >= 3.11; '$python' is $("$python" -c 'import platform; print(platform.python_version())'). Name another: make <target> PYTHON=python3.12" >&2
+    if ! version=$("$python" -c "import platform; print(platform.python_version())" 2>/dev/null); then
+        echo "error: '$python' was found but does not run; name a working Python >= 3.11: make <target> PYTHON=python3.12" >&2
         exit 1
     fi
-    echo "making the virtualenv $venv with $python ($("$python" -c 'import platform; print(platform.python_version())'))"
+    if ! "$python" -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
+        echo "error: jaxmetric needs Python >= 3.11; '$python' is $version. Name another: make <target> PYTHON=python3.12" >&2
+        exit 1
+    fi
+    echo "making the virtualenv $venv with $python ($version)"
     "$python" -m venv "$venv"
     touch "$venv/$MARK"
     "$venv/bin/python" -m pip install -q --upgrade pip
