@@ -187,7 +187,7 @@ def generate_loss_table(rows) -> None:
 
 
 # Pages listed by hand in index.md; any other top-level page joins the "More" toctree.
-INDEX_PAGES = ["porting", "masks_and_mining", "evaluation", "multi_device", "examples", "api", "contributing"]
+INDEX_PAGES = ["design", "porting", "masks_and_mining", "evaluation", "multi_device", "examples", "api", "contributing"]
 PREFERRED_EXTRA = ["differences", "benchmarks", "multilabel"]
 
 

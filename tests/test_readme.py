@@ -1,9 +1,13 @@
-"""Every Python block in the README runs; the benchmark script runs (quick mode)."""
+"""Every Python block and every command in the README runs; the benchmark scripts run
+(quick mode)."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.test_packaging import _source_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -14,6 +18,43 @@ def test_readme_python_blocks_run():
     assert blocks
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+# The README's shell commands and where the suite runs each: `make demo` and `make test` here
+# (the suite cannot run itself: its recipe is checked, and .ci/run runs it), `pip install .`
+# in tests/test_packaging.py.
+README_COMMANDS = {"pip install .", "make demo", "make test", "make test PYTHON=python3.12"}
+
+
+def _readme_commands():
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return {line.split("#")[0].strip() for block in blocks for line in block.splitlines() if line.split("#")[0].strip()}
+
+
+def test_every_readme_command_is_run_by_the_suite():
+    assert _readme_commands() == README_COMMANDS
+
+
+def test_make_demo_from_a_fresh_copy(tmp_path):
+    """`make demo` in a copy of the checkout with no virtualenv: it makes `.venv`, installs,
+    and prints Precision@1 before and after training."""
+    src = _source_tree(tmp_path / "clone")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "activate").exists())
+    out = subprocess.run(["make", "demo"], cwd=src, capture_output=True, text=True, timeout=1200, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (src / ".venv" / ".made-by-jaxmetric-make").exists()
+    assert re.search(r"before training: Precision@1 0\.\d+", out.stdout) and re.search(r"after training: +Precision@1 0\.\d+", out.stdout)
+    again = subprocess.run(["make", "demo"], cwd=src, capture_output=True, text=True, timeout=1200, env=env)
+    assert again.returncode == 0 and "pip install" not in again.stdout  # the install is done once
+
+
+def test_make_test_recipe_per_interpreter(tmp_path):
+    for args, venv in ((["test"], ".venv"), (["test", "PYTHON=python3.12"], ".venv-python3.12")):
+        out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert f'tools/venv.sh ensure "{args[-1].split("=")[-1] if "=" in args[-1] else "python3"}" "{venv}"' in out.stdout
+        assert f"{venv}/bin/python -m pytest" in out.stdout and "--cov-fail-under=90" in out.stdout
 
 
 def test_benchmark_script_quick(tmp_path):
