@@ -234,7 +234,7 @@ def load_arff(
     num_labels: int | None = None,
     label_names: Sequence[str] | str | os.PathLike | None = None,
     label_location: str = "end",
-):
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Loads a multi-label data set in Mulan (or MEKA) ARFF format.
 
     The labels are picked by ``label_names`` when given, else as the ``num_labels`` first or

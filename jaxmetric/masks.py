@@ -14,12 +14,15 @@ every loss accepts them in the labels slot. A raw array in that slot is always l
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import ArrayLike, DTypeLike
 
 
 @jax.tree_util.register_dataclass
@@ -218,11 +221,11 @@ def _rule_similarity(rule: str, shared, na, nr):
 
 
 def pair_mask(
-    labels: jax.Array,
-    ref_labels: jax.Array | None = None,
+    labels: ArrayLike,
+    ref_labels: ArrayLike | None = None,
     *,
-    where: jax.Array | None = None,
-    ref_where: jax.Array | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
     exclude_self: bool | None = None,
     rule: str = "any",
     threshold: float | None = None,
@@ -366,7 +369,7 @@ def from_indices(
     num_queries: int,
     num_refs: int | None = None,
     *,
-    dtype=jnp.float32,
+    dtype: DTypeLike = jnp.float32,
 ) -> PairMask | TripletMask:
     """Converts a PML ``indices_tuple`` into a mask, so PML code ports line by line.
 
@@ -406,12 +409,12 @@ PAIRED_LAYOUTS = ("concat", "cross")
 
 
 def paired_mask(
-    pair_labels: jax.Array,
+    pair_labels: ArrayLike,
     *,
     other_pairs: str = "negative",
     same_side: str = "ignore",
     layout: str = "concat",
-    where: jax.Array | None = None,
+    where: ArrayLike | None = None,
 ) -> PairMask:
     """The :class:`PairMask` of explicitly paired data: ``x1[i]`` and ``x2[i]`` with a pair
     label ``pair_labels[i]`` in {0, 1} (1: a positive pair, 0: a negative pair).

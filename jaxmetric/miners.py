@@ -30,6 +30,8 @@ and ``angular_miner`` return a compact :class:`TripletMask` (pairs + rule, ``O(B
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import functools
 import math
 
@@ -40,6 +42,10 @@ from jaxmetric import _checks, _resolve, _triplets, distributed
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance
 from jaxmetric.masks import PairMask, TripletMask
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, Scalar
+    from jaxmetric.distances import BaseDistance
 
 __all__ = [
     "angular_miner",
@@ -145,17 +151,17 @@ def _static_pos_int(value, name, fn):
 
 
 def pair_margin_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    pos_margin=0.2,
-    neg_margin=0.8,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    pos_margin: Scalar = 0.2,
+    neg_margin: Scalar = 0.8,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Pairs that violate a margin: positives farther than ``pos_margin``, negatives closer
     than ``neg_margin``.
@@ -180,16 +186,16 @@ def pair_margin_miner(
 
 
 def multi_similarity_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    epsilon=0.1,
-    distance=CosineSimilarity(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    epsilon: Scalar = 0.1,
+    distance: BaseDistance = CosineSimilarity(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Multi-similarity pair mining (Wang et al., "Multi-Similarity Loss with General Pair
     Weighting for Deep Metric Learning", CVPR 2019). For similarities :math:`s`:
@@ -236,16 +242,16 @@ def _weighted_top(vals, w, frac, largest: bool):
 
 
 def hdc_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    filter_percentage=0.5,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    filter_percentage: Scalar = 0.5,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Hard-aware deeply cascaded mining (Yuan, Yang & Zhang, "Hard-Aware Deeply Cascaded
     Embedding", ICCV 2017): over the whole batch, keep the hardest
@@ -303,19 +309,19 @@ def _in_range(mat, val_range, name, fn):
 
 
 def batch_easy_hard_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    pos_strategy="easy",
-    neg_strategy="semihard",
-    allowed_pos_range=None,
-    allowed_neg_range=None,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    pos_strategy: str = "easy",
+    neg_strategy: str = "semihard",
+    allowed_pos_range: tuple[float, float] | None = None,
+    allowed_neg_range: tuple[float, float] | None = None,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Per anchor, one positive and one negative chosen by a strategy (Xuan, Stylianou & Pless,
     "Improved Embeddings with Easy Positive Triplet Mining", WACV 2020; Hermans et al. 2017).
@@ -391,17 +397,17 @@ def _easy_hard(fn, embeddings, labels_or_mask, pos_strategy, neg_strategy, allow
 
 
 def batch_hard_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    allowed_pos_range=None,
-    allowed_neg_range=None,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    allowed_pos_range: tuple[float, float] | None = None,
+    allowed_neg_range: tuple[float, float] | None = None,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Batch-hard mining (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person
     Re-Identification", 2017): per anchor the farthest positive and the closest negative
@@ -431,17 +437,17 @@ _TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 
 def triplet_margin_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    margin=0.2,
-    type_of_triplets="all",
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    margin: Scalar = 0.2,
+    type_of_triplets: str = "all",
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> TripletMask:
     r"""Triplets by their margin :math:`t_{apn} = d_{an} - d_{ap}` (:math:`s_{ap} - s_{an}` for
     similarities), FaceNet-style (Schroff, Kalenichenko & Philbin, CVPR 2015):
@@ -478,16 +484,16 @@ def triplet_margin_miner(
 
 
 def angular_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    angle=20,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    angle: Scalar = 20,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> TripletMask:
     r"""Triplets whose angle at the negative exceeds ``angle`` degrees (Wang et al., "Deep
     Metric Learning with Angular Loss", ICCV 2017):
@@ -512,13 +518,13 @@ def angular_miner(
 
 
 def embeddings_already_packaged_as_triplets(
-    embeddings,
-    labels_or_mask=None,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask | None = None,
     *,
-    ref_emb=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    ref_emb: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> TripletMask:
     """The batch is already ``(anchor, positive, negative)`` triplets: rows ``3i, 3i+1, 3i+2``.
 
@@ -579,18 +585,18 @@ def _sample_rows(key, w, k: int):
 
 
 def distance_weighted_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    cutoff=0.5,
-    nonzero_loss_cutoff=1.4,
-    key=None,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    cutoff: Scalar = 0.5,
+    nonzero_loss_cutoff: Scalar = 1.4,
+    key: Array | None = None,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> TripletMask:
     r"""Distance-weighted sampling (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep
     Embedding Learning", ICCV 2017). Negatives are drawn with probability proportional to the
@@ -671,19 +677,19 @@ def _histogram_pairs(key, vals, w, num_bins: int, per_bin: int):
 
 
 def uniform_histogram_miner(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    num_bins=100,
-    pos_per_bin=10,
-    neg_per_bin=10,
-    key=None,
-    distance=LpDistance(),
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
+    num_bins: int = 100,
+    pos_per_bin: int = 10,
+    neg_per_bin: int = 10,
+    key: Array | None = None,
+    distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Pairs spread uniformly over the range of distances: the positive-pair distances are
     binned into ``num_bins`` equal-width bins between their minimum and maximum, and

@@ -30,12 +30,15 @@ finalize once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import ArrayLike, Scalar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +307,7 @@ class Divisor(ContextReduction):
         return f"divisor({self.value!r})"
 
 
-def class_weighted(weights) -> ClassWeighted:
+def class_weighted(weights: ArrayLike) -> ClassWeighted:
     """PML's ``ClassWeightedReducer(weights)``; ``weights[c]`` scales the elements whose anchor
     has class ``c``. Needs class-id labels in the loss call."""
     return ClassWeighted(weights)
@@ -315,6 +318,6 @@ def per_anchor(inner: ReductionSpec = "mean") -> PerAnchor:
     return PerAnchor(inner)
 
 
-def divisor(value=None) -> Divisor:
+def divisor(value: Scalar | None = None) -> Divisor:
     """PML's ``DivisorReducer``: sum divided by ``value`` or by the loss's own divisor."""
     return Divisor(value)

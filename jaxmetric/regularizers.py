@@ -14,6 +14,8 @@ regularizer's reducer. ``where`` (bool ``[N]``) leaves padded rows out.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import functools
 import inspect
 
@@ -22,6 +24,10 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, reduce
 from jaxmetric.distances import l2_normalize, safe_norm
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, ReductionLike, Scalar
+    from typing import Callable
 
 
 def _prepare(x, fn: str, where):
@@ -42,7 +48,7 @@ def _finish(value, dtype):
     return jnp.asarray(value).astype(dtype)
 
 
-def lp_regularizer(x, *, p=2, power=1, reduction="mean", where=None):
+def lp_regularizer(x: ArrayLike, *, p: Scalar = 2, power: Scalar = 1, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Norm penalty, per row :math:`\|x_i\|_p^{\,\text{power}}`, averaged.
 
     PML: ``LpRegularizer(p=2, power=1)``, ``MeanReducer``. The gradient at a zero row is 0
@@ -60,7 +66,7 @@ def lp_regularizer(x, *, p=2, power=1, reduction="mean", where=None):
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-def zero_mean_regularizer(x, *, reduction="mean", where=None):
+def zero_mean_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Per row :math:`|\sum_d x_{id}|`, averaged (Yuan et al., "Signal-to-noise ratio: a robust
     distance metric for deep metric learning", CVPR 2019).
 
@@ -74,7 +80,7 @@ def zero_mean_regularizer(x, *, reduction="mean", where=None):
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-def center_invariant_regularizer(x, *, reduction="mean", where=None):
+def center_invariant_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Center-invariant term (Wu et al., "Deep face recognition with center invariant loss",
     ACM MM workshops 2017), per class weight :math:`w_i`:
 
@@ -96,7 +102,7 @@ def center_invariant_regularizer(x, *, reduction="mean", where=None):
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-def regular_face_regularizer(x, *, reduction="mean", where=None):
+def regular_face_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""RegularFace (Zhao et al., CVPR 2019), per class weight :math:`w_i`:
 
     .. math::
@@ -121,7 +127,7 @@ def regular_face_regularizer(x, *, reduction="mean", where=None):
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-def sparse_centers_regularizer(x, num_classes, centers_per_class, *, reduction=None, where=None):
+def sparse_centers_regularizer(x: ArrayLike, num_classes: int, centers_per_class: int, *, reduction: ReductionLike | None = None, where: ArrayLike | None = None) -> Array:
     r"""SoftTriple's center-merging term (Qian et al., ICCV 2019). ``x`` holds
     ``num_classes * centers_per_class`` centers, class-major (rows ``c*K .. c*K+K-1`` belong to
     class ``c``). For every pair of centers :math:`k < l` of the same class:
@@ -173,7 +179,7 @@ def _accepts_keyword(f, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def with_embedding_regularizer(loss_fn, regularizer, weight=1.0):
+def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Callable[..., Array], weight: Scalar = 1.0) -> Callable[..., Array]:
     r"""A loss function that adds ``weight * regularizer(embeddings)`` to ``loss_fn``.
 
     The returned function has ``loss_fn``'s signature. The regularizer sees every row of

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,9 @@ import jax.numpy as jnp
 from jaxmetric import _checks
 from jaxmetric import distributed as dist
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, Scalar
 
 # ------------------------------------------------------------------------------------------
 # Self-supervised pairing
@@ -45,7 +48,7 @@ def _stack_views(views, fn: str) -> list:
     return views
 
 
-def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=None, axis_name=None, **loss_kwargs):
+def multi_view_loss(loss_fn: Callable[..., Array], views: Sequence[ArrayLike], *, symmetric: bool = True, where: ArrayLike | None = None, axis_name: AxisName | None = None, **loss_kwargs) -> Array:
     """Self-supervised loss over ``V >= 2`` augmented views of the same ``B`` samples.
 
     Row ``i`` of every view shows sample ``i``: label ``i`` is given to row ``i`` of each view,
@@ -93,7 +96,7 @@ def multi_view_loss(loss_fn: Callable, views, *, symmetric: bool = True, where=N
     )
 
 
-def self_supervised_loss(loss_fn: Callable, embeddings, ref_emb, *, symmetric: bool = True, where=None, axis_name=None, **loss_kwargs):
+def self_supervised_loss(loss_fn: Callable[..., Array], embeddings: ArrayLike, ref_emb: ArrayLike, *, symmetric: bool = True, where: ArrayLike | None = None, axis_name: AxisName | None = None, **loss_kwargs) -> Array:
     """PML's ``SelfSupervisedLoss``: ``embeddings[i]`` and ``ref_emb[i]`` are two views of sample
     ``i`` (a positive pair); every other pairing is negative. Two-view case of
     :func:`multi_view_loss` (see there for ``symmetric`` and ``axis_name``)."""
@@ -138,7 +141,7 @@ class CrossBatchMemoryState:
         return jnp.sum(self.filled.astype(jnp.int32))
 
 
-def init_cross_batch_memory(memory_size: int, dim: int, label_shape: tuple = (), label_dtype=jnp.int32, dtype=jnp.float32) -> CrossBatchMemoryState:
+def init_cross_batch_memory(memory_size: int, dim: int, label_shape: tuple = (), label_dtype: DTypeLike = jnp.int32, dtype: DTypeLike = jnp.float32) -> CrossBatchMemoryState:
     """An empty :class:`CrossBatchMemoryState` with ``memory_size`` slots of ``dim`` floats.
 
     ``label_shape=()`` stores class ids; ``label_shape=(C,)`` stores multi-hot labels.
@@ -187,16 +190,16 @@ def _enqueue(state: CrossBatchMemoryState, embeddings, labels, enq):
 
 def cross_batch_memory_loss(
     loss_fn: Callable,
-    embeddings,
-    labels,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
     state: CrossBatchMemoryState,
     *,
     miner: Callable | None = None,
-    enqueue_mask=None,
-    where=None,
-    axis_name=None,
+    enqueue_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
     **loss_kwargs,
-):
+) -> tuple[Array, CrossBatchMemoryState]:
     """Cross-batch memory (XBM): the batch's anchors against a memory of past embeddings.
 
     Steps, as PML's ``CrossBatchMemory.forward``:
@@ -303,7 +306,11 @@ def cross_batch_memory_loss(
 # ------------------------------------------------------------------------------------------
 
 
-def multiple_losses(losses, weights=None, miners=None) -> Callable:
+def multiple_losses(
+    losses: Sequence[Callable[..., Array]] | Mapping[str, Callable[..., Array]],
+    weights: ArrayLike | Sequence[Scalar] | Mapping[str, Scalar] | None = None,
+    miners: Sequence[Callable | None] | Mapping[str, Callable] | None = None,
+) -> Callable[..., Array]:
     """PML's ``MultipleLosses``: a loss function returning ``sum_k w_k * losses[k](...)``.
 
     Args:

@@ -6,6 +6,8 @@ Names, hyperparameters (angles in degrees, as PML) and defaults are PML 2.9's. B
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +17,10 @@ from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
 from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._labels import relation, resolve_labelled
 
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+
 
 def _row_shift(x, w):
     """Per-row max of ``x`` over ``w > 0`` (0 for an empty row), as a constant."""
@@ -23,19 +29,19 @@ def _row_shift(x, w):
 
 
 def angular_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    alpha=40.0,
-    labels=None,
-    distance=LpDistance(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    alpha: Scalar = 40.0,
+    labels: ArrayLike | None = None,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Angular loss (Wang, Zhou, Wen, Liu & Lin, "Deep Metric Learning with Angular Loss",
     ICCV 2017), per positive pair :math:`(a, p)`:
 
@@ -113,19 +119,19 @@ def angular_loss(
 
 
 def tuplet_margin_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    margin=5.73,
-    scale=64.0,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    margin: Scalar = 5.73,
+    scale: Scalar = 64.0,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Tuplet margin loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss", ICCV
     2019), per positive pair :math:`(a, p)`:
 

@@ -26,6 +26,8 @@ kind                      PML initialisation (on PML's layout)        ``class_lo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import jax
@@ -36,6 +38,9 @@ from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistan
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses import classifier as _clf
 from jaxmetric.losses import proxy as _proxy
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, DTypeLike
 
 KINDS = (
     "proxy_nca",
@@ -54,7 +59,7 @@ KINDS = (
 _CENTER_KINDS = {"soft_triple": ("centers_per_class", 10), "subcenter_arcface": ("sub_centers", 3), "dynamic_arcface": ("sub_centers", 3)}
 
 
-def init_class_weights(key, num_classes: int, dim: int, *, kind: str, centers_per_class: int | None = None, sub_centers: int | None = None, dtype=jnp.float32):
+def init_class_weights(key: Array, num_classes: int, dim: int, *, kind: str, centers_per_class: int | None = None, sub_centers: int | None = None, dtype: DTypeLike = jnp.float32) -> Array:
     """A class matrix for the loss ``kind`` with PML's initialisation (see the module table).
 
     Args:
@@ -111,7 +116,7 @@ _LOGIT_DEFAULTS = {
 }
 
 
-def class_logits(embeddings, weights, *, kind: str, **hyperparameters):
+def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hyperparameters) -> Array:
     """PML's ``get_logits``: ``[B, num_classes]`` class scores for inference (no margin).
 
     Args:

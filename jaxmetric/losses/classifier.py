@@ -20,6 +20,8 @@ finite at ``cos = +-1``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import jax
@@ -31,6 +33,11 @@ from jaxmetric.distances import DotProductSimilarity, l2_normalize, safe_norm
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses._class_matrix import safe_acos
 from jaxmetric.losses._common import check_distance, check_positive
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+    from typing import Callable
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,21 +125,21 @@ def _common(fn, reduction, weight_regularizer):
 
 
 def normalized_softmax_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    temperature=0.05,
-    distance=DotProductSimilarity(),
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    temperature: Scalar = 0.05,
+    distance: BaseDistance = DotProductSimilarity(),
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""NormSoftmax (Zhai & Wu, "Classification is a Strong Baseline for Deep Metric
     Learning", BMVC 2019): cross-entropy over temperature-scaled cosine logits,
 
@@ -173,21 +180,21 @@ def _normalized_softmax_logits(emb, w_normalized, temperature, distance):
 
 
 def large_margin_softmax_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    margin=4,
-    scale=1.0,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin: Scalar = 4,
+    scale: Scalar = 1.0,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""L-Softmax (Liu et al., "Large-Margin Softmax Loss for Convolutional Neural Networks",
     ICML 2016). The target logit's angle is multiplied by the integer ``margin`` :math:`m`:
 
@@ -240,21 +247,21 @@ def _lsoftmax_magnitudes(emb, w):
 
 
 def sphereface_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    margin=4,
-    scale=1.0,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin: Scalar = 4,
+    scale: Scalar = 1.0,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""SphereFace / A-Softmax (Liu et al., "SphereFace: Deep Hypersphere Embedding for Face
     Recognition", CVPR 2017): L-Softmax with normalised class weights,
 
@@ -294,21 +301,21 @@ def sphereface_loss(
 
 
 def arcface_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    margin=28.6,
-    scale=64.0,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin: Scalar = 28.6,
+    scale: Scalar = 64.0,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""ArcFace (Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
     Recognition", CVPR 2019):
 
@@ -351,21 +358,21 @@ def arcface_loss(
 
 
 def cosface_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    margin=0.35,
-    scale=64.0,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin: Scalar = 0.35,
+    scale: Scalar = 64.0,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""CosFace / AM-Softmax (Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face
     Recognition", CVPR 2018): the margin is subtracted in cosine space,
 
@@ -400,22 +407,22 @@ def cosface_loss(
 
 
 def subcenter_arcface_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    margin=28.6,
-    scale=64.0,
-    sub_centers=None,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin: Scalar = 28.6,
+    scale: Scalar = 64.0,
+    sub_centers: int | None = None,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Sub-center ArcFace (Deng et al., "Sub-center ArcFace: Boosting Face Recognition by
     Large-scale Noisy Web Faces", ECCV 2020): :func:`arcface_loss` where each class has
     :math:`K` sub-centers and :math:`\cos\theta_{i,c} = \max_k \cos(x_i, w_{c,k})`.
@@ -462,7 +469,7 @@ def subcenter_arcface_loss(
     return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, block_size)
 
 
-def subcenter_arcface_outliers(embeddings, labels, weights, *, threshold=75.0, sub_centers=None, where=None):
+def subcenter_arcface_outliers(embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, threshold: Scalar = 75.0, sub_centers: int | None = None, where: ArrayLike | None = None) -> tuple[Array, Array]:
     r"""PML's ``SubCenterArcFaceLoss.get_outliers`` as a pure, jit-able function.
 
     For each class, the dominant sub-center is the one that most of the class's samples are
@@ -491,7 +498,7 @@ def subcenter_arcface_outliers(embeddings, labels, weights, *, threshold=75.0, s
     return outliers, centers.astype(jnp.asarray(weights).dtype)
 
 
-def dynamic_arcface_margins(class_counts, *, margin_bounds=(0.05, 0.5), power=0.25):
+def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[float, float] = (0.05, 0.5), power: Scalar = 0.25) -> Array:
     r"""Per-class ArcFace margins (radians) from training-set class sizes :math:`n_c`:
 
     .. math::
@@ -536,24 +543,24 @@ def dynamic_arcface_margins(class_counts, *, margin_bounds=(0.05, 0.5), power=0.
 
 
 def dynamic_arcface_loss(
-    embeddings,
-    labels,
-    weights,
-    class_counts,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
+    class_counts: ArrayLike,
     *,
-    margin_bounds=(0.05, 0.5),
-    power=0.25,
-    scale=64.0,
-    sub_centers=None,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin_bounds: tuple[float, float] = (0.05, 0.5),
+    power: Scalar = 0.25,
+    scale: Scalar = 64.0,
+    sub_centers: int | None = None,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Sub-center ArcFace with dynamic (per-class) margins for long-tailed data (Ha et al.,
     "Google Landmark Recognition 2020 Competition Third Place Solution", arXiv:2010.05350):
     :func:`subcenter_arcface_loss` where the margin of sample :math:`i` is
@@ -616,19 +623,19 @@ def _p2s_cosine(emb, w):
 
 
 def p2sgrad_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""P2SGrad (Zhang et al., "P2SGrad: Refined Gradients for Optimizing Deep Face Models",
     CVPR 2019). Its gradient equals that of a mean squared error between the cosines and the
     one-hot targets:

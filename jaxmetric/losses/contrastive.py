@@ -9,6 +9,8 @@ gradient comes out of ``jax.grad`` like any parameter's; ``init_clip_params`` an
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import jax
@@ -20,6 +22,10 @@ from jaxmetric._ops import masked_logsumexp
 from jaxmetric.losses._rows import map_row_blocks
 from jaxmetric.distances import CosineSimilarity, l2_normalize
 from jaxmetric.losses._common import check_distance, check_positive, finish
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
 
 
 def _two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
@@ -57,17 +63,17 @@ def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> 
 
 
 def clip_loss(
-    image_emb,
-    text_emb,
-    log_temperature,
+    image_emb: ArrayLike,
+    text_emb: ArrayLike,
+    log_temperature: ArrayLike,
     *,
-    max_logit_scale=100.0,
-    normalize=True,
-    reduction="mean",
-    where=None,
-    block_size=None,
-    axis_name=None,
-):
+    max_logit_scale: Scalar = 100.0,
+    normalize: bool = True,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Symmetric InfoNCE of CLIP (Radford et al., ICML 2021) with a learnable temperature.
 
     With :math:`s_{ij} = \hat x_i\cdot\hat y_j / \tau`, :math:`\tau = e^{\text{log\_temperature}}`:
@@ -123,7 +129,7 @@ def clip_loss(
     return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
 
 
-def siglip_loss(x, y, t_prime, bias, *, normalize=True, reduction="mean", where=None, block_size=None, axis_name=None):
+def siglip_loss(x: ArrayLike, y: ArrayLike, t_prime: ArrayLike, bias: ArrayLike, *, normalize: bool = True, reduction: ReductionLike = "mean", where: ArrayLike | None = None, block_size: int | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image
     Pre-Training", ICCV 2023):
 
@@ -177,19 +183,19 @@ def _jaccard(a, b, dtype):
 
 
 def multi_supcon_loss(
-    embeddings,
-    labels,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
     *,
-    temperature=0.1,
-    threshold=0.5,
-    distance=CosineSimilarity(),
-    reduction="avg_nonzero",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    temperature: Scalar = 0.1,
+    threshold: Scalar = 0.5,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Multi-label supervised contrastive loss (MultiSupCon), per anchor :math:`i`:
 
     .. math::
@@ -274,7 +280,7 @@ def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
     return finish(reduce.apply(red, losses, w2, axis_name, context=reduce.Context(anchor_weight=w2)), dtype)
 
 
-def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None, axis_name=None):
+def dcl_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, reduction: ReductionLike = "mean", where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Decoupled contrastive loss (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022,
     eq. 6), for each view :math:`k` and sample :math:`i`:
 
@@ -295,7 +301,7 @@ def dcl_loss(x, y, *, temperature=0.1, reduction="mean", where=None, axis_name=N
     return _dcl("dcl_loss", x, y, temperature, None, reduction, where, axis_name)
 
 
-def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None, axis_name=None):
+def dclw_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, sigma: Scalar = 0.5, reduction: ReductionLike = "mean", where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Weighted decoupled contrastive loss (DCLW, Yeh et al., ECCV 2022, eq. 7): as
     :func:`dcl_loss` with the positive term scaled by the von Mises-Fisher weight
 
@@ -313,7 +319,7 @@ def dclw_loss(x, y, *, temperature=0.1, sigma=0.5, reduction="mean", where=None,
     return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where, axis_name)
 
 
-def barlow_twins_loss(x, y, *, lambd=5e-3, eps=1e-5, where=None, axis_name=None):
+def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: Scalar = 1e-5, where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Barlow Twins (Zbontar et al., ICML 2021):
 
     .. math::

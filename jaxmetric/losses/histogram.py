@@ -6,7 +6,7 @@ so the loss stays a pure function that runs under ``jit``, ``vmap`` and ``lax.sc
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,10 @@ from jaxmetric._ops import clip_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, finish
 from jaxmetric.losses._validate import check_block_size, check_static_int, is_concrete_number, reject_ref
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
 
 # Elements per anchor block of the [block, R, R] triplet cube (float32: 64 MB per term).
 _CUBE_BLOCK_ELEMENTS = 1 << 24
@@ -29,19 +33,19 @@ def _reduce_scalar(red, value, present):
 
 
 def histogram_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    n_bins=None,
-    delta=None,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    n_bins: int | None = None,
+    delta: Scalar | None = None,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Histogram loss (Ustinova & Lempitsky, "Learning Deep Embeddings with Histogram Loss",
     NeurIPS 2016).
 
@@ -138,7 +142,7 @@ class DynamicSoftMarginState(NamedTuple):
     hist: jax.Array
 
 
-def init_dynamic_soft_margin_state(num_bins=10, dtype=jnp.float32) -> DynamicSoftMarginState:
+def init_dynamic_soft_margin_state(num_bins: int = 10, dtype: DTypeLike = jnp.float32) -> DynamicSoftMarginState:
     """The empty histogram (PML initialises ``hist_`` to zeros); the first update then uses
     momentum 1."""
     num_bins = check_static_int(num_bins, "num_bins", "init_dynamic_soft_margin_state")
@@ -176,22 +180,22 @@ def _anchor_blocks(n, r, block_size):
 
 
 def dynamic_soft_margin_loss(
-    embeddings,
-    labels_or_mask,
-    state,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
+    state: DynamicSoftMarginState,
     *,
-    min_val=-2.0,
-    num_bins=10,
-    momentum=0.01,
-    distance=LpDistance(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    block_size=None,
-    axis_name=None,
-):
+    min_val: Scalar = -2.0,
+    num_bins: int = 10,
+    momentum: Scalar = 0.01,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> tuple[Array, DynamicSoftMarginState]:
     r"""Dynamic soft margin loss (Zhang & Rusinkiewicz, "Learning Local Descriptors with a
     CDF-Based Dynamic Soft Margin", ICCV 2019).
 

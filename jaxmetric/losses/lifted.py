@@ -8,6 +8,8 @@ PML's ``convert_to_pairs``). Names, hyperparameters and defaults are PML 2.9's. 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -16,21 +18,25 @@ from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
 
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+
 
 def lifted_structure_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    neg_margin=1.0,
-    pos_margin=0.0,
-    distance=LpDistance(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    neg_margin: Scalar = 1.0,
+    pos_margin: Scalar = 0.0,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Lifted structured loss (Oh Song, Xiang, Jegelka & Savarese, CVPR 2016), per positive
     pair :math:`(a, p)`:
 
@@ -86,19 +92,19 @@ def lifted_structure_loss(
 
 
 def generalized_lifted_structure_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    neg_margin=1.0,
-    pos_margin=0.0,
-    distance=LpDistance(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    neg_margin: Scalar = 1.0,
+    pos_margin: Scalar = 0.0,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Generalized lifted structure loss (Hermans, Beyer & Leibe, "In Defense of the Triplet
     Loss", arXiv 2017, eq. 4), per anchor :math:`i`:
 

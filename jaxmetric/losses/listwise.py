@@ -13,6 +13,8 @@ fit about 4M elements), each block rematerialised in the backward pass, so memor
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -21,6 +23,11 @@ from jaxmetric._ops import clip_weights, mask_sample_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._validate import check_block_size, check_static_int, reject_ref
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+    from jaxmetric.masks import PairMask, TripletMask
 
 # Elements of one [block, B, B] comparison tensor (float32: 16 MB).
 _RANK_BLOCK_ELEMENTS = 1 << 22
@@ -75,19 +82,19 @@ def _pnp_sigmoid(x):
 
 
 def fast_ap_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    num_bins=10,
-    distance=LpDistance(power=2),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    miner_output=None,
-    axis_name=None,
-):
+    num_bins: int = 10,
+    distance: BaseDistance = LpDistance(power=2),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    miner_output: PairMask | TripletMask | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""FastAP (Cakir, He, Xia, Kulis & Sclaroff, "Deep Metric Learning to Rank", CVPR 2019).
 
     Distances are binned into soft histograms over ``num_bins + 1`` nodes
@@ -159,20 +166,20 @@ def fast_ap_loss(
 
 
 def smooth_ap_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    temperature=0.01,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    miner_output=None,
-    block_size=None,
-    axis_name=None,
-):
+    temperature: Scalar = 0.01,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    miner_output: PairMask | TripletMask | None = None,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Smooth-AP (Brown, Xie, Kalogeiton & Zisserman, ECCV 2020).
 
     For query :math:`q` let :math:`P_q = \{q\} \cup \text{pos}(q)` (the query counts as its own
@@ -235,22 +242,22 @@ def smooth_ap_loss(
 
 
 def pnp_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    b=2,
-    alpha=1,
-    anneal=0.01,
-    variant="O",
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    block_size=None,
-    axis_name=None,
-):
+    b: Scalar = 2,
+    alpha: Scalar = 1,
+    anneal: Scalar = 0.01,
+    variant: str = "O",
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""PNP loss (Li, Zhao, Wang, Gao, Lu & Tian, "Rethinking the Optimization of Average
     Precision: Only Penalizing Negative Instances before Positive Ones is Enough", AAAI 2022).
 

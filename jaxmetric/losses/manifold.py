@@ -1,6 +1,8 @@
 """Manifold loss with hard proxies (ensemble manifold similarity learning)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,11 +15,15 @@ from jaxmetric.losses._common import check_distance, finish
 from jaxmetric.losses._validate import check_static_int, is_concrete_number, reject_ref
 from jaxmetric.masks import PairMask, TripletMask
 
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+
 # torch.nn.functional.cosine_similarity's epsilon.
 _COS_EPS = 1e-8
 
 
-def init_manifold_proxies(key, K, dim, dtype=jnp.float32) -> jax.Array:
+def init_manifold_proxies(key: Array, K: int, dim: int, dtype: DTypeLike = jnp.float32) -> jax.Array:
     """``K`` proxies ``[K, dim]`` drawn from a standard normal (PML: ``torch.randn(K, l)``)."""
     fn = "init_manifold_proxies"
     K = check_static_int(K, "K", fn)
@@ -25,7 +31,7 @@ def init_manifold_proxies(key, K, dim, dtype=jnp.float32) -> jax.Array:
     return jax.random.normal(key, (K, dim), dtype)
 
 
-def manifold_meta_classes(key, batch_size, K) -> jax.Array:
+def manifold_meta_classes(key: Array, batch_size: int, K: int) -> jax.Array:
     """PML's random meta-class assignment: every id in ``0..K-1`` once, the remaining
     ``batch_size - K`` samples uniform over ``0..K-1``, then shuffled (needs ``batch_size >= K``).
     Returns int32 ``[batch_size]``."""
@@ -69,22 +75,22 @@ def _hinge_lse(scores, own_col, margin):
 
 
 def manifold_loss(
-    embeddings,
-    meta_classes,
-    proxies,
+    embeddings: ArrayLike,
+    meta_classes: int,
+    proxies: ArrayLike,
     *,
-    lambdaC=1.0,
-    alpha=0.8,
-    margin=5e-4,
-    key=None,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    lambdaC: Scalar = 1.0,
+    alpha: Scalar = 0.8,
+    margin: Scalar = 5e-4,
+    key: Array | None = None,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Manifold loss (Aziere & Todorovic, "Ensemble Deep Manifold Similarity Learning using
     Hard Proxies", CVPR 2019).
 

@@ -5,6 +5,8 @@ Names, hyperparameters and defaults are PML 2.9's.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,10 @@ from jaxmetric.losses._common import check_distance, finish
 from jaxmetric.losses._labels import reject_ref, require_class_ids, resolve_labelled
 from jaxmetric.losses.triplet_based import _sample_triplets
 from jaxmetric.masks import TripletMask
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
 
 # Elements per anchor block when a reduction needs every triplet (about 64 MB of float32).
 _BLOCK_ELEMENTS = 1 << 24
@@ -60,23 +66,23 @@ def _check_beta(beta, fn):
 
 
 def margin_loss(
-    embeddings,
-    labels_or_mask,
-    beta=1.2,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
+    beta: Scalar = 1.2,
     *,
-    margin=0.2,
-    nu=0.0,
-    triplets_per_anchor="all",
-    key=None,
-    labels=None,
-    distance=LpDistance(),
-    reduction="divisor",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    margin: Scalar = 0.2,
+    nu: Scalar = 0.0,
+    triplets_per_anchor: str = "all",
+    key: Array | None = None,
+    labels: ArrayLike | None = None,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "divisor",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Margin loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
     Learning", ICCV 2017), per triplet :math:`(a, p, n)` with boundary :math:`\beta`:
 
@@ -241,22 +247,22 @@ def margin_loss(
 
 
 def ranked_list_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    margin,
-    Tn,
-    imbalance=0.5,
-    alpha=None,
-    Tp=0.0,
-    distance=LpDistance(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    margin: Scalar,
+    Tn: Scalar,
+    imbalance: Scalar = 0.5,
+    alpha: Scalar | None = None,
+    Tp: Scalar = 0.0,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Ranked list loss (Wang, Hua, Kodirov, Hu, Garnier & Robertson, "Ranked List Loss for
     Deep Metric Learning", CVPR 2019), per anchor :math:`i` with boundary :math:`\alpha`
     (default :math:`1 + m/2`) and margin :math:`m`:

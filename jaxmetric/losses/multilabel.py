@@ -20,6 +20,8 @@ any finite logits (±1e4 included). Hyperparameters that are floats may be trace
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +29,9 @@ import numpy as np
 from jaxmetric import _checks, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.losses._common import check_nonnegative, check_positive, concrete_scalar, finish
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, ReductionLike, Scalar
 
 # --------------------------------------------------------------------------------------
 # input handling
@@ -136,7 +141,7 @@ def _row_weights(known, dtype):
 # class weights
 
 
-def pos_weight_from_counts(pos_counts, num_samples, *, power=1.0, max_weight=None) -> jax.Array:
+def pos_weight_from_counts(pos_counts: ArrayLike, num_samples: int, *, power: Scalar = 1.0, max_weight: Scalar | None = None) -> jax.Array:
     r"""``pos_weight`` for :func:`bce_loss` from label counts: :math:`p_c = (n^-_c / n^+_c)^{power}`
     with :math:`n^-_c = N - n^+_c`, optionally capped at ``max_weight``.
 
@@ -166,7 +171,7 @@ def pos_weight_from_counts(pos_counts, num_samples, *, power=1.0, max_weight=Non
     return w
 
 
-def class_balanced_weights(class_counts, *, beta=0.999, normalize=True) -> jax.Array:
+def class_balanced_weights(class_counts: ArrayLike, *, beta: Scalar = 0.999, normalize: bool = True) -> jax.Array:
     r"""Class-balanced weights from the effective number of samples (Cui et al., CVPR 2019):
 
     .. math::
@@ -201,7 +206,7 @@ def class_balanced_weights(class_counts, *, beta=0.999, normalize=True) -> jax.A
 # losses
 
 
-def bce_loss(logits, targets, *, pos_weight=None, weight=None, label_mask=None, where=None, reduction="mean"):
+def bce_loss(logits: ArrayLike, targets: ArrayLike, *, pos_weight: ArrayLike | None = None, weight: ArrayLike | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Binary cross-entropy on logits with a per-class positive weight (PyTorch's
     ``BCEWithLogitsLoss(weight, pos_weight)``):
 
@@ -240,7 +245,7 @@ def _check_alpha(alpha, fn):
         raise ValueError(f"{fn}: `alpha` must be in [0, 1] (None or a negative value disables it); got {alpha!r}")
 
 
-def focal_loss(logits, targets, *, alpha=0.25, gamma=2.0, label_mask=None, where=None, reduction="mean"):
+def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar = 0.25, gamma: Scalar = 2.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017):
 
     .. math::
@@ -275,18 +280,18 @@ def focal_loss(logits, targets, *, alpha=0.25, gamma=2.0, label_mask=None, where
 
 
 def asymmetric_loss(
-    logits,
-    targets,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
-    gamma_neg=4.0,
-    gamma_pos=0.0,
-    clip=0.05,
-    eps=1e-8,
-    stop_gradient_weight=False,
-    label_mask=None,
-    where=None,
-    reduction="sum",
-):
+    gamma_neg: Scalar = 4.0,
+    gamma_pos: Scalar = 0.0,
+    clip: Scalar = 0.05,
+    eps: Scalar = 1e-8,
+    stop_gradient_weight: bool = False,
+    label_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: ReductionLike = "sum",
+) -> Array:
     r"""Asymmetric loss, ASL (Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label
     Classification", ICCV 2021):
 
@@ -337,7 +342,7 @@ def asymmetric_loss(
     return _reduce_elements(red, losses, known, dtype)
 
 
-def zlpr_loss(logits, targets, *, label_mask=None, where=None, reduction="mean"):
+def zlpr_loss(logits: ArrayLike, targets: ArrayLike, *, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""ZLPR, the multi-label categorical cross-entropy with a zero threshold (Su Jianlin,
     kexue.fm/archives/7359; Su et al., "ZLPR: A Novel Loss for Multi-label Classification",
     arXiv 2208.02955, 2022), per row :math:`i`:
@@ -371,7 +376,7 @@ def _two_way_half(x, pos, neg, Tp, Tn, axis):
     return losses, has_pos
 
 
-def two_way_loss(logits, targets, *, Tp=4.0, Tn=1.0, label_mask=None, where=None, reduction="mean"):
+def two_way_loss(logits: ArrayLike, targets: ArrayLike, *, Tp: Scalar = 4.0, Tn: Scalar = 1.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Two-way multi-label loss (Kobayashi, "Two-way Multi-Label Loss", CVPR 2023): a
     sample-wise and a class-wise term over softmax-pooled hard negatives and positives.
 
@@ -409,7 +414,7 @@ def two_way_loss(logits, targets, *, Tp=4.0, Tn=1.0, label_mask=None, where=None
     return finish(value, dtype)
 
 
-def hill_loss(logits, targets, *, lamb=1.5, margin=1.0, gamma=2.0, label_mask=None, where=None, reduction="sum"):
+def hill_loss(logits: ArrayLike, targets: ArrayLike, *, lamb: Scalar = 1.5, margin: Scalar = 1.0, gamma: Scalar = 2.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "sum") -> Array:
     r"""Hill loss (Zhang et al., "Simple and Robust Loss Design for Multi-Label Learning with
     Missing Labels", arXiv 2112.07368):
 
@@ -440,7 +445,7 @@ def _check_tau(tau, fn):
         raise ValueError(f"{fn}: `tau` (a probability threshold) must be in (0, 1); got {tau!r}")
 
 
-def splc_targets(logits, targets, *, tau=0.6, epoch=None, change_epoch=1):
+def splc_targets(logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, epoch: ArrayLike | None = None, change_epoch: int = 1) -> Array:
     """SPLC's corrected targets: known negatives with ``sigmoid(logit) > tau`` become positives
     (from ``change_epoch`` on when ``epoch`` is given). Unknown (-1) entries stay -1."""
     fn = "splc_targets"
@@ -455,18 +460,18 @@ def splc_targets(logits, targets, *, tau=0.6, epoch=None, change_epoch=1):
 
 
 def splc_loss(
-    logits,
-    targets,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
-    tau=0.6,
-    margin=1.0,
-    gamma=2.0,
-    epoch=None,
-    change_epoch=1,
-    label_mask=None,
-    where=None,
-    reduction="sum",
-):
+    tau: Scalar = 0.6,
+    margin: Scalar = 1.0,
+    gamma: Scalar = 2.0,
+    epoch: ArrayLike | None = None,
+    change_epoch: int = 1,
+    label_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: ReductionLike = "sum",
+) -> Array:
     r"""Self-paced loss correction, SPLC (Zhang et al., arXiv 2112.07368): positives' logits
     are shifted by the margin, known negatives predicted with :math:`\sigma(x) > \tau` are
     taken as (missing) positives, and a focal BCE with γ is applied to the corrected targets
@@ -503,7 +508,7 @@ def splc_loss(
     return _reduce_elements(red, losses, known, dtype)
 
 
-def poly_bce_loss(logits, targets, *, epsilon=2.0, gamma=0.0, alpha=None, label_mask=None, where=None, reduction="mean"):
+def poly_bce_loss(logits: ArrayLike, targets: ArrayLike, *, epsilon: Scalar = 2.0, gamma: Scalar = 0.0, alpha: Scalar | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Poly-1 loss on sigmoid outputs (Leng et al., "PolyLoss", ICLR 2022), per label:
 
     .. math::
@@ -531,23 +536,23 @@ def poly_bce_loss(logits, targets, *, epsilon=2.0, gamma=0.0, alpha=None, label_
 
 
 def distribution_balanced_loss(
-    logits,
-    targets,
-    class_counts,
-    num_samples,
+    logits: ArrayLike,
+    targets: ArrayLike,
+    class_counts: ArrayLike,
+    num_samples: int,
     *,
-    alpha=0.1,
-    beta=10.0,
-    mu=0.2,
-    neg_scale=2.0,
-    init_bias=0.05,
-    focal=True,
-    gamma=2.0,
-    balance_param=2.0,
-    label_mask=None,
-    where=None,
-    reduction="mean",
-):
+    alpha: Scalar = 0.1,
+    beta: Scalar = 10.0,
+    mu: Scalar = 0.2,
+    neg_scale: Scalar = 2.0,
+    init_bias: Scalar = 0.05,
+    focal: bool = True,
+    gamma: Scalar = 2.0,
+    balance_param: Scalar = 2.0,
+    label_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    reduction: ReductionLike = "mean",
+) -> Array:
     r"""Distribution-Balanced loss, DB (Wu et al., "Distribution-Balanced Loss for Multi-Label
     Classification in Long-Tailed Datasets", ECCV 2020).
 

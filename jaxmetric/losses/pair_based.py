@@ -7,6 +7,8 @@ hyperparameters and defaults are PML 2.9's.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +17,10 @@ from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._rows import evaluate
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
 
 _COMMON_ARGS = """
     Args:
@@ -33,20 +39,20 @@ _COMMON_ARGS = """
 
 
 def contrastive_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    pos_margin=0.0,
-    neg_margin=1.0,
-    distance=LpDistance(),
-    reduction="avg_nonzero",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-    block_size=None,
-):
+    pos_margin: Scalar = 0.0,
+    neg_margin: Scalar = 1.0,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
     r"""Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006).
 
     .. math::
@@ -76,21 +82,21 @@ def contrastive_loss(
 
 
 def multi_similarity_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    alpha=2.0,
-    beta=50.0,
-    base=0.5,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-    block_size=None,
-):
+    alpha: Scalar = 2.0,
+    beta: Scalar = 50.0,
+    base: Scalar = 0.5,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
     r"""Multi-similarity loss (Wang et al., CVPR 2019), per anchor :math:`i`:
 
     .. math::
@@ -119,20 +125,20 @@ def multi_similarity_loss(
 
 
 def circle_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    m=0.4,
-    gamma=80.0,
-    distance=CosineSimilarity(),
-    reduction="avg_nonzero",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-    block_size=None,
-):
+    m: Scalar = 0.4,
+    gamma: Scalar = 80.0,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
     r"""Circle loss (Sun et al., CVPR 2020), per anchor :math:`i`:
 
     .. math::
@@ -164,19 +170,19 @@ def circle_loss(
 
 
 def ntxent_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    temperature=0.07,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-    block_size=None,
-):
+    temperature: Scalar = 0.07,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
     r"""NT-Xent / InfoNCE (Chen et al., SimCLR 2020; van den Oord et al., 2018), per
     positive pair :math:`(a, p)`:
 
@@ -208,19 +214,19 @@ def ntxent_loss(
 
 
 def supcon_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    temperature=0.1,
-    distance=CosineSimilarity(),
-    reduction="avg_nonzero",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-    block_size=None,
-):
+    temperature: Scalar = 0.1,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
     r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), per anchor :math:`i`:
 
     .. math::

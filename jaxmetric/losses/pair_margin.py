@@ -8,12 +8,18 @@ PML's ``convert_to_pairs``); pair multiplicities count, as PML's index lists do.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, _resolve, distributed, reduce
 from jaxmetric.distances import CosineSimilarity, SNRDistance
 from jaxmetric.losses._common import check_distance, finish
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
 
 
 def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None):
@@ -23,19 +29,19 @@ def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None)
 
 
 def snr_contrastive_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    pos_margin=0.0,
-    neg_margin=1.0,
-    distance=SNRDistance(),
-    reduction="avg_nonzero",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    pos_margin: Scalar = 0.0,
+    neg_margin: Scalar = 1.0,
+    distance: BaseDistance = SNRDistance(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Signal-to-noise-ratio contrastive loss (Yuan, Chen, Yang, Mei & Yang, "Signal-to-Noise
     Ratio: A Robust Distance Metric for Deep Metric Learning", CVPR 2019): the contrastive loss
     with :math:`d = \mathrm{Var}(x_a - x_r)/\mathrm{Var}(x_a)`,
@@ -67,19 +73,19 @@ def snr_contrastive_loss(
 
 
 def intra_pair_variance_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    pos_eps=0.01,
-    neg_eps=0.01,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    pos_eps: Scalar = 0.01,
+    neg_eps: Scalar = 0.01,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss",
     ICCV 2019, eq. 6). With :math:`\mu^+`, :math:`\mu^-` the means of the positive and negative
     pair similarities over the whole batch (gradients flow through them):
@@ -126,21 +132,21 @@ def intra_pair_variance_loss(
 
 
 def threshold_consistent_margin_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    lambda_plus=1.0,
-    lambda_minus=1.0,
-    margin_plus=0.9,
-    margin_minus=0.5,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    lambda_plus: Scalar = 1.0,
+    lambda_minus: Scalar = 1.0,
+    margin_plus: Scalar = 0.9,
+    margin_minus: Scalar = 0.5,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Threshold-consistent margin loss (Zhang, Wu, Wang, Xiong, Li & Wang, "Threshold-
     Consistent Margin Loss for Open-World Deep Metric Learning", arXiv 2307.04047, 2023):
 

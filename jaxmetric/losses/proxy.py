@@ -20,6 +20,8 @@ Shared keywords:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -31,23 +33,28 @@ from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses._common import check_distance, check_positive
 
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+    from typing import Callable
+
 
 def proxy_nca_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    softmax_scale=1.0,
-    distance=LpDistance(power=2),
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    softmax_scale: Scalar = 1.0,
+    distance: BaseDistance = LpDistance(power=2),
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""ProxyNCA (Movshovitz-Attias et al., "No Fuss Distance Metric Learning using Proxies",
     ICCV 2017): NCA between each embedding and the class proxies :math:`p_c`,
 
@@ -98,22 +105,22 @@ def proxy_nca_loss(
 
 
 def proxy_anchor_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    margin=0.1,
-    alpha=32.0,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    margin: Scalar = 0.1,
+    alpha: Scalar = 32.0,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Proxy-Anchor loss (Kim et al., CVPR 2020). With :math:`P^+` the proxies of classes
     present in the batch, :math:`X_c^+` / :math:`X_c^-` the embeddings of / not of class
     :math:`c` and :math:`s` the cosine similarity:
@@ -202,24 +209,24 @@ def _soft_triple_sim(emb, centers, gamma, distance):
 
 
 def soft_triple_loss(
-    embeddings,
-    labels,
-    weights,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike,
     *,
-    centers_per_class=None,
-    la=20.0,
-    gamma=0.1,
-    margin=0.01,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    where=None,
-    mask=None,
-    sample_weights=None,
-    weight_regularizer=None,
-    weight_reg_weight=1.0,
-    block_size=None,
-    axis_name=None,
-):
+    centers_per_class: int | None = None,
+    la: Scalar = 20.0,
+    gamma: Scalar = 0.1,
+    margin: Scalar = 0.01,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""SoftTriple loss (Qian et al., "SoftTriple Loss: Deep Metric Learning Without Triplet
     Sampling", ICCV 2019). Each class has :math:`K` centers :math:`w_{c,k}`;
 

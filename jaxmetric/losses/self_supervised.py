@@ -1,12 +1,17 @@
 """Self-supervised losses between two views of a batch."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, reduce
 from jaxmetric import distributed as dist
 from jaxmetric.losses._common import check_positive, finish
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
 
 
 def _safe_sqrt(x):
@@ -15,17 +20,17 @@ def _safe_sqrt(x):
 
 
 def vicreg_loss(
-    embeddings,
-    ref_emb,
+    embeddings: ArrayLike,
+    ref_emb: ArrayLike,
     *,
-    invariance_lambda=25,
-    variance_mu=25,
-    covariance_v=1,
-    eps=1e-4,
-    reduction="mean",
-    where=None,
-    axis_name=None,
-):
+    invariance_lambda: Scalar = 25,
+    variance_mu: Scalar = 25,
+    covariance_v: Scalar = 1,
+    eps: Scalar = 1e-4,
+    reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""VICReg (Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization
     for Self-Supervised Learning", ICLR 2022), for two views :math:`Z` (``embeddings``) and
     :math:`Z'` (``ref_emb``), both ``[N, D]``:

@@ -6,6 +6,8 @@ class's rank). Names, hyperparameters and defaults are PML 2.9's. Memory ``O(B R
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -16,20 +18,24 @@ from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._labels import reject_mask, reject_ref, relation, require_class_ids, resolve_labelled
 from jaxmetric.masks import PairMask, TripletMask
 
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
+
 
 def npairs_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    labels=None,
-    distance=DotProductSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    labels: ArrayLike | None = None,
+    distance: BaseDistance = DotProductSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""N-pair loss (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
     Objective", NeurIPS 2016). One positive pair :math:`(a_c, p_c)` is taken per class
     :math:`c`; with :math:`K` such pairs, per pair:
@@ -118,19 +124,19 @@ def _mask_sample_weights(mask, b, same_set, axis_name=None):
 
 
 def nca_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    softmax_scale=1.0,
-    labels=None,
-    distance=LpDistance(power=2),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    softmax_scale: Scalar = 1.0,
+    labels: ArrayLike | None = None,
+    distance: BaseDistance = LpDistance(power=2),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Neighbourhood components analysis loss (Goldberger, Roweis, Hinton & Salakhutdinov,
     NeurIPS 2004), per query :math:`i`:
 
@@ -188,18 +194,18 @@ def nca_loss(
 
 
 def instance_loss(
-    embeddings,
-    labels,
+    embeddings: ArrayLike,
+    labels: ArrayLike,
     *,
-    gamma=64.0,
-    distance=CosineSimilarity(),
-    reduction="mean",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    gamma: Scalar = 64.0,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Instance loss (Zheng, Zheng, Garrett, Yang, Xu & Shen, "Dual-Path Convolutional
     Image-Text Embeddings with Instance Loss", ACM TOMM 2020), as PML implements it: a
     cross-entropy over the batch's scaled cosine matrix,

@@ -24,6 +24,8 @@ path runs instead (``lax.cond``). The *angle* form is evaluated by anchor blocks
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import functools
 
 import jax
@@ -33,6 +35,10 @@ from jaxmetric import _checks, _resolve, _triplets, reduce
 from jaxmetric._checks import check_choice
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
+
+if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
+    from jaxmetric.distances import BaseDistance
 
 # Elements per anchor block in the cube path (about 64 MB of float32 temporaries per term).
 _BLOCK_ELEMENTS = _triplets.BLOCK_ELEMENTS
@@ -196,22 +202,22 @@ def _sample_triplets(key, wp, wn, t):
 
 
 def triplet_margin_loss(
-    embeddings,
-    labels_or_mask,
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    margin=0.05,
-    swap=False,
-    smooth_loss=False,
-    triplets_per_anchor="all",
-    key=None,
-    distance=LpDistance(),
-    reduction="avg_nonzero",
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    axis_name=None,
-):
+    margin: Scalar = 0.05,
+    swap: bool = False,
+    smooth_loss: bool = False,
+    triplets_per_anchor: str = "all",
+    key: Array | None = None,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+) -> Array:
     r"""Triplet margin loss (Weinberger & Saul 2009; Schroff et al., FaceNet, CVPR 2015):
 
     .. math::
