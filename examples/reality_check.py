@@ -42,9 +42,8 @@ import optax
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "examples"):  # run from a checkout without installing
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO))
 
 import jaxmetric as jm  # noqa: E402
 
@@ -79,7 +78,7 @@ class MetricLoss:
 
 
 # PML's default hyperparameters throughout (jaxmetric's defaults are PML's); written out so the
-# PyTorch side (examples/reality_check_pml.py) can be checked against them.
+# PyTorch side (pml_loss_and_miner below) can be checked against them.
 METRIC_LOSSES = [
     MetricLoss("contrastive", "pos_margin 0, neg_margin 1", lambda e, y, w: jm.contrastive_loss(e, y, pos_margin=0.0, neg_margin=1.0)),
     MetricLoss(
@@ -193,6 +192,101 @@ class JaxTrainer:
         return params, first_loss, epoch_seconds
 
 
+# ----------------------------------------------------------------------------- the PML side
+# The same MLP, initial weights, batches and optimizer in PyTorch, with pytorch-metric-learning's
+# (PML) losses and miners, at the same hyperparameters as the jaxmetric side. torch and PML are
+# imported only here (pip install -e ".[pml]").
+PML_LOSSES = ("contrastive", "multi-similarity + miner", "circle", "ProxyAnchor")
+
+
+def torch_mlp_from_flax(params: dict):
+    """``Linear-ReLU-Linear-ReLU-Linear`` holding a copy of the Flax MLP's weights.
+
+    Flax's ``Dense`` computes ``x @ kernel`` with ``kernel`` ``(in, out)``; torch's ``Linear``
+    computes ``x @ weight.T`` with ``weight`` ``(out, in)``: the kernels are transposed.
+    """
+    import torch
+
+    names = sorted(params)  # "dense_0", "dense_1", "dense_2"
+    layers = []
+    for i, name in enumerate(names):
+        kernel = np.asarray(params[name]["kernel"], np.float32)
+        linear = torch.nn.Linear(*kernel.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(kernel.T.copy()))
+            linear.bias.copy_(torch.from_numpy(np.array(params[name]["bias"], np.float32)))
+        layers.append(linear)
+        if i < len(names) - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def pml_loss_and_miner(name: str, proxies):
+    """``(loss module, miner or None)``; ``proxies`` ``(num_classes, dim)`` for ProxyAnchor
+    (PML keeps them in that layout too, as ``loss.proxies``)."""
+    import torch
+    from pytorch_metric_learning import losses, miners
+
+    if name == "contrastive":
+        return losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0), None
+    if name == "multi-similarity + miner":
+        return losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1)
+    if name == "circle":
+        return losses.CircleLoss(m=0.4, gamma=80.0), None
+    if name == "ProxyAnchor":
+        num_classes, dim = proxies.shape
+        loss = losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32.0)
+        with torch.no_grad():
+            loss.proxies.copy_(torch.from_numpy(np.array(proxies, np.float32)))
+        return loss, None
+    raise ValueError(f"no PML counterpart for {name!r}; choose from {PML_LOSSES}")
+
+
+class PmlTrainer:
+    """Trains a torch copy of the Flax MLP with PML (one Python step per batch, as PML is used)."""
+
+    def __init__(self, name: str, lr: float, loss_lr: float, threads: int):
+        import torch
+
+        self.name, self.lr, self.loss_lr = name, lr, loss_lr
+        # One thread by default: on the shared 2-core machine torch's default (one OpenMP
+        # thread per core) made these tiny steps 25-40x slower (threads waiting on each other).
+        torch.set_num_threads(threads)
+
+    def train(self, net, matrices, x_batches, y_batches):
+        """Returns ``(model, first_batch_loss, epoch_seconds)``, batches as ``JaxTrainer.train``."""
+        import torch
+
+        model = torch_mlp_from_flax(net)
+        loss_fn, miner = pml_loss_and_miner(self.name, matrices.get(LOSSES_BY_NAME[self.name].class_matrix))
+        groups = [{"params": model.parameters(), "lr": self.lr}]
+        loss_params = list(loss_fn.parameters())
+        if loss_params:  # ProxyAnchor's proxies: their own learning rate, as on the jaxmetric side
+            groups.append({"params": loss_params, "lr": self.loss_lr})
+        optimizer = torch.optim.Adam(groups)
+        first_loss, epoch_seconds = None, []
+        for xs, ys in zip(x_batches, y_batches):
+            start = time.perf_counter()
+            for x, y in zip(xs, ys):
+                x, y = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+                emb = model(x)
+                loss = loss_fn(emb, y, miner(emb, y) if miner is not None else None)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if first_loss is None:
+                    first_loss = float(loss.detach())
+            epoch_seconds.append(time.perf_counter() - start)
+        return model, first_loss, epoch_seconds
+
+    @staticmethod
+    def embed(model, x):
+        import torch
+
+        with torch.no_grad():
+            return model(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+
+
 def format_retrieval(out) -> str:
     return "  ".join(f"{SHORT[k]} {out[k]:.3f}" for k in RETRIEVAL) + f"  (seen classes: MAP@R {out['seen_map_at_r']:.3f})"
 
@@ -204,9 +298,6 @@ def steady_epoch_seconds(epoch_seconds) -> float:
 
 def run_metric_learning(args, losses, pml_losses, log):
     """results[split][method][seed] = {metric: value, ...}."""
-    pml = None
-    if pml_losses:
-        import reality_check_pml as pml
     trainers = {}
     results = {}
     splits = list(SPLITS.items())[: args.splits]
@@ -237,11 +328,9 @@ def run_metric_learning(args, losses, pml_losses, log):
             log(f"{split_name} seed {seed} jaxmetric {name}: {format_retrieval(out)}")
             bar.update()
         for name in pml_losses:
-            kind = LOSSES_BY_NAME[name].class_matrix
-            model, first_loss, seconds = pml.train(
-                name, net, matrices.get(kind), xb, yb, lr=args.lr, loss_lr=args.loss_lr, threads=args.torch_threads
-            )
-            out = evaluate(lambda x: pml.embed(model, x))
+            trainer = trainers.setdefault(f"PML {name}", PmlTrainer(name, args.lr, args.loss_lr, args.torch_threads))
+            model, first_loss, seconds = trainer.train(net, matrices, xb, yb)
+            out = evaluate(lambda x: trainer.embed(model, x))
             out.update(first_loss=first_loss, epoch_seconds=steady_epoch_seconds(seconds))
             res.setdefault(f"PML {name}", {})[seed] = out
             log(f"{split_name} seed {seed} PML {name}: {format_retrieval(out)}")
@@ -280,7 +369,10 @@ MULTILABEL_LOSSES = list(multilabel_losses(None))
 
 def load_multilabel(name: str, data_home):
     """The Mulan data set ``name`` (downloaded once into the data folder)."""
-    data = jm.datasets.fetch_mulan(name, data_home=data_home)
+    try:
+        data = jm.datasets.fetch_mulan(name, data_home=data_home)
+    except OSError as e:
+        raise SystemExit(f"{e}\n(or leave the multi-label part out with --parts digits,pml)") from e
     return data.X_train, np.asarray(data.Y_train), data.X_test, np.asarray(data.Y_test)
 
 
@@ -433,30 +525,32 @@ def save_plot(metric_results, multilabel_results, path: Path) -> Path:
         splits = list(metric_results)
         jax_methods = [m for m in metric_results[splits[0]] if m.startswith("jaxmetric ")]
         width = 0.8 / (2 * len(splits))
+        labelled = set()
+        for i, method in enumerate(jax_methods):
+            bars = [(si, lib) for si, split in enumerate(splits) for lib in ("jaxmetric", "PML")
+                    if method.replace("jaxmetric ", f"{lib} ") in metric_results[split]]
+            for j, (si, lib) in enumerate(bars):  # the bars of one loss, centred on its tick
+                per_seed = metric_results[splits[si]][method.replace("jaxmetric ", f"{lib} ")]
+                mean, std = summary(per_seed, "mean_average_precision_at_r")
+                x = i + (j - (len(bars) - 1) / 2) * width
+                label = f"{lib}, {splits[si]}"
+                ax.bar(x, mean, width, yerr=std, capsize=2, color=f"C{si}", alpha=1.0 if lib == "jaxmetric" else 0.45,
+                       hatch="" if lib == "jaxmetric" else "//", label=None if label in labelled else label)
+                labelled.add(label)
+                seen_label = f"seen classes (held-out images), {splits[si]}"
+                ax.plot(x, summary(per_seed, "seen_map_at_r")[0], "v", color=f"C{si}", markeredgecolor="k", markersize=5,
+                        label=None if seen_label in labelled else seen_label)
+                labelled.add(seen_label)
         for si, split in enumerate(splits):
-            for li, lib in enumerate(("jaxmetric", "PML")):
-                xs, means, stds, seen = [], [], [], []
-                for i, method in enumerate(jax_methods):
-                    key = method.replace("jaxmetric ", f"{lib} ")
-                    if key in metric_results[split]:
-                        mean, std = summary(metric_results[split][key], "mean_average_precision_at_r")
-                        xs.append(i + (2 * si + li - len(splits) + 0.5) * width)
-                        means.append(mean)
-                        stds.append(std)
-                        seen.append(summary(metric_results[split][key], "seen_map_at_r")[0])
-                if xs:
-                    ax.bar(xs, means, width, yerr=stds, capsize=2, color=f"C{si}", alpha=1.0 if lib == "jaxmetric" else 0.45,
-                           hatch="" if lib == "jaxmetric" else "//", label=f"{lib}, {split}")
-                    ax.plot(xs, seen, "v", color=f"C{si}", markeredgecolor="k", markersize=5,
-                            label=f"{lib}, seen classes (held-out images), {split}" if lib == "jaxmetric" else None)
-            floor, _ = summary(metric_results[split]["untrained network"], "mean_average_precision_at_r")
-            ax.axhline(floor, color=f"C{si}", linestyle="--", linewidth=1, label=f"untrained network, {split}")
+            for method, style in (("untrained network", "--"), ("raw pixels", ":")):
+                floor, _ = summary(metric_results[split][method], "mean_average_precision_at_r")
+                ax.axhline(floor, color=f"C{si}", linestyle=style, linewidth=1.2, label=f"{method}, {split}")
         ax.set_xticks(range(len(jax_methods)), [m.removeprefix("jaxmetric ") for m in jax_methods], fontsize=8)
         ax.set_ylabel("MAP@R")
         ax.set_ylim(0, 1.05)
         ax.set_title("Digits: MAP@R on classes never seen in training (bars, mean ± std over seeds); "
                      "triangles: seen classes", fontsize=10)
-        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        ax.legend(fontsize=7, ncol=3, loc="center", bbox_to_anchor=(0.5, 0.76))
     if multilabel_results:
         ax = axes[-1]
         sets = list(multilabel_results)
@@ -522,16 +616,20 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown loss(es) {unknown}; choose from {list(LOSSES_BY_NAME)}")
     pml_losses = []
     if "pml" in args.parts and "digits" in args.parts:  # the comparison needs the jaxmetric runs
-        import reality_check_pml
-
-        pml_losses = [n for n in reality_check_pml.PML_LOSSES if n in losses]
+        pml_losses = [n for n in PML_LOSSES if n in losses]
+        try:
+            import pytorch_metric_learning  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(f"the PML comparison needs torch and pytorch-metric-learning ({e}): "
+                             'pip install -e ".[pml]", or leave it out with --parts digits,multilabel') from e
     lines = []
 
     def log(text):
         lines.append(text)
         tqdm.write(text)
 
-    report = {"command": "python examples/reality_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": " ".join(["python examples/reality_check.py", *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine(), "date": time.strftime("%Y-%m-%d"), "args": {k: str(v) for k, v in vars(args).items()}}
     metric_results = multilabel_results = None
     if "digits" in args.parts:
