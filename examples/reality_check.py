@@ -468,15 +468,12 @@ def cell(per_seed, key, digits=3):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def metric_learning_table(results) -> str:
-    splits = list(results)
-    columns = [(s, k) for s in splits for k in RETRIEVAL + ("seen_map_at_r",)]
+def metric_learning_table(results, split: str) -> str:
+    columns = RETRIEVAL + ("seen_map_at_r",)
     label = {**SHORT, "seen_map_at_r": "seen-class MAP@R"}
-    rows = ["| method | " + " | ".join(f"{label[k]} ({s})" for s, k in columns) + " |"]
-    rows.append("|---|" + "---|" * len(columns))
-    for method in (m for m in results[splits[0]] if not m.startswith("PML ")):
-        cells = [cell(results[s][method], k) for s, k in columns]
-        rows.append(f"| {method.removeprefix('jaxmetric ')} | " + " | ".join(cells) + " |")
+    rows = [f"{split}:", "", "| method | " + " | ".join(label[k] for k in columns) + " |", "|---|" + "---|" * len(columns)]
+    for method in (m for m in results[split] if not m.startswith("PML ")):
+        rows.append(f"| {method.removeprefix('jaxmetric ')} | " + " | ".join(cell(results[split][method], k) for k in columns) + " |")
     return "\n".join(rows)
 
 
@@ -572,7 +569,17 @@ def save_plot(metric_results, multilabel_results, path: Path) -> Path:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, jax {jax.__version__}"
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = [f"Python {platform.python_version()}", f"jax {jax.__version__}"]
+    for module, name in (("torch", "torch"), ("pytorch_metric_learning", "PML")):
+        if module in sys.modules:
+            versions.append(f"{name} {sys.modules[module].__version__}")
+    return f"{cpu}, {os.cpu_count()} CPU cores; " + ", ".join(versions)
 
 
 def parse_args(argv=None):
@@ -609,7 +616,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]  # the load explains the times per epoch
     losses = [s.name for s in METRIC_LOSSES] if args.losses == "all" else [s.strip() for s in args.losses.split(",")]
     unknown = [s for s in losses if s not in LOSSES_BY_NAME]
     if unknown:
@@ -630,17 +637,22 @@ def main(argv=None) -> dict:
         tqdm.write(text)
 
     report = {"command": " ".join(["python examples/reality_check.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine(), "date": time.strftime("%Y-%m-%d"), "args": {k: str(v) for k, v in vars(args).items()}}
+              "date": time.strftime("%Y-%m-%d"), "args": {k: str(v) for k, v in vars(args).items()}}
     metric_results = multilabel_results = None
     if "digits" in args.parts:
         metric_results = run_metric_learning(args, losses, pml_losses, log)
     if "multilabel" in args.parts:
         multilabel_results = run_multilabel(args, MULTILABEL_LOSSES, log)
     report["seconds"] = time.perf_counter() - start
+    report["load_average"] = [load_start, os.getloadavg()[0]]
+    report["machine"] = machine()  # after the runs: names torch and PML's versions when they ran
 
-    tables = [f"Command: `{report['command']}`; {report['date']}; {report['machine']}; {report['seconds'] / 60:.1f} min."]
+    tables = [f"Command: `{report['command']}`; {report['date']}; {report['machine']}; {report['seconds'] / 60:.1f} min; "
+              f"load average (1 min) {load_start:.1f} at the start, {report['load_average'][1]:.1f} at the end."]
     if metric_results:
-        tables += ["", settings_table(losses), "", metric_learning_table(metric_results)]
+        tables += ["", settings_table(losses)]
+        for split in metric_results:
+            tables += ["", metric_learning_table(metric_results, split)]
         if pml_losses:
             tables += ["", pml_table(metric_results)]
     if multilabel_results:
