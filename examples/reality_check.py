@@ -1,7 +1,7 @@
 """A metric-learning reality check on real data (`make reality-check`; docs/reality_check.md).
 
 The protocol of Musgrave et al., "A Metric Learning Reality Check" (ECCV 2020), scaled to a
-laptop CPU:
+2-core CPU:
 
 * scikit-learn's 8x8 digits; the network trains on classes 0-4 and is tested on 5-9, which it
   never saw (and the reverse split). Retrieval on the unseen classes: each test image queries
@@ -9,7 +9,8 @@ laptop CPU:
 * every loss gets the same Flax MLP (64-128-128-32), the same initial weights, the same
   m-per-class batches, Adam, and a fixed budget of epochs; no early stopping and nothing
   tuned on the test classes; 3 seeds (mean and sample std).
-* the untrained network (and the raw pixels) as floors.
+* the untrained network (and the raw pixels) as floors; MAP@R on held-out images of the
+  training classes beside it, to tell "learned nothing" from "learned what does not transfer".
 * the same recipe in PyTorch with pytorch-metric-learning's (PML) losses and miners for four of
   the losses: the weights and proxies are copied, the batches are the same index arrays.
 * multi-label classification on two Mulan data sets (yeast, emotions) with jaxmetric's
@@ -407,6 +408,7 @@ def run_multilabel(args, losses, log):
         n_val = int(round(args.val_fraction * len(X_tr)))
         val, fit = order[:n_val], order[n_val:]
         mean, std = np.nanmean(X_tr[fit], 0), np.nanstd(X_tr[fit], 0) + 1e-6
+
         def standardize(a):
             return np.nan_to_num((a - mean) / std).astype(np.float32)
 
