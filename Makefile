@@ -43,3 +43,10 @@ docs: $(TEST_STAMP)
 clean:
 	@sh tools/venv.sh remove "$(VENV)"
 	rm -rf docs/_build docs/_generated .coverage htmlcov
+
+# The benchmark of docs/reality_check.md (metric losses on unseen digit classes, side by side
+# with PML; multi-label losses on yeast and emotions, fetched once into $JAXMETRIC_DATA or
+# ~/.cache/jaxmetric): tables and plot under out/reality_check/.
+.PHONY: reality-check
+reality-check: $(TEST_STAMP)
+	$(PY) examples/reality_check.py
