@@ -152,7 +152,13 @@ def angle_values(query, ref):
         + dim * eps * eps
     )
     nc = jnp.sqrt(jnp.maximum(nc2, 0.0))
-    return jnp.arctan(ap[:, :, None] / (2.0 * nc))
+    # nc is 0 at a = p = n (the diagonal [a, a, a], any duplicated rows), where the float32
+    # inner products cancel to 0 and ap is 0 too: divide only where nc > 0. There the angle is
+    # pi/2 when ap > 0 (what arctan(inf) gave) and 0 when a = p = n (undefined: not mined).
+    ap = ap[:, :, None]
+    ok = nc > 0
+    inside = jnp.arctan(ap / jnp.where(ok, 2.0 * nc, 1.0))
+    return jnp.where(ok, inside, jnp.where(ap > 0, jnp.asarray(math.pi / 2, inside.dtype), 0.0))
 
 
 def angle_cube(pos, neg, query, ref, angle):

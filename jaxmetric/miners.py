@@ -633,8 +633,12 @@ def distance_weighted_miner(
     b, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
     d = float(b.emb.shape[1])
     mat = jnp.maximum(mat, cutoff)
-    log_w = (2.0 - d) * jnp.log(mat) - ((d - 3.0) / 2.0) * jnp.log(1.0 - 0.25 * mat**2)
-    ok = (neg > 0) & jnp.isfinite(log_w) & (mat < nonzero_loss_cutoff)
+    # The log-density's domain is 0 < d < 2; rounding puts antipodal rows at 2.0000002 in
+    # float32, and cutoff may be 0: take the logs only inside it (outside, log_w was not finite).
+    arg = 1.0 - 0.25 * mat**2
+    dom = (mat > 0) & (arg > 0)
+    log_w = (2.0 - d) * jnp.log(jnp.where(dom, mat, 1.0)) - ((d - 3.0) / 2.0) * jnp.log(jnp.where(dom, arg, 1.0))
+    ok = (neg > 0) & dom & jnp.isfinite(log_w) & (mat < nonzero_loss_cutoff)
     # Input negative weights (fractions for weighted pairs) scale the sampling weight.
     log_w = jnp.where(ok, log_w + jnp.log(jnp.where(ok, neg, 1.0)), -jnp.inf)
     row_max = jnp.max(log_w, axis=1, keepdims=True)

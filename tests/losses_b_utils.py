@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +27,7 @@ def pml_float64():
     torch.set_default_dtype(torch.float64)
     torch.Tensor.float = lambda self, *a, **k: self if self.dtype == torch.float64 else orig_float(self, *a, **k)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
         torch.Tensor.float = orig_float
         torch.set_default_dtype(orig_dtype)

@@ -6,7 +6,8 @@ two xdist workers) that reports every failing property:
 1. ``finite``: value, outputs and gradients (embeddings and learned parameters) are finite for
    adversarial finite float32 inputs -- zero vectors, duplicated embeddings, scales 1e-4 and
    1e4, rows of norms from 1e-6 to 1e4 in one batch, one class, all classes distinct (no
-   positive pair), zeros + duplicates + one class,
+   positive pair), zeros + duplicates + one class, antipodal rows (unit distance 2.0000002 in
+   float32, just outside [0, 2]),
    every row masked by ``where`` (which must give 0 with a zero gradient);
 2. ``vmap+eager+debug_nans``: a Python loop of eager (op-by-op) calls equals the jitted
    ``vmap`` over a leading axis, input by input (vmap == loop and jit == eager at once, on the
@@ -63,6 +64,8 @@ def _adversarial():
     zeros = BASE.copy()
     zeros[[0, 3, 6]] = 0.0
     dups = BASE[[0, 0, 0, 1, 1, 2, 2, 0]].copy()  # duplicates within and across classes
+    antipodal = BASE.copy()
+    antipodal[4:] = -0.5 * BASE[:4]  # negatives of rows 0-3 (other classes): rounding puts some at 2 + ulp
     ones = np.ones(B, bool)
     return [
         ("zero_vectors", zeros, LABELS, ones),
@@ -73,6 +76,7 @@ def _adversarial():
         ("all_distinct_no_positive_pair", BASE, np.arange(B, dtype=np.int32), ones),
         ("zeros_duplicates_one_class", dups * (np.arange(B) % 3 != 0)[:, None], np.zeros(B, np.int32), ones),
         ("mixed_scales_1e-6_to_1e4", MIXED_SCALES, LABELS, ones),
+        ("antipodal", antipodal, LABELS, ones),
         ("all_masked", BASE, LABELS, np.zeros(B, bool)),
     ]
 

@@ -41,7 +41,8 @@ def _inventory_names(path: Path) -> set:
 def built_docs(tmp_path_factory):
     _need_sphinx()
     out = tmp_path_factory.mktemp("docs")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONWARNINGS": "error::DeprecationWarning"}  # as pytest's filterwarnings
     results = {}
     for builder in ("html", "doctest"):  # the second build reuses the parsed doctrees
         cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", builder, "-d", str(out / "doctrees"), str(DOCS), str(out / builder)]

@@ -48,6 +48,7 @@ def test_data_parallel_example_sets_its_own_devices():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONWARNINGS"] = "error::DeprecationWarning"  # as pytest's filterwarnings
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "data_parallel.py"), "--quick"], env=env, cwd=str(ROOT),
         capture_output=True, text=True, timeout=600,

@@ -74,6 +74,7 @@ def test_b2048_train_steps_peak_rss_under_2gb():
     env.pop("JAX_ENABLE_X64", None)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONWARNINGS"] = "error::DeprecationWarning"  # as pytest's filterwarnings
     proc = subprocess.run([sys.executable, "-c", LAUNCHER, SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]

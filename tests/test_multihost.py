@@ -18,7 +18,7 @@ def _free_port():
 def test_two_process_losses_equal_single_process():
     port = str(_free_port())
     worker = ROOT / "tests" / "helpers" / "multihost_worker.py"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error::DeprecationWarning"}  # as pytest's filterwarnings
     env.pop("XLA_FLAGS", None)
     procs = [
         subprocess.Popen([sys.executable, str(worker), port, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.test_packaging import _source_tree
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error::DeprecationWarning"}  # as pytest's filterwarnings
 
 
 def test_readme_python_blocks_run():

@@ -111,3 +111,52 @@ def test_float16_gradients_saturate_instead_of_overflowing():
     for dt in (jnp.float32, jnp.bfloat16):
         xd = x16.astype(dt)
         assert jm._checks.saturate_grad(xd) is xd
+
+
+def _angle_rule_f64(x, labels, angle_deg):
+    """PML AngularMiner's selection, float64 (torch ``pairwise_distance`` epsilon): ``[a, p, n]``."""
+    x = np.asarray(x, np.float64)
+    eps = 1e-6
+    ap = np.linalg.norm(x[:, None] - x[None] + eps, axis=-1)  # [a, p]
+    c = (x[:, None] + x[None]) / 2  # [a, p, D]
+    nc = np.linalg.norm(x[None, None] - c[:, :, None] + eps, axis=-1)  # [a, p, n]
+    ang = np.arctan(ap[:, :, None] / (2 * nc))
+    same = labels[:, None] == labels[None]
+    pos = same & ~np.eye(len(labels), dtype=bool)
+    return pos[:, :, None] & ~same[:, None, :] & (ang > np.deg2rad(angle_deg)), ang
+
+
+def test_angular_miner_is_nan_free_where_a_p_n_coincide():
+    """On the [a, a, a] diagonal (a = p = n) float32 cancellation makes both ||a - p|| and
+    ||n - (a + p)/2|| exactly 0: the angle was 0 / 0, a NaN masked afterwards (reported by
+    jax.debug_nans on the battery's base input under jax 0.12). Now divided only where the
+    denominator is positive; the selection is unchanged (a = p is never a positive pair)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(32, 8)), jnp.float32)
+    y = np.arange(32) % 4
+    with jax.debug_nans(True):
+        m = jm.angular_miner(x, jnp.asarray(y))
+        dense = np.asarray(m.to_dense())
+        v, g = jax.value_and_grad(lambda e: jm.triplet_margin_loss(e, m))(x)
+    want, ang = _angle_rule_f64(x, y, 20)
+    clear = np.abs(ang - np.deg2rad(20)) > 1e-5  # float32 vs float64 at the threshold
+    assert want.any() and (~want & clear).any()
+    np.testing.assert_array_equal((dense > 0)[clear], want[clear])
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+
+
+def test_distance_weighted_miner_is_nan_free_on_antipodal_rows():
+    """Antipodal unit rows sit at distance 2.0000002 in float32, outside the log-density's
+    domain (0, 2): log(1 - d^2/4) was NaN before the isfinite mask. The logs are now taken only
+    inside the domain; such negatives still get no weight (as in PML, beyond nonzero_loss_cutoff)."""
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(32, 5)).astype(np.float32)
+    e = jnp.asarray(np.concatenate([e, -e * rng.uniform(0.5, 2.0, size=(32, 1)).astype(np.float32)]))
+    y = jnp.arange(64) % 5  # row i and its antipode i + 32 are in different classes
+    assert np.any(np.asarray(jm.LpDistance()(e)) > 2.0)  # the case really leaves the domain
+    with jax.debug_nans(True):
+        m = jm.distance_weighted_miner(e, y, key=jax.random.key(0))
+        pairs = m.to_pairs()
+    neg = np.asarray(pairs.neg) > 0
+    d = np.asarray(jm.LpDistance()(e))
+    assert neg.any() and not np.any(neg & (d >= 1.4))
