@@ -215,7 +215,7 @@ def _merge_groups(state, products, offsets, first_group, kk: int, group: int):
     return top, values, ids
 
 
-def _block_top_k(q, reference, offsets, *, kind, distance, kk: int, shape: _SearchShape, valid):
+def _block_top_k(q, reference, offsets, *, kind, distance, kk: int, shape: _SearchShape, valid, axis_name=None):
     """The ``kk`` best references of each query ``q [b, D]``: ``(scores, indices) [b, kk]``,
     scores descending, equal scores by ascending index; memory ``O(b * (step + kk * group))``.
 
@@ -235,6 +235,8 @@ def _block_top_k(q, reference, offsets, *, kind, distance, kk: int, shape: _Sear
         jnp.full((b, kk, g), -jnp.inf, dtype),
         jnp.full((b, kk), _INT32_MAX, jnp.int32),
     )
+    if axis_name is not None:  # under shard_map the state holds this device's (varying) values
+        state = jax.tree.map(lambda x: jax.lax.pcast(x, axis_name, to="varying"), state)
     step = shape.step
     n_full = n // step
     if n_full:
@@ -294,12 +296,21 @@ def _select_from_groups(keys, values, ids, *, kk: int, valid):
     return jax.lax.cond(exact, lambda _: (top[:, :kk], idx[:, :kk]), by_index, None)
 
 
+def _gather_replicated(x, axis_name):
+    """Every device's ``x [b, c]`` side by side, ``[b, n_devices * c]`` in device order, typed
+    as the same on every device (a psum of one-slot arrays: shard_map's ``all_gather`` result
+    stays typed per-device, and the merged neighbours must be one value for ``out_specs=P()``)."""
+    n = jax.lax.axis_size(axis_name)
+    slots = jnp.zeros((n,) + x.shape, x.dtype)
+    slots = jax.lax.dynamic_update_index_in_dim(slots, x, jax.lax.axis_index(axis_name), axis=0)
+    return jnp.moveaxis(jax.lax.psum(slots, axis_name), 0, 1).reshape(x.shape[0], n * x.shape[1])
+
+
 def _merge_shards(top, idx, axis_name, kk: int):
-    """Global top-kk from every device's top-kk (device order is reference order)."""
-    tops = jax.lax.all_gather(top, axis_name, axis=1, tiled=True)
-    idxs = jax.lax.all_gather(idx, axis_name, axis=1, tiled=True)
-    top, pos = _top_k(tops, kk)
-    return top, jnp.take_along_axis(idxs, pos, axis=1)
+    """Global top-kk from every device's top-kk (device order is reference order, so equal
+    scores still go to the lower index)."""
+    top, pos = _top_k(_gather_replicated(top, axis_name), kk)
+    return top, jnp.take_along_axis(_gather_replicated(idx, axis_name), pos, axis=1)
 
 
 def _drop_self(top, idx, rows, k: int):
@@ -316,7 +327,7 @@ def _search_block(q, rows, valid, reference, offsets, *, kind, distance, k, excl
     """Top ``k`` (scores, global indices) of one query block; ``reference`` is this device's
     shard when ``axis_name`` is given (shards are consecutive rows, in device order)."""
     kk = k + int(exclude_self)
-    top, idx = _block_top_k(q, reference, offsets, kind=kind, distance=distance, kk=kk, shape=shape, valid=valid)
+    top, idx = _block_top_k(q, reference, offsets, kind=kind, distance=distance, kk=kk, shape=shape, valid=valid, axis_name=axis_name)
     if axis_name is not None:
         idx = idx + jax.lax.axis_index(axis_name) * reference.shape[0]
         top, idx = _merge_shards(top, idx, axis_name, kk)
@@ -1003,6 +1014,122 @@ class AccuracyCalculator:
         )
 
 
+# ------------------------------------------------------------- training-loop hook
+# Query-reference pairs from which the hook shows a progress bar when progress=None (about a
+# minute of search on a 2-core CPU).
+_LONG_EVALUATION_PAIRS = 1 << 33
+
+
+class EvaluationHook:
+    """Retrieval metrics of a held-out set every ``every`` steps of a training loop.
+
+    ::
+
+        hook = evaluation.EvaluationHook(
+            lambda params, x: model.apply({"params": params}, x),   # embeddings of a batch
+            x_test, y_test, every=250, include=("precision_at_1", "mean_average_precision_at_r"),
+            distance=jm.CosineSimilarity(),
+        )
+        for step in range(steps):
+            state, loss = train_step(state, ...)
+            metrics = hook(step, state.params)      # a dict after steps 250, 500, ...; else None
+
+    Args:
+      embed: ``embed(params, inputs) -> [b, D]``, the embeddings of a batch of inputs (jit it:
+        it is called on batches of ``batch_size`` rows, the last one padded, so it compiles once).
+      query, query_labels: the inputs ``embed`` takes (leading dimension: examples) and their
+        labels (class ids ``[N]`` or multi-hot ``[N, C]``).
+      reference, reference_labels: a separate reference set; default: the query set searched
+        against itself (each query's own row excluded).
+      every: evaluate after steps ``every, 2 * every, ...`` (``step`` counts from 0); 0: only
+        when :meth:`evaluate` is called.
+      batch_size: rows per ``embed`` call.
+      progress: a tqdm bar over the search: ``True``, ``False``, or ``None`` to show one on long
+        evaluations (more than 2**33 query-reference pairs) when tqdm is installed. tqdm is
+        imported only then; it is not a dependency of jaxmetric.
+      **options: keywords of :func:`get_accuracy` (``include``, ``k``, ``distance``, ``mesh``, ...).
+
+    ``history`` lists ``(step, metrics)`` of every evaluation.
+    """
+
+    def __init__(self, embed: Callable, query, query_labels, reference=None, reference_labels=None, *, every: int = 100,
+                 batch_size: int = 1024, progress: bool | None = None, **options):
+        fn = "EvaluationHook"
+        if not callable(embed):
+            raise TypeError(f"{fn}: `embed` must be a callable embed(params, inputs) -> [batch, dim]; got {type(embed).__name__}")
+        for name, value, low in (("every", every, 0), ("batch_size", batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{fn}: `{name}` must be an int >= {low}; got {value!r}")
+        if progress not in (None, True, False):
+            raise ValueError(f"{fn}: `progress` must be True, False or None (automatic); got {progress!r}")
+        if (reference is None) != (reference_labels is None):
+            raise ValueError(f"{fn}: `reference` and `reference_labels` must be given together; got only one of them")
+        import inspect  # noqa: PLC0415
+
+        allowed = set(inspect.signature(get_accuracy).parameters) - {"query", "query_labels", "reference", "reference_labels", "progress"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(f"{fn}: unknown get_accuracy option(s) {unknown}; expected some of {sorted(allowed)}")
+        for name, x, labels in (("query", query, query_labels), ("reference", reference, reference_labels)):
+            if x is not None and (not hasattr(x, "shape") or len(x) != len(labels)):
+                raise ValueError(
+                    f"{fn}: `{name}` must be an array with one row per label; got "
+                    f"{getattr(x, 'shape', type(x).__name__)} for {len(labels)} labels"
+                )
+        self.embed, self.every, self.batch_size, self.progress, self.options = embed, int(every), int(batch_size), progress, options
+        self.query, self.query_labels = query, np.asarray(query_labels)
+        self.reference = reference
+        self.reference_labels = None if reference_labels is None else np.asarray(reference_labels)
+        self.history: list[tuple[int | None, dict]] = []
+
+    def __call__(self, step: int, params) -> dict | None:
+        """:meth:`evaluate` after steps ``every, 2 * every, ...``; ``None`` at the other steps."""
+        if self.every == 0 or (int(step) + 1) % self.every:
+            return None
+        return self.evaluate(params, step=int(step))
+
+    def _embeddings(self, params, inputs):
+        n = len(inputs)
+        out = []
+        for start in range(0, n, self.batch_size):
+            batch = jnp.asarray(inputs[start : start + self.batch_size])
+            pad = self.batch_size - batch.shape[0]
+            if pad and n > self.batch_size:  # keep every call the same shape (no retrace)
+                batch = jnp.pad(batch, [(0, pad)] + [(0, 0)] * (batch.ndim - 1))
+            out.append(jnp.asarray(self.embed(params, batch))[: min(self.batch_size, n - start)])
+        return jnp.concatenate(out) if len(out) > 1 else out[0]
+
+    def _progress_bar(self, pairs: int):
+        if self.progress is False:
+            return None
+        try:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+        except ImportError as e:
+            if self.progress:
+                raise ImportError("EvaluationHook: `progress=True` needs tqdm (pip install tqdm), which is not a dependency of jaxmetric") from e
+            return None
+        if self.progress is None and pairs < _LONG_EVALUATION_PAIRS:
+            return None
+        return tqdm(total=len(self.query_labels), desc="retrieval evaluation", unit="query", leave=False)
+
+    def evaluate(self, params, step: int | None = None) -> dict:
+        """Embed the held-out sets with ``params`` and return :func:`get_accuracy`'s dict."""
+        query = self._embeddings(params, self.query)
+        reference = None if self.reference is None else self._embeddings(params, self.reference)
+        n_ref = len(self.query_labels) if reference is None else len(self.reference_labels)
+        bar = self._progress_bar(len(self.query_labels) * n_ref)
+        try:
+            metrics = get_accuracy(
+                query, self.query_labels, reference, self.reference_labels, **self.options,
+                progress=None if bar is None else (lambda done, total: bar.update(done - bar.n)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        self.history.append((step, metrics))
+        return metrics
+
+
 # -------------------------------------------------------------- one-metric shortcuts
 def retrieval_metrics(
     query,
@@ -1077,6 +1204,7 @@ def ami(query, query_labels, *, kmeans_func: Callable | None = None, seed: int =
 __all__ = [
     "get_accuracy",
     "AccuracyCalculator",
+    "EvaluationHook",
     "retrieval_metrics",
     "precision_at_1",
     "r_precision",
