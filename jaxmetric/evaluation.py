@@ -157,10 +157,10 @@ class _SearchShape:
         return self.tile * self.tiles
 
 
-# Defaults of the search, chosen on a 2-core AVX-512 CPU (docs/benchmarks.md): products of
-# [256, D] x [D, 4096] keep their output in the caches; 8 of them (32 MB of scores) between two
-# merges amortise the merge's top_k; groups of about sqrt(N_ref / k) references balance the
-# merge's width (N_ref / group) against the final selection's (k * group).
+# Defaults of the search, measured on a 2-core AVX-512 CPU (docs/benchmarks.md): products of
+# [256, D] x [D, 4096]; 8 of them (32 MB of scores) between two merges amortise the merge's
+# top_k, whose cost per call is mostly fixed; groups of about sqrt(N_ref / k) references
+# balance the merges' width (N_ref / group keys) against the final selection's (k * group).
 _SEARCH_BLOCK = 256
 _SEARCH_TILE = 4096
 _SEARCH_TILES = 8
@@ -169,7 +169,7 @@ _MAX_GROUP = 64
 
 def _search_shape(nq: int, nr: int, kk: int, block: int | None = None) -> _SearchShape:
     group = 1
-    while group < _MAX_GROUP and (2 * group) ** 2 * kk <= 2 * nr:
+    while group < _MAX_GROUP and (2 * group) ** 2 * kk <= nr:
         group *= 2
     tile = min(_SEARCH_TILE, -(-nr // group) * group)
     tiles = max(1, min(_SEARCH_TILES, nr // tile))
