@@ -37,11 +37,14 @@ Metric definitions (:math:`\\mathrm{rel}_j` = 1 when the :math:`j`-th neighbour 
   a k-means clustering of the query embeddings into as many clusters as there are query
   classes (scikit-learn, imported lazily: ``pip install scikit-learn``).
 
-**Memory.** Neighbours are found exactly, block by block of queries: every block computes its
-``[block, N_ref]`` scores, selects the top ``k`` and reduces them to per-query metric values
-before the next block starts, so memory is ``O(block * N_ref)`` and no ``[N_query, k]``
-array is kept even for ``k=None``. The block size is chosen so one ``[block, N_ref]`` matrix
-holds about 2**25 elements (``block_size`` overrides it). faiss is used only when asked for
+**Search and memory.** Neighbours are found exactly, a block of queries at a time, each block
+reduced to per-query metric values before the next (no ``[N_query, k]`` array is kept). A
+block streams over the reference set in tiles of one matrix product each and keeps a running
+top ``k`` (see :func:`knn`): memory ``O(block * (tile * 8 + k * group))``, independent of
+``N_ref``. ``k`` close to ``N_ref`` (``k=None``, PML's default, for MAP and MRR over every
+reference) needs every reference ranked: those searches sort whole rows, ``[block, N_ref]``
+with ``block * N_ref`` near 2**25 elements (128 MB). With ``mesh`` the reference set is split
+over devices and the per-device lists are merged. faiss is used only when asked for
 (``knn_backend="faiss"``) and installed.
 """
 from __future__ import annotations
