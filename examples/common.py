@@ -16,17 +16,28 @@ def load_digits_split(seed: int = 0, test_size: float = 0.3):
     return train_test_split(x, digits.target, test_size=test_size, random_state=seed, stratify=digits.target)
 
 
-def retrieval_report(emb, labels, *, include_clustering: bool = False) -> dict:
-    """Held-out retrieval metrics (the test set searched against itself, cosine ranking)."""
+def _report_options(include_clustering: bool) -> dict:
     import jaxmetric
 
     include = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "recall_at_k")
     if include_clustering:
         include = include + ("NMI",)
-    return jaxmetric.evaluation.get_accuracy(
-        np.asarray(emb, np.float32), np.asarray(labels), include=include, recall_ks=(1, 4),
-        distance=jaxmetric.CosineSimilarity(),
-    )
+    return dict(include=include, recall_ks=(1, 4), distance=jaxmetric.CosineSimilarity())
+
+
+def retrieval_report(emb, labels, *, include_clustering: bool = False) -> dict:
+    """Held-out retrieval metrics (the test set searched against itself, cosine ranking)."""
+    import jaxmetric
+
+    return jaxmetric.evaluation.get_accuracy(np.asarray(emb, np.float32), np.asarray(labels), **_report_options(include_clustering))
+
+
+def evaluation_hook(embed, x_test, y_test, *, every: int, include_clustering: bool = False):
+    """The same report every ``every`` training steps: ``hook(step, params)`` returns the
+    metrics after steps ``every, 2 * every, ...`` (``embed(params, x)`` embeds a batch)."""
+    import jaxmetric
+
+    return jaxmetric.evaluation.EvaluationHook(embed, x_test, y_test, every=every, **_report_options(include_clustering))
 
 
 def format_metrics(metrics: dict) -> str:

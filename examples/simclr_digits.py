@@ -24,7 +24,7 @@ from flax.training import train_state
 from tqdm import tqdm
 
 import jaxmetric
-from common import format_metrics, load_digits_split, retrieval_report, save_embedding_plot
+from common import evaluation_hook, format_metrics, load_digits_split, retrieval_report, save_embedding_plot
 
 
 class Encoder(nn.Module):
@@ -81,6 +81,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=500, help="held-out report every N steps (0: off)")
     parser.add_argument("--out", default="out/simclr_embeddings.png")
     args = parser.parse_args(argv)
     steps = 40 if args.quick else args.steps
@@ -93,6 +94,7 @@ def main(argv=None) -> dict:
     before = retrieval_report(encode(state, x_test), y_test)
     print(f"before: {format_metrics(before)}")
 
+    hook = evaluation_hook(jax.jit(lambda p, x: model.apply({"params": p}, x, project=False)), x_test, y_test, every=args.eval_every)
     rng = np.random.default_rng(args.seed)
     key = jax.random.PRNGKey(args.seed + 1)
     bar = tqdm(range(steps), desc="simclr", unit="step")
@@ -102,6 +104,8 @@ def main(argv=None) -> dict:
         state, loss = train_step(state, sub, x_train[idx], args.temperature)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}")
+        if (metrics := hook(step, state.params)) is not None:
+            bar.write(f"step {step + 1}: {format_metrics(metrics)}")
 
     emb = np.asarray(encode(state, x_test))
     after = retrieval_report(emb, y_test)

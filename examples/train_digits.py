@@ -50,9 +50,12 @@ def train_step(state, x, y):
     return state.apply_gradients(grads=grads), loss
 
 
-def evaluate(state, x, y) -> dict[str, float]:
-    emb = state.apply_fn({"params": state.params}, jnp.asarray(x))
-    return jaxmetric.evaluation.retrieval_metrics(np.asarray(emb), y, distance=jaxmetric.CosineSimilarity())
+def evaluation_hook(state, x, y, every: int) -> jaxmetric.evaluation.EvaluationHook:
+    """Held-out Precision@1, R-precision and MAP@R (cosine ranking) every ``every`` steps."""
+    return jaxmetric.evaluation.EvaluationHook(
+        jax.jit(lambda params, batch: state.apply_fn({"params": params}, batch)), x, y, every=every,
+        include=("mean_average_precision_at_r", "precision_at_1", "r_precision"), distance=jaxmetric.CosineSimilarity(),
+    )
 
 
 def project_2d(emb: np.ndarray) -> np.ndarray:
@@ -87,6 +90,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--m", type=int, default=16, help="samples per class in a batch")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=250, help="held-out evaluation every N steps (0: off)")
     parser.add_argument("--out", default="out/digits_embeddings.png")
     args = parser.parse_args(argv)
     if args.quick:
@@ -99,7 +103,8 @@ def main(argv=None) -> dict:
         x, digits.target, test_size=0.3, random_state=args.seed, stratify=digits.target
     )
     state = make_state(jax.random.PRNGKey(args.seed), x.shape[1], args.lr)
-    before = evaluate(state, x_test, y_test)
+    hook = evaluation_hook(state, x_test, y_test, args.eval_every)
+    before = hook.evaluate(state.params, step=0)
     print(f"before training: Precision@1 {before['precision_at_1']:.3f}  MAP@R {before['mean_average_precision_at_r']:.3f}")
 
     batches = jaxmetric.samplers.m_per_class_batches(
@@ -110,8 +115,10 @@ def main(argv=None) -> dict:
         state, loss = train_step(state, jnp.asarray(x_train[idx]), jnp.asarray(y_train[idx]))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}")
+        if (metrics := hook(step, state.params)) is not None:
+            bar.write(f"step {step + 1}: Precision@1 {metrics['precision_at_1']:.3f}  MAP@R {metrics['mean_average_precision_at_r']:.3f}")
 
-    after = evaluate(state, x_test, y_test)
+    after = hook.evaluate(state.params, step=args.steps)
     print(f"after training:  Precision@1 {after['precision_at_1']:.3f}  MAP@R {after['mean_average_precision_at_r']:.3f}")
     print(f"Precision@1 gain: {after['precision_at_1'] - before['precision_at_1']:+.3f}")
 

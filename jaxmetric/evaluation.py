@@ -37,11 +37,14 @@ Metric definitions (:math:`\\mathrm{rel}_j` = 1 when the :math:`j`-th neighbour 
   a k-means clustering of the query embeddings into as many clusters as there are query
   classes (scikit-learn, imported lazily: ``pip install scikit-learn``).
 
-**Memory.** Neighbours are found exactly, block by block of queries: every block computes its
-``[block, N_ref]`` scores, selects the top ``k`` and reduces them to per-query metric values
-before the next block starts, so memory is ``O(block * N_ref)`` and no ``[N_query, k]``
-array is kept even for ``k=None``. The block size is chosen so one ``[block, N_ref]`` matrix
-holds about 2**25 elements (``block_size`` overrides it). faiss is used only when asked for
+**Search and memory.** Neighbours are found exactly, a block of queries at a time, each block
+reduced to per-query metric values before the next (no ``[N_query, k]`` array is kept). A
+block streams over the reference set in tiles of one matrix product each and keeps a running
+top ``k`` (see :func:`knn`): memory ``O(block * (tile * 8 + k * group))``, independent of
+``N_ref``. ``k`` close to ``N_ref`` (``k=None``, PML's default, for MAP and MRR over every
+reference) needs every reference ranked: those searches sort whole rows, ``[block, N_ref]``
+with ``block * N_ref`` near 2**25 elements (128 MB). With ``mesh`` the reference set is split
+over devices and the per-device lists are merged. faiss is used only when asked for
 (``knn_backend="faiss"``) and installed.
 """
 from __future__ import annotations
@@ -55,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmetric import _checks
-from jaxmetric.distances import BaseDistance, DotProductSimilarity, LpDistance
+from jaxmetric.distances import BaseDistance, CosineSimilarity, DotProductSimilarity, LpDistance
 
 #: Squared Euclidean on raw embeddings: the ordering of faiss.IndexFlatL2, PML's default kNN.
 DEFAULT_KNN_DISTANCE = LpDistance(normalize_embeddings=False, power=2)
@@ -76,40 +79,335 @@ _CLUSTER_METRICS = ("AMI", "NMI")
 _KNN_METRICS = tuple(m for m in METRICS if m not in _CLUSTER_METRICS)
 KNN_BACKENDS = ("jax", "faiss")
 
-# Elements of one [block, N_ref] score matrix when block_size is None (128 MB in float32).
+# Elements of one [block, N_ref] score matrix of the sorting search (k close to N_ref) when
+# block_size is None (128 MB in float32).
 _BLOCK_ELEMENTS = 1 << 25
+# The streaming search is used while k (plus the query itself) is at most N_ref / 4; beyond,
+# its running top-k is as large as a sorted row.
+_STREAMING_SHARE = 4
 
 
 # ----------------------------------------------------------------------------- kNN
-@functools.partial(jax.jit, static_argnames=("k", "distance", "exclude_self", "block_size"))
-def knn(query, reference, *, k: int, distance: BaseDistance = DEFAULT_KNN_DISTANCE, exclude_self: bool = False, block_size: int = 1024):
-    """Exact ``k`` nearest references of every query: ``(indices [Nq, k], scores [Nq, k])``.
+# How a distance becomes one matrix product per tile of references. For the Euclidean
+# distance, ``q . r - |r|^2 / 2`` orders the references of a query as ``-|q - r|^2`` does
+# (``|q|^2`` is the same for all of them), so the distance matrix is never formed: the
+# tile's product minus a per-reference offset is the ranking score. Inner products rank as
+# they are. Any other distance is evaluated as it is, tile by tile.
+_RANK_L2, _RANK_DOT, _RANK_GENERIC = "l2", "dot", "generic"
+_INT32_MAX = np.iinfo(np.int32).max
 
-    ``scores`` are distances (ascending) or similarities (descending) of ``distance``. With
-    ``exclude_self`` (the first ``Nq`` reference rows are the queries), query ``i`` never
-    returns reference ``i``. Computed ``block_size`` queries at a time: memory
-    ``O(block_size * Nr + Nq * k)``.
+
+def _ranking_kind(distance: BaseDistance) -> str:
+    # Exact classes only: a subclass may redefine the matrix.
+    if type(distance) is LpDistance and distance.p == 2 and distance.power > 0:
+        return _RANK_L2
+    if type(distance) in (DotProductSimilarity, CosineSimilarity) and distance.power == 1:
+        return _RANK_DOT
+    return _RANK_GENERIC
+
+
+def _search_dtype(*arrays):
+    """float64 when an input is float64 and x64 is on (parity tests), else float32."""
+    return jnp.float64 if jax.config.jax_enable_x64 and any(a.dtype == np.float64 for a in arrays) else jnp.float32
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "distance", "dtype"))
+def _search_operand(x, *, kind, distance, dtype):
+    """``(rows, offsets)``: the rows the products are taken with (normalised once, when the
+    distance normalises) and the per-row offset subtracted from every product."""
+    x = jnp.asarray(x, dtype)
+    if kind == _RANK_GENERIC:
+        return x, jnp.zeros(x.shape[0], dtype)
+    x = distance.maybe_normalize(x)
+    if kind == _RANK_L2:
+        return x, 0.5 * jnp.sum(x * x, axis=1)
+    return x, jnp.zeros(x.shape[0], dtype)
+
+
+def _tile_products(kind, distance, q, r):
+    """``[b, t]``: the products of queries ``q`` with references ``r``; the ranking score is
+    this minus the references' offsets (larger is nearer). Padding rows carry an infinite
+    offset, so they score ``-inf`` and are never retrieved."""
+    if kind == _RANK_GENERIC:
+        mat = distance(q, r)
+        return mat if distance.is_inverted else -mat
+    return q @ r.T
+
+
+def _scores_to_distances(kind, distance, q, s):
+    """The ``distance`` values of retrieved neighbours from their ranking scores."""
+    if kind == _RANK_L2:
+        sq = jnp.maximum(jnp.sum(q * q, axis=1)[:, None] - 2.0 * s, 0.0)
+        return sq if distance.power == 2 else sq ** (distance.power / 2)
+    if kind == _RANK_DOT or distance.is_inverted:
+        return s
+    return -s
+
+
+@dataclasses.dataclass(frozen=True)
+class _SearchShape:
+    """Static shapes of the search: ``block`` queries at a time; ``tile`` references per
+    matrix product; ``tiles`` products between two merges of the running top-k; ``group``
+    references per group (the unit the merges select, see :func:`_block_top_k`)."""
+
+    block: int
+    tile: int
+    tiles: int
+    group: int
+
+    @property
+    def step(self) -> int:
+        return self.tile * self.tiles
+
+
+# Defaults of the search, measured on a 2-core AVX-512 CPU (docs/benchmarks.md): products of
+# [256, D] x [D, 4096]; 8 of them (32 MB of scores) between two merges amortise the merge's
+# top_k, whose cost per call is mostly fixed; groups of about sqrt(N_ref / k) references
+# balance the merges' width (N_ref / group keys) against the final selection's (k * group).
+_SEARCH_BLOCK = 256
+_SEARCH_TILE = 4096
+_SEARCH_TILES = 8
+_MAX_GROUP = 64
+
+
+def _search_shape(nq: int, nr: int, kk: int, block: int | None = None) -> _SearchShape:
+    group = 1
+    while group < _MAX_GROUP and (2 * group) ** 2 * kk <= nr:
+        group *= 2
+    tile = min(_SEARCH_TILE, -(-nr // group) * group)
+    tiles = max(1, min(_SEARCH_TILES, nr // tile))
+    if block is None:
+        block = min(_SEARCH_BLOCK, -(-nq // 8) * 8)
+    return _SearchShape(block=int(max(1, block)), tile=tile, tiles=tiles, group=group)
+
+
+def _top_k(x, k: int):
+    """``lax.top_k``, kept as XLA:CPU's TopK call. XLA lowers top_k to a sort plus a slice and
+    turns the pair back into its (much faster) TopK call only while the slice is the sort's
+    sole user; a later gather or offset slice merged into it leaves a full sort of every row.
+    A barrier on each result keeps the consumers apart."""
+    top, pos = jax.lax.top_k(x, k)
+    return jax.lax.optimization_barrier(top), jax.lax.optimization_barrier(pos)
+
+
+def _merge_groups(state, products, offsets, first_group, kk: int, group: int):
+    """Streaming top-k merge of one step into ``state``: the step's ranking scores are
+    ``products [b, step] - offsets [step]``.
+
+    ``state = (keys [b, kk], values [b, kk, group], ids [b, kk])``: the ``kk`` best groups so
+    far (a group is ``group`` consecutive references; its key is its best score), their scores
+    and their global group ids. The top ``kk`` references always lie in the top ``kk`` groups
+    (a reference outside them is beaten by the ``kk`` keys), so keeping the top groups keeps
+    the answer while ``top_k`` only sees one key per group.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > reference.shape[0]:
-        raise ValueError(f"knn: `k` must be an int in [1, {reference.shape[0]}] (the reference set size); got {k!r}")
-    nq = query.shape[0]
-    block_size = max(1, min(block_size, nq))
-    nblk = -(-nq // block_size)
-    pad = nblk * block_size - nq
-    q = jnp.pad(query, ((0, pad), (0, 0))).reshape(nblk, block_size, -1)
-    rows = jnp.arange(nblk * block_size).reshape(nblk, block_size)
+    keys, values, ids = state
+    b = keys.shape[0]
+    groups = products.reshape(b, -1, group)
+    group_offsets = offsets.reshape(-1, group)
+    # The scores are never stored: the offsets are subtracted inside the group maximum and
+    # again on the few gathered groups, so the product is the only [b, step] array.
+    step_keys = jnp.max(groups - group_offsets[None], axis=2)
+    # The running keys come first: their groups hold lower indices, so equal keys keep them.
+    top, pos = _top_k(jnp.concatenate([keys, step_keys], axis=1), kk)
+    kept = pos < kk
+    pos_kept = jnp.minimum(pos, kk - 1)
+    pos_new = jnp.maximum(pos - kk, 0)
+    fresh = jnp.take_along_axis(groups, pos_new[:, :, None], axis=1) - group_offsets[pos_new]
+    values = jnp.where(kept[:, :, None], jnp.take_along_axis(values, pos_kept[:, :, None], axis=1), fresh)
+    ids = jnp.where(kept, jnp.take_along_axis(ids, pos_kept, axis=1), (first_group + pos_new).astype(jnp.int32))
+    return top, values, ids
+
+
+def _block_top_k(q, reference, offsets, *, kind, distance, kk: int, shape: _SearchShape, valid, axis_name=None):
+    """The ``kk`` best references of each query ``q [b, D]``: ``(scores, indices) [b, kk]``,
+    scores descending, equal scores by ascending index; memory ``O(b * (step + kk * group))``.
+
+    ``reference [n, D]`` is read a step at a time (no copy of it is made); the last partial
+    step is padded with rows of infinite offset.
+    """
+    b = q.shape[0]
+    n = reference.shape[0]
+    t, g = shape.tile, shape.group
+    dtype = q.dtype
+
+    def merge(st, r, off, first_group):
+        return _merge_groups(st, _tile_products(kind, distance, q, r), off, first_group, kk, g)
+
+    state = (
+        jnp.full((b, kk), -jnp.inf, dtype),
+        jnp.full((b, kk, g), -jnp.inf, dtype),
+        jnp.full((b, kk), _INT32_MAX, jnp.int32),
+    )
+    if axis_name is not None:  # under shard_map the state holds this device's (varying) values
+        state = jax.tree.map(lambda x: jax.lax.pcast(x, axis_name, to="varying"), state)
+    step = shape.step
+    n_full = n // step
+    if n_full:
+
+        def body(st, i):
+            r = jax.lax.dynamic_slice_in_dim(reference, i * step, step)
+            off = jax.lax.dynamic_slice_in_dim(offsets, i * step, step)
+            return merge(st, r, off, i * (step // g)), None
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(n_full))
+    tail = n - n_full * step
+    if tail:
+        # Whole tiles, or one narrower product when the tail is shorter than a tile.
+        width = -(-tail // t) * t if tail > t else -(-tail // g) * g
+        r = jnp.pad(reference[n_full * step :], ((0, width - tail), (0, 0)))
+        off = jnp.pad(offsets[n_full * step :], (0, width - tail), constant_values=jnp.inf)
+        state = merge(state, r, off, n_full * (step // g))
+    return _select_from_groups(*state, kk=kk, valid=valid)
+
+
+def _select_from_groups(keys, values, ids, *, kk: int, valid):
+    """The top ``kk`` references ``(scores, indices)`` among the candidate groups.
+
+    The groups are first put in reference order. Fast path: the groups' maxima come first
+    (most of them are in the answer, so XLA's top_k seldom updates its heap), then the other
+    scores. That layout orders equal scores by index except when a group's maximum ties with
+    a non-maximum of an earlier group; the result is kept when its order is the index order
+    and the ``kk``-th score is strictly above the next (no tie at the cut), which a check
+    over the answer decides. Otherwise the block falls back to the plain reference-order
+    layout, where top_k's own rule (lower position first) is the index rule.
+    """
+    b, _, g = values.shape
+    # An extra -inf column keeps this a top_k call (XLA turns a full-width top_k into a sort).
+    neg_ids = jnp.concatenate([-ids.astype(jnp.float32), jnp.full((b, 1), -jnp.inf, jnp.float32)], axis=1)
+    _, order = _top_k(neg_ids, kk)
+    ids = jnp.take_along_axis(ids, order, axis=1)
+    values = jnp.take_along_axis(values, order[:, :, None], axis=1)
+    keys = jnp.take_along_axis(keys, order, axis=1)
+    best = jnp.argmax(values, axis=2).astype(jnp.int32)  # the first maximum of each group is its key
+    rest = jnp.where(jnp.arange(g)[None, None, :] == best[:, :, None], -jnp.inf, values)
+    top, pos = _top_k(jnp.concatenate([keys, rest.reshape(b, kk * g)], axis=1), kk + 1)
+    is_key = pos < kk
+    group = jnp.where(is_key, pos, (pos - kk) // g)
+    offset = jnp.where(is_key, jnp.take_along_axis(best, jnp.minimum(pos, kk - 1), axis=1), (pos - kk) % g)
+    idx = jnp.take_along_axis(ids, group, axis=1) * g + offset
+    nxt = jnp.minimum(jnp.arange(1, kk + 1), kk)[None, :]
+    top_next = jnp.take_along_axis(top, nxt, axis=1)
+    idx_next = jnp.take_along_axis(idx, nxt, axis=1)
+    in_order = (top[:, :kk] > top_next) | ((top[:, :kk] == top_next) & (idx[:, :kk] < idx_next))
+    cut_ok = top[:, kk - 1] > top[:, kk]
+    exact = jnp.all((jnp.all(in_order[:, : kk - 1], axis=1) & cut_ok) | ~valid)
+
+    def by_index(_):
+        t, p = _top_k(values.reshape(b, kk * g), kk)
+        return t, jnp.take_along_axis(ids, p // g, axis=1) * g + p % g
+
+    return jax.lax.cond(exact, lambda _: (top[:, :kk], idx[:, :kk]), by_index, None)
+
+
+def _gather_replicated(x, axis_name):
+    """Every device's ``x [b, c]`` side by side, ``[b, n_devices * c]`` in device order, typed
+    as the same on every device (a psum of one-slot arrays: shard_map's ``all_gather`` result
+    stays typed per-device, and the merged neighbours must be one value for ``out_specs=P()``)."""
+    n = jax.lax.axis_size(axis_name)
+    slots = jnp.zeros((n,) + x.shape, x.dtype)
+    slots = jax.lax.dynamic_update_index_in_dim(slots, x, jax.lax.axis_index(axis_name), axis=0)
+    return jnp.moveaxis(jax.lax.psum(slots, axis_name), 0, 1).reshape(x.shape[0], n * x.shape[1])
+
+
+def _merge_shards(top, idx, axis_name, kk: int):
+    """Global top-kk from every device's top-kk (device order is reference order, so equal
+    scores still go to the lower index)."""
+    top, pos = _top_k(_gather_replicated(top, axis_name), kk)
+    return top, jnp.take_along_axis(_gather_replicated(idx, axis_name), pos, axis=1)
+
+
+def _drop_self(top, idx, rows, k: int):
+    """Remove each query's own row from its ``k + 1`` neighbours (or the last one, when it is
+    not among them): the ``k`` nearest others, as PML does with faiss."""
+    is_self = idx == rows[:, None]
+    cut = jnp.where(jnp.any(is_self, axis=1), jnp.argmax(is_self, axis=1), k).astype(jnp.int32)
+    j = jnp.arange(k)[None, :]
+    src = j + (j >= cut[:, None])
+    return jnp.take_along_axis(top, src, axis=1), jnp.take_along_axis(idx, src, axis=1)
+
+
+def _search_block(q, rows, valid, reference, offsets, *, kind, distance, k, exclude_self, shape, axis_name):
+    """Top ``k`` (scores, global indices) of one query block; ``reference`` is this device's
+    shard when ``axis_name`` is given (shards are consecutive rows, in device order)."""
+    kk = k + int(exclude_self)
+    top, idx = _block_top_k(q, reference, offsets, kind=kind, distance=distance, kk=kk, shape=shape, valid=valid, axis_name=axis_name)
+    if axis_name is not None:
+        idx = idx + jax.lax.axis_index(axis_name) * reference.shape[0]
+        top, idx = _merge_shards(top, idx, axis_name, kk)
+    if exclude_self:
+        top, idx = _drop_self(top, idx, rows, k)
+    return top, idx
+
+
+def _query_blocks(x, block):
+    n = x.shape[0]
+    nblk = -(-n // block)
+    return jnp.pad(x, [(0, nblk * block - n)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, block) + x.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnames=("k", "distance", "exclude_self", "shape", "axis_name"))
+def _knn(query, reference, *, k, distance, exclude_self, shape, axis_name):
+    kind = _ranking_kind(distance)
+    dtype = _search_dtype(query, reference)
+    q, _ = _search_operand(query, kind=kind, distance=distance, dtype=dtype)
+    r, offsets = _search_operand(reference, kind=kind, distance=distance, dtype=dtype)
+    nq = q.shape[0]
 
     def block(args):
-        qb, rb = args
-        mat = distance(qb, reference)
-        scores = mat if distance.is_inverted else -mat
-        if exclude_self:
-            scores = jnp.where(rb[:, None] == jnp.arange(reference.shape[0])[None, :], -jnp.inf, scores)
-        top, idx = jax.lax.top_k(scores, k)
-        return idx, top if distance.is_inverted else -top
+        qb, rows = args
+        top, idx = _search_block(qb, rows, rows < nq, r, offsets, kind=kind, distance=distance, k=k, exclude_self=exclude_self, shape=shape, axis_name=axis_name)
+        return idx, _scores_to_distances(kind, distance, qb, top)
 
-    idx, scores = jax.lax.map(block, (q, rows))
-    return idx.reshape(-1, k)[:nq], scores.reshape(-1, k)[:nq]
+    idx, dist = jax.lax.map(block, (_query_blocks(q, shape.block), _query_blocks(jnp.arange(nq), shape.block)))
+    return idx.reshape(-1, k)[:nq], dist.reshape(-1, k)[:nq]
+
+
+def knn(
+    query,
+    reference,
+    *,
+    k: int,
+    distance: BaseDistance = DEFAULT_KNN_DISTANCE,
+    exclude_self: bool = False,
+    block_size: int | None = None,
+    axis_name=None,
+):
+    """Exact ``k`` nearest references of every query: ``(indices [Nq, k], distances [Nq, k])``.
+
+    ``distances`` are values of ``distance``, nearest first (ascending distances, descending
+    similarities). Neighbours are ranked by a score that orders them exactly as ``distance``
+    does in exact arithmetic, computed in the inputs' precision (float32, or float64 when
+    given float64 with x64 enabled): ``q . r - |r|^2 / 2`` for ``LpDistance(p=2)``, ``q . r``
+    for dot-product and cosine similarity (after normalising once, as the distance does), the
+    distance itself otherwise. **Ties** (equal scores) go to the lower reference index.
+
+    With ``exclude_self`` (the first ``Nq`` reference rows are the queries), query ``i`` never
+    returns reference ``i``. Memory: ``O(block_size * (4096 * 8 + k * group))`` beyond the
+    inputs and outputs whatever ``Nr``: references are streamed in tiles and merged into a
+    running top-k (see ``docs/evaluation.md``). ``block_size``: queries per block (default 256).
+
+    With ``axis_name`` (inside ``jax.shard_map``), ``reference`` is this device's shard of the
+    reference set (equal shards, in device order) and ``query`` is the same on every device;
+    each device searches its shard and the per-device lists are merged, so every device gets
+    the neighbours of a search over the whole reference set.
+    """
+    fn = "knn"
+    query = _checks.check_embeddings(query, "query", fn=fn)
+    reference = _checks.check_embeddings(reference, "reference", fn=fn)
+    if reference.shape[1] != query.shape[1]:
+        raise ValueError(f"{fn}: `reference` must have dim {query.shape[1]} like `query`; got shape {tuple(reference.shape)}")
+    n_ref = reference.shape[0] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > n_ref - int(bool(exclude_self)):
+        raise ValueError(
+            f"{fn}: `k` must be an int in [1, {n_ref - int(bool(exclude_self))}] (the reference set size"
+            f"{' minus the query itself' if exclude_self else ''}); got {k!r}"
+        )
+    if exclude_self and query.shape[0] > n_ref:
+        raise ValueError(f"{fn}: `exclude_self` needs the queries to be the first rows of `reference`; got {query.shape[0]} queries and {n_ref} references")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1):
+        raise ValueError(f"{fn}: `block_size` must be None or an int >= 1; got {block_size!r}")
+    shape = _search_shape(query.shape[0], reference.shape[0], int(k) + int(bool(exclude_self)), block_size)
+    return _knn(query, reference, k=int(k), distance=distance, exclude_self=bool(exclude_self), shape=shape, axis_name=axis_name)
 
 
 # ------------------------------------------------------------------ relevance rules
@@ -214,7 +512,7 @@ def _knn_metrics(query, query_labels, r_q, reference, reference_labels, *, num_c
         scores = mat if distance.is_inverted else -mat
         if exclude_self:
             scores = jnp.where(rb[:, None] == jnp.arange(nr)[None, :], -jnp.inf, scores)
-        _, idx = jax.lax.top_k(scores, num_cols)
+        _, idx = _top_k(scores, num_cols)
         full = _relevance_matrix(kind, None, qlb, reference_labels) if (kind == "multi_hot" and fn is None) else None
         rel = _neighbour_relevance(kind, fn, qlb, reference_labels, idx, full)
         return _per_query(rel, rqb, kp=kp, recall_ks=recall_ks, dtype=dtype)
@@ -225,6 +523,94 @@ def _knn_metrics(query, query_labels, r_q, reference, reference_labels, *, num_c
     else:
         out = jax.lax.map(block, xs)
     return {name: v.reshape(-1)[:nq] for name, v in out.items()}
+
+
+def _streaming_block_metrics(query, rows, query_labels, r_q, reference, offsets, reference_labels, *, rank, distance,
+                             num_cols, exclude_self, shape, kp, recall_ks, kind, fn, nq, axis_name):
+    """Per-query metric values of the queries ``query [B * block, D]`` (global indices ``rows``;
+    rows ``>= nq`` are padding): streaming exact search, block by block, each block reduced to
+    its metric values before the next, so memory is one block's search whatever ``N_ref``."""
+    dtype = _metric_dtype()
+
+    def block(args):
+        qb, rb, qlb, rqb = args
+        _, idx = _search_block(qb, rb, rb < nq, reference, offsets, kind=rank, distance=distance, k=num_cols,
+                               exclude_self=exclude_self, shape=shape, axis_name=axis_name)
+        rel = _neighbour_relevance(kind, fn, qlb, reference_labels, idx)
+        return _per_query(rel, rqb, kp=kp, recall_ks=recall_ks, dtype=dtype)
+
+    xs = tuple(x.reshape((-1, shape.block) + x.shape[1:]) for x in (query, rows, query_labels, r_q))
+    out = jax.lax.map(block, xs)
+    return {name: v.reshape(-1) for name, v in out.items()}
+
+
+_STREAMING_STATICS = ("rank", "distance", "num_cols", "exclude_self", "shape", "kp", "recall_ks", "kind", "fn", "nq")
+_streaming_metrics = jax.jit(functools.partial(_streaming_block_metrics, axis_name=None), static_argnames=_STREAMING_STATICS)
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_metrics(mesh, **statics):
+    """:func:`_streaming_block_metrics` over ``mesh``: the reference (and its offsets) split
+    over all the mesh's devices, everything else replicated; the per-device top-k lists are
+    merged inside, so the values are those of one device."""
+    from jax.sharding import PartitionSpec as P  # noqa: PLC0415
+
+    axes = tuple(mesh.axis_names)
+    body = functools.partial(_streaming_block_metrics, axis_name=axes, **statics)
+    split = P(axes)
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(), split, split, P()), out_specs=P()))
+
+
+# Pairs (query x reference) per call of the streaming search: calls are where the host reports
+# progress and collects values, so a long evaluation reports every few seconds.
+_PAIRS_PER_CALL = 1 << 30
+
+
+def _streaming_per_query(query, query_labels, r_q, reference, reference_labels, *, same_set, distance, num_cols,
+                         exclude_self, kp, recall_ks, kind, fn, block_size, mesh, progress):
+    """Host driver of the streaming search: equal-shape calls over consecutive query blocks
+    (one compilation), ``progress(done, total)`` after each."""
+    nq, nr = query.shape[0], reference.shape[0]
+    rank = _ranking_kind(distance)
+    dtype = _search_dtype(query, reference)
+    r, offsets = _search_operand(reference, kind=rank, distance=distance, dtype=dtype)
+    q = r if same_set else _search_operand(query, kind=rank, distance=distance, dtype=dtype)[0]
+    kk = num_cols + int(exclude_self)
+    ndev = 1 if mesh is None else mesh.devices.size
+    if mesh is not None:
+        # Equal shards: pad the reference with rows of infinite offset (never retrieved).
+        pad = -nr % ndev
+        r = jnp.pad(r, ((0, pad), (0, 0)))
+        offsets = jnp.pad(offsets, (0, pad), constant_values=jnp.inf)
+        from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: PLC0415
+
+        split = NamedSharding(mesh, P(tuple(mesh.axis_names)))
+        r, offsets = jax.device_put(r, split), jax.device_put(offsets, split)
+    shape = _search_shape(nq, r.shape[0] // ndev, kk, block_size)
+    blocks = -(-nq // shape.block)
+    per_call = max(1, min(blocks, _PAIRS_PER_CALL // max(shape.block * nr, 1)))
+    calls = -(-blocks // per_call)
+    per_call = -(-blocks // calls)  # balanced: less than one padded block per call
+    width = per_call * shape.block
+    statics = dict(rank=rank, distance=distance, num_cols=num_cols, exclude_self=exclude_self, shape=shape, kp=kp,
+                   recall_ks=recall_ks, kind=kind, fn=fn, nq=nq)
+    run = _streaming_metrics if mesh is None else _sharded_metrics(mesh, **statics)
+    ql, rq, rl = jnp.asarray(query_labels), jnp.asarray(r_q), jnp.asarray(reference_labels)
+    parts: dict[str, list] = {}
+    for c in range(calls):
+        lo, hi = c * width, min((c + 1) * width, nq)
+        pad = width - (hi - lo)
+
+        def part(x):
+            return jnp.pad(x[lo:hi], [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+
+        args = (part(q), jnp.arange(lo, lo + width), part(ql), part(rq), r, offsets, rl)
+        out = run(*args, **statics) if mesh is None else run(*args)
+        for name, v in out.items():
+            parts.setdefault(name, []).append(np.asarray(v)[: hi - lo])
+        if progress is not None:
+            progress(hi, nq)
+    return {name: np.concatenate(v) for name, v in parts.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("kp", "recall_ks", "kind", "fn"))
@@ -291,8 +677,9 @@ def _as_labels(labels, n: int, name: str, fn: str) -> np.ndarray:
     return labels
 
 
-def _as_embeddings(x, name: str, fn: str) -> np.ndarray:
-    return np.asarray(_checks.check_embeddings(x if hasattr(x, "shape") else np.asarray(x), name, fn=fn))
+def _as_embeddings(x, name: str, fn: str) -> jax.Array:
+    # A JAX array (no host copy of the embeddings; NumPy inputs are copied to the device once).
+    return jnp.asarray(_checks.check_embeddings(x if hasattr(x, "shape") else np.asarray(x), name, fn=fn))
 
 
 # ------------------------------------------------------------------------ averaging
@@ -356,6 +743,8 @@ def get_accuracy(
     knn_backend: str = "jax",
     kmeans_func: Callable | None = None,
     seed: int = 0,
+    mesh: Any = None,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> dict[str, Any]:
     """Retrieval and clustering metrics of ``query`` against ``reference``, as a dict.
 
@@ -382,13 +771,19 @@ def get_accuracy(
         arrays ``(a [b, 1, ...], r [1, R, ...])`` it returns bool ``[b, R]``; written with
         ``jnp`` operations (it runs inside ``jit``). Default: equal class ids, or
         shares-a-label for multi-hot.
-      block_size: queries per block of the exact search; default keeps one
-        ``[block, N_ref]`` matrix near 2**25 elements.
-      knn_backend: ``"jax"`` (exact, blockwise, any distance) or ``"faiss"`` (needs faiss;
+      block_size: queries per block of the exact search (default 256; for ``k`` close to
+        the reference size, whose search sorts whole rows, one ``[block, N_ref]`` matrix near
+        2**25 elements).
+      knn_backend: ``"jax"`` (exact, streaming, any distance) or ``"faiss"`` (needs faiss;
         ``LpDistance(p=2)`` or dot-product/cosine similarity).
       kmeans_func: ``kmeans_func(query [Nq, D] numpy, num_clusters) -> cluster ids [Nq]``
         for NMI/AMI; default scikit-learn ``KMeans(n_init="auto", random_state=seed)``.
       seed: k-means seed.
+      mesh: a ``jax.sharding.Mesh``: the reference set is split over all its devices, each
+        device searches its part and the per-device neighbour lists are merged (the values
+        equal one device's).
+      progress: ``progress(done, total)`` called on the host after each chunk of queries
+        of the search (``done`` queries of ``total`` searched), e.g. to update a progress bar.
 
     Returns:
       ``{metric name: float}`` (a list per class with ``return_per_class``), in the order
@@ -409,6 +804,12 @@ def get_accuracy(
         raise ValueError(f"{fn}: `avg_of_avgs` and `return_per_class` are mutually exclusive; got both True")
     _check_k(k, fn)
     _checks.check_choice(knn_backend, KNN_BACKENDS, "knn_backend", fn=fn)
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"{fn}: `mesh` must be None or a jax.sharding.Mesh; got {type(mesh).__name__}")
+    if mesh is not None and knn_backend == "faiss":
+        raise ValueError(f"{fn}: `mesh` shards the jax search; got knn_backend='faiss' with a mesh")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"{fn}: `progress` must be None or a callable progress(done, total); got {type(progress).__name__}")
     if not isinstance(distance, BaseDistance):
         raise TypeError(f"{fn}: `distance` must be a jaxmetric distance (e.g. LpDistance()); got {type(distance).__name__}")
     recall_ks = tuple(int(x) for x in recall_ks)
@@ -419,6 +820,7 @@ def get_accuracy(
 
     query = _as_embeddings(query, "query", fn)
     query_labels = _as_labels(query_labels, query.shape[0], "query_labels", fn)
+    same_set = reference is None
     if reference is None:
         if reference_labels is not None:
             raise ValueError(f"{fn}: `reference_labels` given without `reference`; got reference=None")
@@ -429,7 +831,7 @@ def get_accuracy(
             raise ValueError(f"{fn}: `reference_labels` must be given with `reference`; got None")
         reference_labels = _as_labels(reference_labels, reference.shape[0], "reference_labels", fn)
         if reference.shape[1] != query.shape[1]:
-            raise ValueError(f"{fn}: `reference` must have dim {query.shape[1]} like `query`; got shape {reference.shape}")
+            raise ValueError(f"{fn}: `reference` must have dim {query.shape[1]} like `query`; got shape {tuple(reference.shape)}")
         if reference_labels.ndim != query_labels.ndim or reference_labels.shape[1:] != query_labels.shape[1:]:
             raise ValueError(
                 f"{fn}: `reference_labels` must be labels of the same kind as `query_labels` "
@@ -438,7 +840,7 @@ def get_accuracy(
         if ref_includes_query:
             nq = query.shape[0]
             if reference.shape[0] < nq or not (
-                np.allclose(query, reference[:nq]) and np.array_equal(query_labels, reference_labels[:nq])
+                bool(jnp.allclose(query, reference[:nq])) and np.array_equal(query_labels, reference_labels[:nq])
             ):
                 raise ValueError(
                     f"{fn}: with `ref_includes_query=True` the first len(query)={nq} rows of `reference` and "
@@ -456,7 +858,7 @@ def get_accuracy(
                 f"{query_labels.shape}{' and a label_comparison_fn' if label_comparison_fn is not None else ''}. "
                 "Exclude them: exclude=('NMI', 'AMI')"
             )
-        clusters = _cluster_labels(query, len(np.unique(query_labels)), kmeans_func, seed)
+        clusters = _cluster_labels(np.asarray(query), len(np.unique(query_labels)), kmeans_func, seed)
         for m in _CLUSTER_METRICS:
             if m in selected:
                 results[m] = _mutual_information(m, query_labels, clusters)
@@ -467,6 +869,7 @@ def get_accuracy(
             _knn_results(
                 knn_selected, query, query_labels, reference, reference_labels, self_count, kind, k, recall_ks,
                 distance, label_comparison_fn, block_size, knn_backend, avg_of_avgs, return_per_class, fn,
+                same_set=same_set, mesh=mesh, progress=progress,
             )
         )
     names = []
@@ -476,7 +879,8 @@ def get_accuracy(
 
 
 def _knn_results(selected, query, query_labels, reference, reference_labels, self_count, kind, k, recall_ks,
-                 distance, label_comparison_fn, block_size, knn_backend, avg_of_avgs, return_per_class, fn):
+                 distance, label_comparison_fn, block_size, knn_backend, avg_of_avgs, return_per_class, fn,
+                 same_set=False, mesh=None, progress=None):
     nq, nr = query.shape[0], reference.shape[0]
     ql = jnp.asarray(query_labels)
     rl = jnp.asarray(reference_labels)
@@ -527,7 +931,15 @@ def _knn_results(selected, query, query_labels, reference, reference_labels, sel
         per_query = _metrics_from_indices(
             jnp.asarray(idx), ql, jnp.asarray(r_q), rl, kp=kp, recall_ks=ks, kind=kind, fn=label_comparison_fn
         )
+    elif mesh is not None or _STREAMING_SHARE * (num_cols + self_count) <= nr:
+        per_query = _streaming_per_query(
+            query, ql, r_q, reference, rl, same_set=same_set, distance=distance, num_cols=num_cols,
+            exclude_self=bool(self_count), kp=kp, recall_ks=ks, kind=kind, fn=label_comparison_fn,
+            block_size=block_size, mesh=mesh, progress=progress,
+        )
     else:
+        # k near the reference size (k=None: MAP and MRR over every reference): one sort of
+        # each query's whole row, block by block (the streaming merge would keep as much).
         bs = block_size if block_size is not None else _BLOCK_ELEMENTS // max(per_row, 1)
         bs = int(max(1, min(bs, nq)))
         per_query = _knn_metrics(
@@ -571,6 +983,7 @@ class AccuracyCalculator:
     knn_backend: str = "jax"
     kmeans_func: Callable | None = None
     seed: int = 0
+    mesh: Any = None
 
     def __post_init__(self):
         fn = "AccuracyCalculator"
@@ -587,8 +1000,8 @@ class AccuracyCalculator:
         chosen = [m for m in (self.include or PML_METRICS) if m not in self.exclude]
         return [m for m in METRICS if m in chosen]
 
-    def get_accuracy(self, query, query_labels, reference=None, reference_labels=None, ref_includes_query=False, include=(), exclude=()):
-        """:func:`get_accuracy` with this calculator's options."""
+    def get_accuracy(self, query, query_labels, reference=None, reference_labels=None, ref_includes_query=False, include=(), exclude=(), progress=None):
+        """:func:`get_accuracy` with this calculator's options (``progress``: see there)."""
         fn = "AccuracyCalculator.get_accuracy"
         include, exclude = _check_names(include, "include", fn), _check_names(exclude, "exclude", fn)
         base = self.get_curr_metrics()
@@ -600,7 +1013,124 @@ class AccuracyCalculator:
             include=tuple(chosen), avg_of_avgs=self.avg_of_avgs, return_per_class=self.return_per_class, k=self.k,
             recall_ks=self.recall_ks, distance=self.distance, label_comparison_fn=self.label_comparison_fn,
             block_size=self.block_size, knn_backend=self.knn_backend, kmeans_func=self.kmeans_func, seed=self.seed,
+            mesh=self.mesh, progress=progress,
         )
+
+
+# ------------------------------------------------------------- training-loop hook
+# Query-reference pairs from which the hook shows a progress bar when progress=None (about a
+# minute of search on a 2-core CPU).
+_LONG_EVALUATION_PAIRS = 1 << 33
+
+
+class EvaluationHook:
+    """Retrieval metrics of a held-out set every ``every`` steps of a training loop.
+
+    ::
+
+        hook = evaluation.EvaluationHook(
+            lambda params, x: model.apply({"params": params}, x),   # embeddings of a batch
+            x_test, y_test, every=250, include=("precision_at_1", "mean_average_precision_at_r"),
+            distance=jm.CosineSimilarity(),
+        )
+        for step in range(steps):
+            state, loss = train_step(state, ...)
+            metrics = hook(step, state.params)      # a dict after steps 250, 500, ...; else None
+
+    Args:
+      embed: ``embed(params, inputs) -> [b, D]``, the embeddings of a batch of inputs (jit it:
+        it is called on batches of ``batch_size`` rows, the last one padded, so it compiles once).
+      query, query_labels: the inputs ``embed`` takes (leading dimension: examples) and their
+        labels (class ids ``[N]`` or multi-hot ``[N, C]``).
+      reference, reference_labels: a separate reference set; default: the query set searched
+        against itself (each query's own row excluded).
+      every: evaluate after steps ``every, 2 * every, ...`` (``step`` counts from 0); 0: only
+        when :meth:`evaluate` is called.
+      batch_size: rows per ``embed`` call.
+      progress: a tqdm bar over the search: ``True``, ``False``, or ``None`` to show one on long
+        evaluations (more than 2**33 query-reference pairs) when tqdm is installed. tqdm is
+        imported only then; it is not a dependency of jaxmetric.
+      **options: keywords of :func:`get_accuracy` (``include``, ``k``, ``distance``, ``mesh``, ...).
+
+    ``history`` lists ``(step, metrics)`` of every evaluation.
+    """
+
+    def __init__(self, embed: Callable, query, query_labels, reference=None, reference_labels=None, *, every: int = 100,
+                 batch_size: int = 1024, progress: bool | None = None, **options):
+        fn = "EvaluationHook"
+        if not callable(embed):
+            raise TypeError(f"{fn}: `embed` must be a callable embed(params, inputs) -> [batch, dim]; got {type(embed).__name__}")
+        for name, value, low in (("every", every, 0), ("batch_size", batch_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{fn}: `{name}` must be an int >= {low}; got {value!r}")
+        if progress not in (None, True, False):
+            raise ValueError(f"{fn}: `progress` must be True, False or None (automatic); got {progress!r}")
+        if (reference is None) != (reference_labels is None):
+            raise ValueError(f"{fn}: `reference` and `reference_labels` must be given together; got only one of them")
+        import inspect  # noqa: PLC0415
+
+        allowed = set(inspect.signature(get_accuracy).parameters) - {"query", "query_labels", "reference", "reference_labels", "progress"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(f"{fn}: unknown get_accuracy option(s) {unknown}; expected some of {sorted(allowed)}")
+        for name, x, labels in (("query", query, query_labels), ("reference", reference, reference_labels)):
+            if x is not None and (not hasattr(x, "shape") or len(x) != len(labels)):
+                raise ValueError(
+                    f"{fn}: `{name}` must be an array with one row per label; got "
+                    f"{getattr(x, 'shape', type(x).__name__)} for {len(labels)} labels"
+                )
+        self.embed, self.every, self.batch_size, self.progress, self.options = embed, int(every), int(batch_size), progress, options
+        self.query, self.query_labels = query, np.asarray(query_labels)
+        self.reference = reference
+        self.reference_labels = None if reference_labels is None else np.asarray(reference_labels)
+        self.history: list[tuple[int | None, dict]] = []
+
+    def __call__(self, step: int, params) -> dict | None:
+        """:meth:`evaluate` after steps ``every, 2 * every, ...``; ``None`` at the other steps."""
+        if self.every == 0 or (int(step) + 1) % self.every:
+            return None
+        return self.evaluate(params, step=int(step))
+
+    def _embeddings(self, params, inputs):
+        n = len(inputs)
+        out = []
+        for start in range(0, n, self.batch_size):
+            batch = jnp.asarray(inputs[start : start + self.batch_size])
+            pad = self.batch_size - batch.shape[0]
+            if pad and n > self.batch_size:  # keep every call the same shape (no retrace)
+                batch = jnp.pad(batch, [(0, pad)] + [(0, 0)] * (batch.ndim - 1))
+            out.append(jnp.asarray(self.embed(params, batch))[: min(self.batch_size, n - start)])
+        return jnp.concatenate(out) if len(out) > 1 else out[0]
+
+    def _progress_bar(self, pairs: int):
+        if self.progress is False:
+            return None
+        try:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+        except ImportError as e:
+            if self.progress:
+                raise ImportError("EvaluationHook: `progress=True` needs tqdm (pip install tqdm), which is not a dependency of jaxmetric") from e
+            return None
+        if self.progress is None and pairs < _LONG_EVALUATION_PAIRS:
+            return None
+        return tqdm(total=len(self.query_labels), desc="retrieval evaluation", unit="query", leave=False)
+
+    def evaluate(self, params, step: int | None = None) -> dict:
+        """Embed the held-out sets with ``params`` and return :func:`get_accuracy`'s dict."""
+        query = self._embeddings(params, self.query)
+        reference = None if self.reference is None else self._embeddings(params, self.reference)
+        n_ref = len(self.query_labels) if reference is None else len(self.reference_labels)
+        bar = self._progress_bar(len(self.query_labels) * n_ref)
+        try:
+            metrics = get_accuracy(
+                query, self.query_labels, reference, self.reference_labels, **self.options,
+                progress=None if bar is None else (lambda done, total: bar.update(done - bar.n)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        self.history.append((step, metrics))
+        return metrics
 
 
 # -------------------------------------------------------------- one-metric shortcuts
@@ -677,6 +1207,7 @@ def ami(query, query_labels, *, kmeans_func: Callable | None = None, seed: int =
 __all__ = [
     "get_accuracy",
     "AccuracyCalculator",
+    "EvaluationHook",
     "retrieval_metrics",
     "precision_at_1",
     "r_precision",
