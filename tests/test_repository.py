@@ -100,3 +100,18 @@ def test_venv_names_a_missing_interpreter(tmp_path):
     out = _venv_sh("ensure", "python-that-does-not-exist", ".venv", cwd=tmp_path)
     assert out.returncode == 1 and "the interpreter 'python-that-does-not-exist' was not found" in out.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_venv_names_an_interpreter_that_does_not_run_and_the_pyenv_way_out(tmp_path):
+    # what pyenv's shim does when no selected version provides the command
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / "python3.99"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.99: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    out = subprocess.run(["sh", str(ROOT / "tools" / "venv.sh"), "ensure", "python3.99", ".venv"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"})
+    assert out.returncode == 1 and f"'python3.99' was found ({shim}) but does not run" in out.stderr
+    assert "pyenv shim" in out.stderr and "PYENV_VERSION=" in out.stderr
+    assert not (tmp_path / ".venv").exists()

@@ -30,7 +30,10 @@ ensure)
         exit 1
     fi
     if ! version=$("$python" -c "import platform; print(platform.python_version())" 2>/dev/null); then
-        echo "error: '$python' was found but does not run; name a working Python >= 3.11: make <target> PYTHON=python3.12" >&2
+        echo "error: '$python' was found ($(command -v "$python")) but does not run; name a working Python >= 3.11: make <target> PYTHON=python3.12" >&2
+        case "$(command -v "$python")" in
+        */shims/*) echo "       It is a pyenv shim: select an installed version for it, e.g. PYENV_VERSION=\$(pyenv version-name):3.12.1 make <target> PYTHON=$python" >&2 ;;
+        esac
         exit 1
     fi
     if ! "$python" -c "import sys; sys.exit(sys.version_info < (3, 11))"; then
