@@ -6,8 +6,6 @@ Value checks (multi-hot entries in {0, 1}) run only when the array is concrete.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 import jax
@@ -48,7 +46,18 @@ def check_embeddings(x: Any, name: str = "embeddings", *, fn: str = "") -> jax.A
         raise TypeError(f"{prefix}`{name}` must have a floating dtype; got {_describe(x)}")
     if x.shape[1] == 0:
         raise ValueError(f"{prefix}`{name}` must have at least one column (the embedding dim); got {_describe(x)}")
+    check_nonempty(x, name, fn)
     return saturate_grad(x)
+
+
+def check_nonempty(x, name: str, fn: str) -> None:
+    """The empty-batch rule of every public function: an array of 0 rows is refused (the shape
+    is static, so this is a trace-time error, never a silent 0)."""
+    if x.shape[0] == 0:
+        prefix = f"{fn}: " if fn else ""
+        raise ValueError(
+            f"{prefix}`{name}` must have at least one row (an empty batch has nothing to compute); got {_describe(x)}"
+        )
 
 
 def saturate_grad(x: jax.Array) -> jax.Array:
@@ -85,12 +94,45 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_nonnegative_values(x: jax.Array, name: str, fn: str) -> None:
-    """Rejects negative weights when ``x`` is concrete (under ``jit`` only shapes are known)."""
+def check_weights(x: jax.Array, name: str, fn: str) -> None:
+    """Rejects negative, NaN or infinite weights when ``x`` is concrete (under ``jit`` only
+    shapes are known; a traced NaN or inf makes the loss NaN, see jaxmetric/_public.py)."""
     if is_concrete(x) and x.dtype != jnp.bool_ and x.size:
         v = np.asarray(x)
+        if jnp.issubdtype(v.dtype, jnp.floating) and not np.isfinite(v).all():
+            raise ValueError(f"{fn}: `{name}` must hold finite weights; got {_describe(x)} with value {v[~np.isfinite(v)].flat[0].item()!r}")
         if (v < 0).any():
             raise ValueError(f"{fn}: `{name}` must hold non-negative weights; got {_describe(x)} with value {v[v < 0].flat[0].item()!r}")
+
+
+def poison_negative(x: jax.Array) -> jax.Array:
+    """Traced float weights with a negative entry made NaN, so that a weight that multiplies
+    the losses reports a bad value in the loss instead of flipping its sign silently (concrete
+    weights were refused by :func:`check_weights`)."""
+    if is_concrete(x) or not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    return jnp.where(x < 0, jnp.nan, x)
+
+
+def reject_index_tuple(x: Any, name: str, fn: str, batch: int, *, keyword: str | None = None, how: str | None = None) -> None:
+    """A PML ``indices_tuple`` (3 or 4 index arrays) where labels belong gets a pointer to
+    :func:`jaxmetric.from_indices` (``keyword``: the argument that takes the mask, when it is
+    not this slot; ``how``: another way out), not a message about its shape."""
+    if not (isinstance(x, (tuple, list)) and len(x) in (3, 4)):
+        return
+    arrays = all(getattr(e, "ndim", None) == 1 for e in x)
+    sequences = len(x) != batch and all(isinstance(e, (tuple, list)) for e in x)
+    if not (arrays or sequences):
+        return
+    form = "(a1, p, a2, n)" if len(x) == 4 else "(a, p, n)"
+    if how is None:
+        where = f"as `{keyword}=`" if keyword else "in this slot"
+        how = (f"jaxmetric takes mined pairs as a mask {where}: jaxmetric.from_indices(indices_tuple, batch_size) "
+               f"makes it, here jaxmetric.from_indices(indices_tuple, {batch})")
+    prefix = f"{fn}: " if fn else ""
+    raise TypeError(
+        f"{prefix}`{name}` must be labels, not a PML indices_tuple; got a {type(x).__name__} of {len(x)} index arrays {form}. {how}"
+    )
 
 
 def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "") -> jax.Array:
@@ -98,6 +140,7 @@ def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "")
     prefix = f"{fn}: " if fn else ""
     from jaxmetric.masks import PairMask, TripletMask  # local: masks imports this module
 
+    reject_index_tuple(labels, name, fn, batch)
     if isinstance(labels, (PairMask, TripletMask)):
         raise TypeError(
             f"{prefix}`{name}` must be class ids [{batch}] or multi-hot [{batch}, num_classes] (this argument takes "
@@ -167,36 +210,3 @@ def check_choice(value: Any, allowed, name: str, *, fn: str = "") -> None:
     prefix = f"{fn}: " if fn else ""
     if value not in allowed:
         raise ValueError(f"{prefix}`{name}` must be one of {sorted(map(repr, allowed))}; got {value!r}")
-
-
-def scalar_hyperparameters(namespace: dict) -> None:
-    """Makes every public function defined in a module (given its ``globals()``) reject an array
-    for a keyword hyperparameter whose default is a number (``margin``, ``temperature``, ...):
-    an array there would broadcast silently against the batch, or fail deep inside with a
-    message about shapes. Scalars, including traced ones (``vmap`` over a hyperparameter), pass.
-    """
-    module = namespace["__name__"]
-    for name, obj in list(namespace.items()):
-        if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != module:
-            continue
-        numeric = tuple(
-            p.name
-            for p in inspect.signature(obj).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
-        )
-        if numeric:
-            namespace[name] = _with_scalar_check(obj, numeric)
-
-
-def _with_scalar_check(fn, names: tuple):
-    @functools.wraps(fn)
-    def checked(*args, **kwargs):
-        for n in names:
-            shape = getattr(kwargs.get(n), "shape", None)
-            if shape is not None and tuple(shape) != ():
-                raise ValueError(
-                    f"{fn.__name__}: `{n}` must be a scalar (an array would broadcast against the batch); got shape {tuple(shape)}"
-                )
-        return fn(*args, **kwargs)
-
-    return checked

@@ -69,7 +69,7 @@ def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype, weights: bool =
     if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.number)):
         raise TypeError(f"{fn}: `{name}` must be bool or numeric weights; got dtype {x.dtype}")
     if weights:
-        _checks.check_nonnegative_values(x, name, fn)
+        _checks.check_weights(x, name, fn)
     return x.astype(dtype)
 
 
@@ -84,6 +84,7 @@ def resolve(
     ref_where=None,
     allow_triplets: bool | str = False,
     axis_name=None,
+    contrast: bool = False,
 ) -> Batch:
     """Validates and resolves the common loss inputs.
 
@@ -92,6 +93,10 @@ def resolve(
     its dense cube is kept in ``Batch.triplets``; with ``"mask"`` the mask itself is kept in
     ``Batch.triplet_mask`` (for losses that read the compact forms).
 
+    ``contrast``: every term of the loss compares a positive of an anchor with a negative of
+    the same anchor, so a mask with one pair per anchor by construction
+    (``PairMask.one_pair_per_anchor``) could never select a term: it is refused.
+
     With ``axis_name`` (inside ``pmap``, ``shard_map`` or ``vmap(axis_name=...)``) the local
     rows stay the anchors and the references (``embeddings`` themselves, or ``ref_emb``) with
     their labels and validity are gathered over the axis, so every anchor sees the global
@@ -99,6 +104,14 @@ def resolve(
     """
     if allow_triplets not in (False, True, "mask"):
         raise ValueError(f"{fn}: internal: allow_triplets must be False, True or 'mask'; got {allow_triplets!r}")
+    if contrast and isinstance(labels_or_mask, PairMask) and labels_or_mask.one_pair_per_anchor:
+        raise ValueError(
+            f"{fn}: `labels_or_mask` can never select a term: every term of {fn} compares a positive with a "
+            "negative of the same anchor, and each anchor of this mask has one pair at most; got a PairMask with "
+            "one_pair_per_anchor=True (e.g. paired_mask(..., other_pairs='ignore')). Use other_pairs='negative' "
+            "(in-batch negatives) or same_side='negative', or a loss whose positive and negative terms stand "
+            "alone (contrastive_loss)"
+        )
     embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
     same_set = ref_emb is None
     if same_set:

@@ -1,13 +1,17 @@
 """Opt-in runtime checks of input *values* with :mod:`jax.experimental.checkify`.
 
 Every loss validates shapes, dtypes and options while tracing. A NaN or inf inside the
-embeddings is a value, which a traced function cannot inspect without a host round trip, so
-that check is opt-in: :func:`checkify_finite` wraps a loss so that non-finite floating inputs
-become a checkify error, returned as a value (it works under ``jit``, ``vmap`` and ``grad``
-of the wrapped function's output) and raised with ``err.throw()``.
+embeddings is a value, which a traced function cannot inspect without a host round trip: the
+loss then returns NaN (every public loss, regularizer and wrapper does; a finite value is never
+computed over a bad input), which says *that* something is wrong. :func:`checkify_finite` says
+*where*: it wraps a loss so that non-finite floating inputs (and out-of-range traced indices
+given to :func:`jaxmetric.from_indices`) become a checkify error naming the argument, returned
+as a value (it works under ``jit``, ``vmap`` and ``grad`` of the wrapped function's output) and
+raised with ``err.throw()``.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from typing import Any, Callable
@@ -16,7 +20,30 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from jaxmetric import _public
+
 __all__ = ["checkify_finite"]
+
+# Set while a function wrapped by checkify_finite is traced: jaxmetric.from_indices then adds
+# checkify checks of its traced indices (outside, a traced index cannot be checked at all).
+_INDEX_CHECKS = contextvars.ContextVar("jaxmetric_index_checks", default=False)
+
+
+def _check_all(ok: jax.Array, values: jax.Array, message: str) -> None:
+    """A checkify error ``message`` unless every entry of ``ok`` holds; ``{bad}`` and
+    ``{index}`` in it are the first failing entry of ``values`` and its flat index."""
+    ok, values = ok.ravel(), values.ravel()
+    first = jnp.argmin(ok) if ok.size else jnp.zeros((), jnp.int32)
+    bad = values[first] if ok.size else jnp.zeros((), values.dtype)
+    checkify.check(jnp.all(ok), message, bad=bad, index=first)
+
+
+def check_indices(ok: jax.Array, indices: jax.Array, name: str, bound: int, bound_name: str, fn: str) -> None:
+    """Inside :func:`checkify_finite`: a checkify error unless every entry of ``ok`` holds
+    (traced ``indices`` in ``[0, bound)`` or -1). Elsewhere: nothing (the caller poisons)."""
+    if _INDEX_CHECKS.get():
+        _check_all(ok, indices, f"{fn}: `{name}` must hold indices in [0, {bound}) or -1 (padding); got {{bad}} at "
+                   f"position {{index}} ({bound_name} = {bound})")
 
 
 def _float_leaves(value: Any):
@@ -57,8 +84,12 @@ def checkify_finite(fn: Callable, *, errors: frozenset = frozenset(), name: str 
     or inf); got nan at flat index 5"``. ``err.get()`` returns the message or None.
 
     Every floating array (and Python float) among the positional and keyword arguments is
-    checked, learned parameters and states included. ``errors`` adds checkify's own checks
-    (e.g. ``checkify.nan_checks`` for NaNs produced inside ``fn``, ``checkify.index_checks``).
+    checked, learned parameters and states included (not the open range bounds ``lo``/``hi``
+    of a margin-form TripletMask), and so are the traced indices of every
+    :func:`jaxmetric.from_indices` call made inside ``fn`` (each in ``[0, batch_size)`` or
+    -1): ``err.get()`` then names the tuple element, the index and the size. ``errors`` adds
+    checkify's own checks (e.g. ``checkify.nan_checks`` for NaNs produced inside ``fn``,
+    ``checkify.index_checks``).
     The wrapped function can be jitted: ``jax.jit(checkify_finite(loss))``.
 
     Example::
@@ -77,18 +108,17 @@ def checkify_finite(fn: Callable, *, errors: frozenset = frozenset(), name: str 
 
     @functools.wraps(fn)
     def checked(*args, **kwargs):
+        token = _INDEX_CHECKS.set(True)
+        try:
+            return _checked(*args, **kwargs)
+        finally:
+            _INDEX_CHECKS.reset(token)
+
+    def _checked(*args, **kwargs):
         for arg_name, value in _named_arguments(sig, args, kwargs):
-            for path, leaf in _float_leaves(value):
-                ok = jnp.isfinite(leaf)
-                first = jnp.argmin(ok.ravel()) if leaf.size else jnp.zeros((), jnp.int32)
-                bad = leaf.ravel()[first] if leaf.size else jnp.zeros((), leaf.dtype)
-                checkify.check(
-                    jnp.all(ok),
-                    f"{fn_name}: `{arg_name}{path}` must be finite (no NaN or inf); got {{bad}} at flat index {{index}} "
-                    f"of an array of shape {tuple(leaf.shape)}",
-                    bad=bad,
-                    index=first,
-                )
+            for path, leaf in _float_leaves(_public.without_bounds(value)):
+                _check_all(jnp.isfinite(leaf), leaf, f"{fn_name}: `{arg_name}{path}` must be finite (no NaN or inf); got "
+                           f"{{bad}} at flat index {{index}} of an array of shape {tuple(leaf.shape)}")
         return fn(*args, **kwargs)
 
     return checkify.checkify(checked, errors=checkify.user_checks | frozenset(errors))

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxmetric import _checks
+from jaxmetric import _checks, _public
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import ArrayLike, DTypeLike
@@ -33,17 +34,23 @@ class PairMask:
     Attributes:
       pos: ``[B, R]`` bool or non-negative float weights of positive pairs (anchor, ref).
       neg: ``[B, R]`` bool or non-negative float weights of negative pairs.
+      one_pair_per_anchor: static: True when, by construction, each anchor has at most one
+        pair (its partner, positive or negative), as :func:`paired_mask` with
+        ``other_pairs="ignore"`` builds. A loss whose every term contrasts a positive with a
+        negative of the same anchor (``ntxent_loss``, ``supcon_loss``, triplet losses, ...)
+        could never select a term with such a mask, and refuses it while tracing.
     """
 
     pos: jax.Array
     neg: jax.Array
+    one_pair_per_anchor: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.pos.shape)
 
     def astype(self, dtype) -> "PairMask":
-        return PairMask(jnp.asarray(self.pos).astype(dtype), jnp.asarray(self.neg).astype(dtype))
+        return PairMask(jnp.asarray(self.pos).astype(dtype), jnp.asarray(self.neg).astype(dtype), self.one_pair_per_anchor)
 
 
 @jax.tree_util.register_dataclass
@@ -349,12 +356,36 @@ def pair_mask(
     return PairMask(pos=pos, neg=neg & valid)
 
 
-def _check_index_array(x, name: str, fn: str) -> jax.Array:
+def _check_index_array(x, name: str, fn: str, bound: int, bound_name: str) -> jax.Array:
+    """A 1-D integer index array with entries in ``[0, bound)`` or -1 (padding); the range is
+    checked when the indices are concrete (traced ones: see :func:`from_indices`)."""
     if not hasattr(x, "shape"):
         x = jnp.asarray(x)
     if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{fn}: `{name}` must be a 1-D integer index array; got shape {tuple(x.shape)} dtype {x.dtype}")
+    if _checks.is_concrete(x) and x.size:
+        v = np.asarray(x)
+        bad = np.flatnonzero((v < -1) | (v >= bound))
+        if bad.size:
+            raise ValueError(
+                f"{fn}: `{name}` must hold indices in [0, {bound}) or -1 (padding); got {v[bad[0]].item()} at "
+                f"position {bad[0].item()} ({bound_name} = {bound})"
+            )
     return x
+
+
+def _in_range(x, bound):
+    return (x >= -1) & (x < bound)
+
+
+def _check_lengths(fn, arrays, names):
+    first = arrays[0].shape[0]
+    for x, name in zip(arrays[1:], names[1:]):
+        if x.shape[0] != first:
+            raise ValueError(
+                f"{fn}: `{name}` must have the length of `{names[0]}` ({first}: one entry per pair or triplet); "
+                f"got length {x.shape[0]}"
+            )
 
 
 def _scatter_counts(rows, cols, shape, dtype):
@@ -364,9 +395,15 @@ def _scatter_counts(rows, cols, shape, dtype):
     return counts.at[jnp.where(valid, rows, 0), jnp.where(valid, cols, 0)].add(valid.astype(dtype))
 
 
+def _check_size(value, name: str, fn: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{fn}: `{name}` must be a positive int (it fixes the mask's shape); got {value!r}")
+    return int(value)
+
+
 def from_indices(
     indices_tuple: Sequence[jax.Array],
-    num_queries: int,
+    batch_size: int,
     num_refs: int | None = None,
     *,
     dtype: DTypeLike = jnp.float32,
@@ -374,27 +411,69 @@ def from_indices(
     """Converts a PML ``indices_tuple`` into a mask, so PML code ports line by line.
 
     ``(a1, p, a2, n)`` gives a :class:`PairMask` of pair counts; ``(a, p, n)`` gives a
-    :class:`TripletMask` of triplet counts. Entries equal to -1 are padding and ignored, so a
-    tuple can have a static maximum length. Anchors index the ``num_queries`` embeddings;
-    positives and negatives index the ``num_refs`` references (default: the embeddings).
+    :class:`TripletMask` of triplet counts. Anchors index the ``batch_size`` embeddings;
+    positives and negatives index the ``num_refs`` references (default: the embeddings; for
+    pairs concatenated as ``jnp.concatenate([x1, x2])`` that is ``2 * len(x1)``). Entries equal
+    to -1 are padding and ignored, so a tuple can have a static maximum length. ``a1`` and
+    ``p`` (``a2`` and ``n``; ``a``, ``p`` and ``n``) must have equal lengths.
+
+    Any other index outside ``[0, batch_size)`` (``[0, num_refs)``) is an error: a
+    ``ValueError`` naming the tuple element, the index and the size, when the indices are
+    concrete. Traced indices (inside ``jit``) cannot be checked while tracing: an out-of-range
+    one makes every weight of the mask NaN (float ``dtype``), so the loss is NaN rather than
+    silently smaller; :func:`jaxmetric.checkify_finite` around the function that calls
+    ``from_indices`` turns it into a located checkify error instead::
+
+        def step(emb, a, p, n):
+            return jaxmetric.triplet_margin_loss(emb, jaxmetric.from_indices((a, p, n), emb.shape[0]))
+
+        err, loss = jax.jit(jaxmetric.checkify_finite(step))(emb, a, p, n)
+        err.throw()  # from_indices: `p` must hold indices in [0, 16) or -1 (padding); got 99 ...
     """
+    from jaxmetric import checks
+
     fn = "from_indices"
-    num_refs = num_queries if num_refs is None else num_refs
-    if len(indices_tuple) == 4:
-        a1, p, a2, n = (_check_index_array(x, nm, fn) for x, nm in zip(indices_tuple, ("a1", "p", "a2", "n")))
-        if a1.shape != p.shape or a2.shape != n.shape:
-            raise ValueError(f"{fn}: a1/p and a2/n must have equal lengths; got {a1.shape}, {p.shape}, {a2.shape}, {n.shape}")
-        shape = (num_queries, num_refs)
-        return PairMask(pos=_scatter_counts(a1, p, shape, dtype), neg=_scatter_counts(a2, n, shape, dtype))
-    if len(indices_tuple) == 3:
-        a, p, n = (_check_index_array(x, nm, fn) for x, nm in zip(indices_tuple, ("a", "p", "n")))
-        if not (a.shape == p.shape == n.shape):
-            raise ValueError(f"{fn}: a, p and n must have equal lengths; got {a.shape}, {p.shape}, {n.shape}")
-        valid = (a >= 0) & (p >= 0) & (n >= 0)
-        w = jnp.zeros((num_queries, num_refs, num_refs), dtype)
-        w = w.at[jnp.where(valid, a, 0), jnp.where(valid, p, 0), jnp.where(valid, n, 0)].add(valid.astype(dtype))
-        return TripletMask(weights=w)
-    raise ValueError(f"{fn}: `indices_tuple` must be (a1, p, a2, n) or (a, p, n); got a tuple of length {len(indices_tuple)}")
+    batch_size = _check_size(batch_size, "batch_size", fn)
+    refs_name = "batch_size" if num_refs is None else "num_refs"
+    num_refs = batch_size if num_refs is None else _check_size(num_refs, "num_refs", fn)
+    if hasattr(indices_tuple, "ndim") and indices_tuple.ndim == 2:  # a stacked [3 or 4, k] array
+        indices_tuple = tuple(indices_tuple)
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        got = f"a {type(indices_tuple).__name__} of length {len(indices_tuple)}" if isinstance(indices_tuple, (tuple, list)) else f"a {type(indices_tuple).__name__}"
+        raise ValueError(f"{fn}: `indices_tuple` must be (a1, p, a2, n) or (a, p, n); got {got}")
+    names = ("a1", "p", "a2", "n") if len(indices_tuple) == 4 else ("a", "p", "n")
+    bounds = {"a1": (batch_size, "batch_size"), "a2": (batch_size, "batch_size"), "a": (batch_size, "batch_size")}
+    arrays = [
+        _check_index_array(x, nm, fn, *bounds.get(nm, (num_refs, refs_name))) for x, nm in zip(indices_tuple, names)
+    ]
+    if len(arrays) == 4:
+        _check_lengths(fn, arrays[:2], names[:2])
+        _check_lengths(fn, arrays[2:], names[2:])
+    else:
+        _check_lengths(fn, arrays, names)
+    # Traced indices: an out-of-range entry poisons the mask (NaN weights) instead of vanishing.
+    traced = [(x, nm) for x, nm in zip(arrays, names) if not _checks.is_concrete(x)]
+    ok = None
+    for x, nm in traced:
+        bound, bound_name = bounds.get(nm, (num_refs, refs_name))
+        good = _in_range(x, bound)
+        checks.check_indices(good, x, nm, bound, bound_name, fn)
+        ok = jnp.all(good) if ok is None else ok & jnp.all(good)
+
+    def poisoned(w):
+        if ok is None or not jnp.issubdtype(w.dtype, jnp.floating):
+            return w
+        return jnp.where(ok, w, jnp.nan)
+
+    if len(arrays) == 4:
+        a1, p, a2, n = arrays
+        shape = (batch_size, num_refs)
+        return PairMask(pos=poisoned(_scatter_counts(a1, p, shape, dtype)), neg=poisoned(_scatter_counts(a2, n, shape, dtype)))
+    a, p, n = arrays
+    valid = (a >= 0) & (p >= 0) & (n >= 0)
+    w = jnp.zeros((batch_size, num_refs, num_refs), dtype)
+    w = w.at[jnp.where(valid, a, 0), jnp.where(valid, p, 0), jnp.where(valid, n, 0)].add(valid.astype(dtype))
+    return TripletMask(weights=poisoned(w))
 
 
 def to_pairs(mask: PairMask | TripletMask) -> PairMask:
@@ -457,8 +536,6 @@ def paired_mask(
     if not (pair_labels.dtype == jnp.bool_ or jnp.issubdtype(pair_labels.dtype, jnp.number)):
         raise TypeError(f"{fn}: `pair_labels` must be bool, integer or float 0/1; got dtype {pair_labels.dtype}")
     if pair_labels.dtype != jnp.bool_ and _checks.is_concrete(pair_labels):
-        import numpy as np
-
         v = np.asarray(pair_labels)
         bad = ~((v == 0) | (v == 1))
         if bad.any():
@@ -473,10 +550,16 @@ def paired_mask(
         cross_neg = cross_neg | ~eye
     valid = jnp.ones((b, b), bool) if where is None else where[:, None] & where[None, :]
     cross_pos, cross_neg = cross_pos & valid, cross_neg & valid
+    # Only the explicit pairs: every anchor has its partner and nothing else (static).
+    one_pair = other_pairs == "ignore" and (layout == "cross" or same_side == "ignore")
     if layout == "cross":
-        return PairMask(pos=cross_pos, neg=cross_neg)
+        return PairMask(pos=cross_pos, neg=cross_neg, one_pair_per_anchor=one_pair)
     side_neg = (~eye & valid) if same_side == "negative" else jnp.zeros((b, b), bool)
     no = jnp.zeros((b, b), bool)
     pos = jnp.block([[no, cross_pos], [cross_pos.T, no]])
     neg = jnp.block([[side_neg, cross_neg], [cross_neg.T, side_neg]])
-    return PairMask(pos=pos, neg=neg)
+    return PairMask(pos=pos, neg=neg, one_pair_per_anchor=one_pair)
+
+
+# The front door (jaxmetric/_public.py): any array type in (torch tensors in an index tuple too).
+_public.public_api(globals(), nonfinite=False)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks
+from jaxmetric import _checks, _public
 
 F1_AVERAGES = ("micro", "macro", "samples", "weighted", None)
 AP_AVERAGES = ("micro", "macro", "samples", "weighted", None)
@@ -57,6 +57,7 @@ def _check_binary(x, name: str, fn: str, shape=None) -> jax.Array:
         raise ValueError(f"{fn}: `{name}` must have the shape of `y_true` {tuple(shape)}; got {_checks._describe(x)}")
     if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
         raise TypeError(f"{fn}: `{name}` must be bool, int or float {{0, 1}}; got {_checks._describe(x)}")
+    _checks.check_nonempty(x, name, fn)
     if x.dtype != jnp.bool_ and _checks.is_concrete(x):
         v = np.asarray(x)
         bad = ~((v == 0) | (v == 1))
@@ -82,6 +83,7 @@ def _check_weight(w, n: int, fn: str, dtype):
         raise ValueError(f"{fn}: `sample_weight` must have shape ({n},); got {_checks._describe(w)}")
     if not (w.dtype == jnp.bool_ or jnp.issubdtype(w.dtype, jnp.number)):
         raise TypeError(f"{fn}: `sample_weight` must be numeric (or bool); got {_checks._describe(w)}")
+    _checks.check_weights(w, "sample_weight", fn)
     return w.astype(dtype)
 
 
@@ -352,3 +354,6 @@ __all__ = [
     "one_error",
     "subset_accuracy",
 ]
+
+# The front door (jaxmetric/_public.py): any array type in (torch tensors too).
+_public.public_api(globals(), nonfinite=False)

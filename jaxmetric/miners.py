@@ -38,7 +38,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, _triplets, distributed
+from jaxmetric import _checks, _public, _resolve, _triplets, distributed
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance
 from jaxmetric.masks import PairMask, TripletMask
@@ -729,5 +729,6 @@ for _m in (hdc_miner, distance_weighted_miner, uniform_histogram_miner):
     _m.__doc__ += _AXIS_GLOBAL
 del _m
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters. A miner returns a
+# selection, so non-finite inputs are left to the loss it feeds.
+_public.public_api(globals(), nonfinite=False)

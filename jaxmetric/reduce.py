@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Union
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks
+from jaxmetric import _checks, _public
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import ArrayLike, Scalar
@@ -229,8 +229,8 @@ class ClassWeighted(ContextReduction):
             raise ValueError(f"class_weighted: `weights` must be a 1-D array [num_classes]; got shape {tuple(weights.shape)}")
         if not (jnp.issubdtype(weights.dtype, jnp.floating) or jnp.issubdtype(weights.dtype, jnp.integer)):
             raise TypeError(f"class_weighted: `weights` must be numeric; got dtype {weights.dtype}")
-        _checks.check_nonnegative_values(weights, "weights", "class_weighted")
-        self.weights = weights
+        _checks.check_weights(weights, "weights", "class_weighted")
+        self.weights = _checks.poison_negative(weights)
 
     def reduce(self, losses, weights, context):
         labels = context.labels
@@ -321,3 +321,7 @@ def per_anchor(inner: ReductionSpec = "mean") -> PerAnchor:
 def divisor(value: Scalar | None = None) -> Divisor:
     """PML's ``DivisorReducer``: sum divided by ``value`` or by the loss's own divisor."""
     return Divisor(value)
+
+
+# The reducer factories take user arrays: behind the front door (any array type, torch too).
+_public.public_api(globals(), nonfinite=False, names=("class_weighted", "per_anchor", "divisor", "threshold"))

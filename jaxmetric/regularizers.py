@@ -22,7 +22,7 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, reduce
+from jaxmetric import _checks, _public, reduce
 from jaxmetric.distances import l2_normalize, safe_norm
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
@@ -214,7 +214,8 @@ def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Calla
             )
         return value + weight * reg
 
-    return regularized
+    # Behind the front door like every loss (any array type, NaN in -> NaN out).
+    return _public.wrap(regularized)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

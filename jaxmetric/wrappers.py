@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks
+from jaxmetric import _checks, _public
 from jaxmetric import distributed as dist
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
@@ -378,7 +378,8 @@ def multiple_losses(
             total = total + weights[k] * value
         return total
 
-    return combined
+    # The sum is a loss too: behind the front door (any array type, NaN in -> NaN out).
+    return _public.wrap(combined, name=fn)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

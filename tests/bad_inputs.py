@@ -100,8 +100,11 @@ def generic_cases(entry: Entry) -> list[Case]:
         out.append(Case(fn, what, call, exc, pattern, category))
 
     first = names[0]
+    empty = lambda: entry.runner()(*entry.build(EMB[:0], LAB[:0]))  # noqa: E731
+    add("an empty batch", empty, ValueError,
+        r"`[^`]+` must have at least one row \(an empty batch has nothing to compute\); got .*\(0, ", "empty batch")
     if entry.labels_arg == 0:  # a metric: (y_true, y_score | y_pred)
-        return metric_cases(entry, names)
+        return out + metric_cases(entry, names)
     if first != "views":
         add("1-D embeddings", _caller(entry, {0: lambda x: x[0]}), ValueError,
             rf"`{first}` must be .*2-D.*got .*\({D},\)", "wrong rank")
@@ -132,6 +135,15 @@ def generic_cases(entry: Entry) -> list[Case]:
         if entry.label_kind == "labels":
             add("a PairMask as labels", _caller(entry, {i: jm.pair_mask(LAB)}), TypeError,
                 rf"`{lab}` must be class ids .*not a mask.*got a PairMask", "wrong type")
+        if entry.label_kind in ("any", "ids_or_mask", "class_ids", "ids", "labels"):
+            add("a PML indices_tuple as labels", _caller(entry, {i: INDICES_TUPLE}), TypeError,
+                rf"`{lab}` must be labels, not a PML indices_tuple; got a tuple of 3 index arrays .*"
+                rf"jaxmetric.from_indices\(indices_tuple, batch_size\)", "PML idiom")
+        if entry.out_kind == "scalar" and len(names) == len(entry.build(EMB, LAB)):
+            # PML's loss(embeddings, labels, indices_tuple): Python's own error is the alternative
+            add("a mined mask as a third positional argument", lambda: entry.runner()(*entry.build(EMB, LAB), jm.pair_mask(LAB)),
+                TypeError, r"takes \d positional arguments .* and no `indices_tuple`; got a PairMask after them.*"
+                r"miner\(embeddings, labels\)", "PML idiom")
         if entry.label_kind in ("any", "ids_or_mask"):
             wrong = jm.PairMask(jnp.zeros((B, B + 1), bool), jnp.zeros((B, B + 1), bool))
             add(f"PairMask of shape ({B}, {B + 1})", _caller(entry, {i: wrong}), ValueError,
@@ -191,6 +203,9 @@ def _c(fn, what, call, exc, pattern, category="other"):
     return Case(fn, what, call, exc, pattern, category)
 
 
+INDICES_TUPLE = (jnp.asarray([0, 1]), jnp.asarray([2, 4]), jnp.asarray([3, 5]))  # PML's (a, p, n)
+
+
 R = {e.name: e for e in ENTRIES}
 W = jnp.asarray(_rng.normal(size=(C, D)), jnp.float32)
 W3 = jnp.asarray(_rng.normal(size=(C, 3, D)), jnp.float32)
@@ -242,8 +257,6 @@ def specific_cases() -> list[Case]:
            ValueError, rf"`meta_classes` must be ids in \[0, {C}\).*got value {C}", "float or negative class ids"),
         _c("manifold_loss", "proxies of another dim", lambda: jm.manifold_loss(EMB, LAB, W[:, :2]),
            ValueError, rf"`proxies` must have shape \(K, {D}\).*got shape \({C}, 2\)", "wrong shape"),
-        _c("multi_supcon_loss", "class ids instead of multi-hot", lambda: jm.multi_supcon_loss(EMB, LAB),
-           ValueError, rf"`labels` must be multi-hot \[B, num_classes\]; got shape \({B},\)", "wrong rank"),
         _c("multi_supcon_loss", "threshold=1.5", lambda: jm.multi_supcon_loss(EMB, MH, threshold=1.5),
            ValueError, r"`threshold` must be in \[0, 1\]; got 1.5", "other"),
         _c("vicreg_loss", "ref_emb=None", lambda: jm.vicreg_loss(EMB, None), ValueError, r"`ref_emb` .* is required; got None", "other"),
@@ -295,6 +308,40 @@ def specific_cases() -> list[Case]:
         _c("pair_mask", "negative class ids", lambda: jm.pair_mask(LAB.at[0].set(-2)), ValueError, r"`labels` must be non-negative class ids.*-2", "float or negative class ids"),
         _c("from_indices", "a tuple of length 2", lambda: jm.from_indices((LAB, LAB), B), ValueError, r"`indices_tuple` must be \(a1, p, a2, n\) or \(a, p, n\); got a tuple of length 2", "wrong shape"),
         _c("from_indices", "float indices", lambda: jm.from_indices((LAB * 1.0, LAB, LAB), B), TypeError, r"`a` must be a 1-D integer index array.*float", "wrong dtype"),
+        _c("from_indices", "index 16 with batch_size=16", lambda: jm.from_indices((jnp.asarray([0, 3]), jnp.asarray([1, 16]), jnp.asarray([0, 3]), jnp.asarray([2, 2])), 16),
+           ValueError, r"`p` must hold indices in \[0, 16\) or -1 \(padding\); got 16 at position 1 \(batch_size = 16\)", "index out of range"),
+        _c("from_indices", "index 99 for num_refs=16", lambda: jm.from_indices((jnp.asarray([0]), jnp.asarray([1]), jnp.asarray([99])), 8, 16),
+           ValueError, r"`n` must hold indices in \[0, 16\) or -1 \(padding\); got 99 at position 0 \(num_refs = 16\)", "index out of range"),
+        _c("from_indices", "negative index -2", lambda: jm.from_indices((jnp.asarray([0, -2]), jnp.asarray([1, 1]), jnp.asarray([2, 2])), B),
+           ValueError, rf"`a` must hold indices in \[0, {B}\) or -1 \(padding\); got -2 at position 1 \(batch_size = {B}\)", "index out of range"),
+        _c("from_indices", "p shorter than a1", lambda: jm.from_indices((jnp.asarray([0, 1]), jnp.asarray([1]), jnp.asarray([0]), jnp.asarray([2])), B),
+           ValueError, r"`p` must have the length of `a1` \(2: one entry per pair or triplet\); got length 1", "mismatched batch"),
+        _c("from_indices", "batch_size=0", lambda: jm.from_indices(INDICES_TUPLE, 0),
+           ValueError, r"`batch_size` must be a positive int .*; got 0", "non-positive hyperparameter"),
+        # weights: negative or non-finite ones are refused (when concrete)
+        _c("bce_loss", "pos_weight=-1.0", lambda: jm.bce_loss(EMB, MH[:, :D], pos_weight=-1.0),
+           ValueError, r"`pos_weight` must hold non-negative weights; got .*value -1.0", "negative or non-finite weight"),
+        _c("bce_loss", "pos_weight with a NaN", lambda: jm.bce_loss(EMB, MH[:, :D], pos_weight=jnp.ones(D).at[1].set(jnp.nan)),
+           ValueError, r"`pos_weight` must hold finite weights; got .*value nan", "negative or non-finite weight"),
+        _c("bce_loss", "weight with an inf", lambda: jm.bce_loss(EMB, MH[:, :D], weight=jnp.ones(D).at[0].set(jnp.inf)),
+           ValueError, r"`weight` must hold finite weights; got .*value inf", "negative or non-finite weight"),
+        _c("bce_loss", "label_mask with 1.5", lambda: jm.bce_loss(EMB, MH[:, :D], label_mask=jnp.ones((B, D)).at[0, 0].set(1.5)),
+           ValueError, r"`label_mask` must hold weights in \[0, 1\] \(0 = unknown\); got .*above 1", "negative or non-finite weight"),
+        _c("focal_loss", "pos_weight=-1.0", lambda: jm.focal_loss(EMB, MH[:, :D], pos_weight=-1.0),
+           ValueError, r"`pos_weight` must hold non-negative weights; got .*value -1.0", "negative or non-finite weight"),
+        _c("focal_loss", "weight of shape (3,)", lambda: jm.focal_loss(EMB, MH[:, :D], weight=jnp.ones(3)),
+           ValueError, rf"`weight` must have shape \(\) or \({D},\) or \({B}, {D}\) or \({B}, 1\); got shape \(3,\)", "wrong shape"),
+        _c("cosface_loss", "sample_weights with an inf", lambda: jm.cosface_loss(EMB, LAB, W, sample_weights=jnp.ones(B).at[2].set(jnp.inf)),
+           ValueError, r"`sample_weights` must hold finite weights; got .*value inf", "negative or non-finite weight"),
+        _c("class_weighted", "weights with a NaN", lambda: jm.class_weighted(jnp.ones(3).at[0].set(jnp.nan)),
+           ValueError, r"`weights` must hold finite weights; got .*value nan", "negative or non-finite weight"),
+        _c("metrics.f1_score", "negative sample_weight", lambda: jm.metrics.f1_score(MH[:, :D], MH[:, :D], sample_weight=-jnp.ones(B)),
+           ValueError, r"`sample_weight` must hold non-negative weights; got .*value -1.0", "negative or non-finite weight"),
+        # a loss / mask combination that can never select a term
+        _c("ntxent_loss", "paired_mask(other_pairs='ignore')", lambda: jm.ntxent_loss(EMB, jm.paired_mask(jnp.asarray([1, 0, 1, 1]), other_pairs="ignore")),
+           ValueError, r"`labels_or_mask` can never select a term: .* got a PairMask with one_pair_per_anchor=True", "no term can be selected"),
+        _c("supcon_loss", "paired_mask(layout='cross', other_pairs='ignore')", lambda: jm.supcon_loss(EMB, jm.paired_mask(jnp.ones(B, jnp.int32), layout="cross", other_pairs="ignore"), ref_emb=EMB),
+           ValueError, r"`labels_or_mask` can never select a term: .* got a PairMask with one_pair_per_anchor=True", "no term can be selected"),
         _c("to_pairs", "an array", lambda: jm.to_pairs(LAB), TypeError, r"`mask` must be a PairMask or a TripletMask; got ArrayImpl", "wrong type"),
         _c("threshold", "no bound", lambda: jm.threshold(), ValueError, r"at least one of `low` and `high` must be given", "other"),
         _c("class_weighted", "2-D weights", lambda: jm.class_weighted(jnp.ones((2, 2))), ValueError, r"`weights` must be a 1-D array \[num_classes\]; got shape \(2, 2\)", "wrong rank"),
@@ -412,23 +459,43 @@ def covered_functions() -> set:
 _HEADER = """# Errors
 
 Every public function validates its inputs while tracing (shapes, dtypes, options; the values
-of concrete labels) and raises a `ValueError` (wrong shape or value) or `TypeError` (wrong type
-or dtype) whose message names the argument, what was expected and what came. Nothing is
-broadcast silently. This page lists the bad inputs the test suite feeds to every public
-function (`tests/bad_inputs.py`) and the message each one raises, verbatim. It is generated:
-run `python tests/bad_inputs.py` after changing a message; `tests/test_bad_inputs.py` fails
-while it is out of date.
+of concrete labels, indices and weights) and raises a `ValueError` (wrong shape or value) or
+`TypeError` (wrong type or dtype) whose message names the function, the argument, what was
+expected and what came. Nothing is broadcast, dropped or turned into a zero silently. This
+page lists the bad inputs the test suite feeds to every public function (`tests/bad_inputs.py`)
+and the message each one raises, verbatim. It is generated: run `python tests/bad_inputs.py`
+after changing a message; `tests/test_bad_inputs.py` fails while it is out of date.
 
 Class ids are integers `>= 0` (they also index class matrices in the classifier losses);
-multi-hot labels hold only 0 and 1. Value checks (ranges, {0, 1}) run when the labels are
-concrete; under `jit` only shapes and dtypes can be checked (a traced out-of-range class id
-of a classifier loss makes the loss NaN).
+multi-hot labels hold only 0 and 1. Value checks (ranges, {0, 1}, non-negative weights) run
+when the arrays are concrete; under `jit` only shapes and dtypes can be checked (a traced
+out-of-range class id of a classifier loss, or a traced out-of-range index given to
+`from_indices`, makes the loss NaN).
 
-## Non-finite inputs: an opt-in check
+## Non-finite inputs: a NaN value, and an opt-in located check
 
-A NaN or inf in the embeddings is a value, not a shape, so it cannot be rejected while tracing
-without a host round trip. `jaxmetric.checks.checkify_finite` wraps any loss with
-`jax.experimental.checkify` checks that every floating input is finite; the error is
+A NaN or inf in any floating input of a loss, regularizer or wrapper -- embeddings, logits,
+learned parameters and states, `ref_emb`, mask weights, a weight passed as an array -- makes
+the returned value NaN, as in PyTorch and optax (a keyword hyperparameter passed as an array:
+a NaN does; an infinite one can be a setting, such as `manifold_loss(lambdaC=inf)`). Inside a loss a bad row can
+otherwise vanish from the value (a `max`, a `where`, a mask) while its gradient is NaN: the loss
+curve would look healthy while the parameters become NaN. Under `axis_name` one device's bad
+value makes the value NaN on every device. Finite inputs are unaffected (value and gradient).
+Rows padded with `where=False` are inputs too: pad with zeros, not NaN. The range bounds
+`lo`/`hi` of a margin-form `TripletMask` may be infinite (open ranges). Miners and metrics
+return selections and scores, and leave the rule to the loss.
+
+```python
+import jax.numpy as jnp
+import jaxmetric as jm
+
+emb = jnp.ones((4, 3)).at[1, 2].set(jnp.nan)
+print(jm.circle_loss(emb, jnp.array([0, 0, 1, 1])))  # nan
+```
+
+A NaN value says *that* an input was bad; `jaxmetric.checks.checkify_finite` says *where*. It
+wraps any loss (or a whole train step) with `jax.experimental.checkify` checks that every
+floating input is finite and that traced `from_indices` indices are in range; the error is
 returned as a value, so the wrapped loss still runs under `jit`:
 
 ```python
@@ -445,6 +512,65 @@ try:
 except Exception as e:
     print(type(e).__name__)
 ```
+
+## Any array type
+
+Every array argument -- embeddings, labels, masks (the fields of a `PairMask` or
+`TripletMask`), index tuples, learned parameters, weights -- may be a JAX array, a NumPy array,
+a Python list or a torch CPU tensor (anything exposing `__array__` or `__dlpack__`; jaxmetric
+never imports torch), with the value of the same JAX array, eagerly and under `jit`. A torch
+tensor that requires grad needs `.detach()`. A list has no dtype: it becomes what `jnp.asarray`
+makes of it (float64 floats when `jax_enable_x64` is on).
+
+## PML index tuples
+
+`jaxmetric.from_indices(indices_tuple, batch_size)` turns PML's `(a1, p, a2, n)` or `(a, p, n)`
+into a mask. Every index must be in `[0, batch_size)` (positives and negatives: `[0, num_refs)`)
+or -1, the padding of a static maximum length; elements that pair up have equal lengths. A
+concrete index outside raises a `ValueError` naming the element, the index and the size (for
+pairs concatenated as `jnp.concatenate([x1, x2])`, `batch_size` is `2 * len(x1)`). A traced one
+(inside `jit`) makes every weight of the mask NaN, so the loss is NaN, never silently smaller;
+`checkify_finite` around the function that calls `from_indices` turns it into a located error:
+
+```python
+import jax
+import jax.numpy as jnp
+import jaxmetric as jm
+
+def step(emb, a, p, n):
+    return jm.triplet_margin_loss(emb, jm.from_indices((a, p, n), emb.shape[0]))
+
+emb = jnp.ones((4, 3))
+a, p, n = jnp.array([0, 1]), jnp.array([1, 9]), jnp.array([2, 3])
+print(jax.jit(step)(emb, a, p, n))  # nan: index 9 is out of range for 4 rows
+err, loss = jax.jit(jm.checks.checkify_finite(step))(emb, a, p, n)
+print(err.get())  # from_indices: `p` must hold indices in [0, 4) or -1 (padding); got 9 at position 1 ...
+```
+
+An index tuple where the labels go raises a `TypeError` naming
+`jaxmetric.from_indices(indices_tuple, batch_size)`, and a mined mask passed as PML's third
+positional argument (`loss(embeddings, labels, indices_tuple)`) one showing
+`loss(embeddings, miner(embeddings, labels))`.
+
+## Empty batches and selections that can never hold a term
+
+An empty batch (an array of 0 rows) is a `ValueError` naming the function and the argument,
+for every public function: shapes are static, so an empty batch is a bug of the caller, not a
+step to skip. An empty *selection* -- every row masked by `where`, no positive pair in this
+batch, nothing mined -- gives 0 with a zero gradient, as in PML. A loss and a mask that can
+never select a term are refused while tracing: a mask with one pair per anchor by construction
+(`paired_mask(..., other_pairs="ignore")`, `PairMask.one_pair_per_anchor`) given to a loss whose
+every term compares a positive with a negative of the same anchor (`ntxent_loss`,
+`supcon_loss`, `circle_loss`, the triplet, margin, tuplet-margin, AP and histogram losses)
+would give 0 for every input.
+
+## Weights
+
+`pos_weight`, `weight` and `label_mask` of the multi-label losses, `sample_weights` of the
+classifier losses, `class_weighted` weights, mask weights and the metrics' `sample_weight`
+must be finite and non-negative (`label_mask` at most 1); a concrete bad value is refused. A
+traced NaN or inf makes the value NaN, and so does a traced negative weight that multiplies the
+losses (`pos_weight`, `weight`, `sample_weights`, `class_weighted`).
 
 ## The table
 

@@ -94,6 +94,8 @@ class Entry:
       options: keyword options with a fixed set of values (``reduction``, ``distance``, ...)
         and their valid defaults, for the bad-input table.
       positive: keyword hyperparameters that must be > 0 (bad-input table).
+      nonfinite: True (a NaN or inf in any floating argument gives a non-finite value, also
+        from one device under ``axis_name``), or why not (selections and metrics).
     """
 
     name: str
@@ -116,6 +118,7 @@ class Entry:
     lowp_tol: dict = dataclasses.field(default_factory=lambda: {"bfloat16": 5e-2, "float16": 5e-3})
     options: tuple = ("reduction",)
     positive: tuple = ()
+    nonfinite: bool | str = True
 
     def runner(self) -> Callable:
         """``f(*args, **kw)`` returning the result (``out`` applied)."""
@@ -173,6 +176,7 @@ def regularizer_entry(fn, **kw) -> Entry:
 
 _MINER_GRAD = "a miner's output is a selection computed under stop_gradient: no gradient to check"
 _SELECTION_LOWP = "a selection (argmax / thresholds on distances) may legitimately change with bf16 rounding"
+_SELECTION_NONFINITE = "returns a selection (bool / count weights), not a value: the loss it feeds reports the NaN"
 
 
 def miner_entry(fn, **kw) -> Entry:
@@ -182,6 +186,7 @@ def miner_entry(fn, **kw) -> Entry:
     kw.setdefault("smooth", _MINER_GRAD)
     kw.setdefault("lowp", _SELECTION_LOWP)
     kw.setdefault("options", ("distance",))
+    kw.setdefault("nonfinite", _SELECTION_NONFINITE)
     return Entry(fn.__name__, fn, lambda e, y: (e, _ids(y)), **kw)
 
 
@@ -200,6 +205,7 @@ def metric_entry(fn, name=None, scores=True, **kw) -> Entry:
     kw.setdefault("label_kind", "multi_hot")
     kw.setdefault("options", ())
     kw.setdefault("lowp", "a ranking/threshold metric: bf16 rounding can change ranks and thresholds")
+    kw.setdefault("nonfinite", "an evaluation metric on ranks and thresholds, not a loss (sklearn's behaviour)")
     pred = (lambda e: e) if scores else (lambda e: (e > 0).astype(jnp.int32))
     return Entry(name or f"metrics.{fn.__name__}", fn, lambda e, y: (multi_hot(y, D), pred(e)), **kw)
 
@@ -252,8 +258,7 @@ ENTRIES: list[Entry] = [
     Entry("dynamic_soft_margin_loss", jm.dynamic_soft_margin_loss, lambda e, y: (e, _ids(y), _DSML_STATE), out=0,
           smooth=_STOPGRAD.format("the histogram update, a documented difference from PML"),
           options=("reduction", "distance")),
-    Entry("multi_supcon_loss", jm.multi_supcon_loss, lambda e, y: (e, multi_hot(y)), label_kind="multi_hot",
-          options=("reduction", "distance"), positive=_TEMPERATURE),
+    pair_entry(jm.multi_supcon_loss, label_kind="labels", positive=_TEMPERATURE),
     Entry("manifold_loss", jm.manifold_loss, lambda e, y: (e, _ids(y), _PROXIES), diff=(0, 2), label_kind="ids",
           options=("reduction", "distance")),
     # --- proxy and classifier-head losses (embeddings, labels, weights)
@@ -312,7 +317,7 @@ ENTRIES: list[Entry] = [
                 perm=_DRAW.format("draws indexed by pair rank"), sliced=_DRAW.format("the pairs drawn per bin depend on B")),
     Entry("embeddings_already_packaged_as_triplets", jm.embeddings_already_packaged_as_triplets, lambda e, y: (e,),
           call=_packaged_triplets, out_kind="pairs", batch=(0,), diff=(), labels_arg=None, label_kind=None,
-          smooth=_MINER_GRAD, lowp=_SELECTION_LOWP, options=(),
+          smooth=_MINER_GRAD, lowp=_SELECTION_LOWP, options=(), nonfinite=_SELECTION_NONFINITE,
           perm=_ORDER.format("rows (3i, 3i+1, 3i+2) are a triplet"),
           sliced="the batch size must be a multiple of 3 (5 real rows are not)",
           single="the batch size must be a multiple of 3"),
@@ -342,7 +347,7 @@ ENTRIES: list[Entry] = [
     # --- selections returned by losses' helpers
     Entry("subcenter_arcface_outliers", jm.subcenter_arcface_outliers, lambda e, y: (e, _ids(y), _SUBCENTERS),
           out=0, out_kind="rows", diff=(), label_kind="ids", smooth="returns a bool outlier mask: no gradient",
-          lowp=_SELECTION_LOWP, options=()),
+          lowp=_SELECTION_LOWP, options=(), nonfinite=_SELECTION_NONFINITE),
 ]
 
 REGISTRY: dict[str, Entry] = {e.name: e for e in ENTRIES}

@@ -26,13 +26,25 @@ two xdist workers) that reports every failing property:
    gradients come back in the input dtype and are finite, also with a zero row and duplicates
    and with rows of norms from 1e-6 to 1e4;
 8. ``retrace``: the jitted functions trace once for all their calls (same shapes):
-   ``chex.assert_max_traces(n=1)`` on the vmapped function, a trace count on the float64 one.
+   ``chex.assert_max_traces(n=1)`` on the vmapped function, a trace count on the float64 one;
+9. ``nonfinite``: one NaN, and one inf, in any floating argument (embeddings, logits, learned
+   parameters, the reference set ``ref_emb``), and a NaN float hyperparameter, give a
+   non-finite value; under ``vmap(axis_name=...)`` one shard's NaN makes every shard's value
+   NaN;
+10. ``array types``: NumPy arrays, Python lists and torch CPU tensors as arguments give the
+    value of JAX arrays, eagerly and under ``jit`` (lists as traced pytrees, torch tensors
+    closed over), and so does a PairMask of torch tensors;
+11. ``one pair per anchor``: a mask with one pair per anchor by construction
+    (``paired_mask(..., other_pairs="ignore")``) is refused while tracing with a message saying
+    why, or gives a non-zero value and gradient: never a silent 0.
 
-Cost: per entry three small compilations (the vmapped batch, the unvmapped 5-row and 1-row
-batches, the float64 gradient) at XLA optimisation level 0, and one eager pass.
+Cost: per entry four small compilations (the vmapped batch, the unvmapped 5-row and 1-row
+batches, the float64 gradient, the list/torch inputs) at XLA optimisation level 0, and eager
+passes.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -44,6 +56,15 @@ from jax.test_util import check_grads
 
 import jaxmetric as jm
 from registry import B, D, ENTRIES, HOST_METRICS, REGISTRY, Entry
+
+try:
+    import torch
+except ImportError:  # torch is a test dependency (the PML extra); CI has it
+    import os
+
+    if os.environ.get("CI"):
+        raise
+    torch = None
 
 F32 = jnp.float32
 _rng = np.random.default_rng(7)
@@ -377,6 +398,156 @@ def prop_lowp(c: Compiled):
                 )
 
 
+def _float_positions(entry: Entry, args) -> list[int]:
+    """Positional arguments holding a floating array (embeddings, logits, parameters, states)."""
+    return [i for i, a in enumerate(args) if any(_is_float(x) for x in jax.tree_util.tree_leaves(a))]
+
+
+def _poke(tree, value):
+    """``tree`` with the first entry of its first floating array set to ``value``."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    k = next(i for i, x in enumerate(leaves) if _is_float(x))
+    leaves[k] = jnp.asarray(leaves[k]).ravel().at[0].set(value).reshape(jnp.shape(leaves[k]))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _takes_keyword(entry: Entry, name: str) -> bool:
+    import inspect
+
+    return entry.call is None and name in inspect.signature(entry.fn).parameters
+
+
+def prop_nonfinite(c: Compiled):
+    """NaN / inf in any floating argument, in ``ref_emb`` and on one device: a non-finite value."""
+    entry = c.entry
+    run = entry.runner()
+    base = entry.build(jnp.asarray(BASE), jnp.asarray(LABELS))
+    first = lambda out: jax.tree_util.tree_leaves(out)[0]  # noqa: E731 -- the value (states follow)
+    for i in _float_positions(entry, base):
+        for bad in (jnp.nan, jnp.inf):
+            args = list(base)
+            args[i] = _poke(args[i], bad)
+            v = np.asarray(first(run(*args)), np.float64)
+            assert not np.all(np.isfinite(v)), f"{bad} in argument {i} gives the finite value {v}"
+    if _takes_keyword(entry, "ref_emb") and entry.labels_arg == 1:
+        for bad in (jnp.nan, jnp.inf):
+            try:
+                v = np.asarray(run(*base, ref_emb=_poke(base[0], bad), ref_labels=base[1]), np.float64)
+            except ValueError as e:  # the losses that compare a batch with itself only (as PML)
+                assert "`ref_emb` is not supported" in str(e), str(e)
+                break
+            assert not np.all(np.isfinite(v)), f"{bad} in ref_emb gives the finite value {v}"
+    hyper = _float_hyperparameter(entry)
+    if hyper is not None:  # a NaN hyperparameter array; an inf one may be a setting (lambdaC=inf)
+        v = np.asarray(first(run(*base, **{hyper: jnp.asarray(jnp.nan)})), np.float64)
+        assert not np.all(np.isfinite(v)), f"a NaN `{hyper}` gives the finite value {v}"
+    if _takes_keyword(entry, "axis_name"):
+        # two shards of B/2 rows; a NaN in the second one only
+        shard = lambda x: x.reshape((2, B // 2) + x.shape[1:])  # noqa: E731
+        args = [jax.tree_util.tree_map(shard, a) if i in entry.batch else a for i, a in enumerate(base)]
+        args[0] = args[0].at[1, 0, 0].set(jnp.nan)
+        axes = tuple(0 if i in entry.batch else None for i in range(len(args)))
+        out = jax.vmap(lambda *a: first(run(*a, axis_name="d")), in_axes=axes, axis_name="d")(*args)
+        v = np.asarray(out, np.float64).reshape(2, -1)
+        assert not np.any(np.all(np.isfinite(v), axis=1)), f"a NaN on device 1 of 2 leaves a finite value on a device: {v}"
+
+
+def _float_hyperparameter(entry: Entry):
+    """The first keyword hyperparameter with a float default (None: no such keyword)."""
+    import inspect
+
+    if entry.call is not None:
+        return None
+    for p in inspect.signature(entry.fn).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and isinstance(p.default, float) and p.name not in entry.static:
+            return p.name
+    return None
+
+
+def _convert_args(args, kind):
+    """Every array in ``args`` as NumPy, a Python list or a torch tensor; states (dataclasses)
+    stay JAX arrays for NumPy and lists (their fields are updated with ``.at``), PRNG keys stay."""
+    def one(x):
+        if not isinstance(x, jax.Array) or jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        a = np.asarray(x)
+        if kind == "numpy":
+            return a
+        if kind == "list":
+            return a.tolist()
+        return torch.from_numpy(a.copy())
+
+    is_state = lambda x: dataclasses.is_dataclass(x) and not isinstance(x, type)  # noqa: E731
+    if kind == "torch":
+        return jax.tree_util.tree_map(one, args)
+    return jax.tree_util.tree_map(lambda x: x if is_state(x) else jax.tree_util.tree_map(one, x), args, is_leaf=is_state)
+
+
+def prop_array_types(c: Compiled):
+    entry = c.entry
+    run = entry.runner()
+    base = entry.build(jnp.asarray(BASE), jnp.asarray(LABELS))
+    want = _strip(run(*base))
+    kinds = ("numpy", "list") + (("torch",) if torch is not None else ())
+    converted = {k: _convert_args(base, k) for k in kinds}
+    # a list has no dtype: it equals the JAX array jnp.asarray makes of it (float64 under x64)
+    want_list = _strip(run(*jax.tree_util.tree_map(jnp.asarray, converted["list"])))
+    for k in kinds:
+        _close(_strip(run(*converted[k])), want_list if k == "list" else want, 1e-5, f"{k} inputs != JAX inputs (eager)")
+    t_args = converted.get("torch")
+    both = jax.jit(lambda la: (run(*la), run(*t_args) if t_args is not None else None), compiler_options=_FAST_COMPILE)
+    got_list, got_torch = both(converted["list"])
+    _close(_strip(got_list), want_list, 1e-5, "list inputs != JAX inputs (jit)")
+    if t_args is not None:
+        _close(_strip(got_torch), want, 1e-5, "torch inputs != JAX inputs (jit)")
+    if entry.label_kind in ("any", "ids_or_mask") and torch is not None:
+        m = jm.pair_mask(jnp.asarray(LABELS))
+        tm = jm.PairMask(torch.from_numpy(np.array(m.pos)), torch.from_numpy(np.array(m.neg)))
+        _close(_strip(_with_mask(entry, run, base, tm)), _strip(_with_mask(entry, run, base, m)), 1e-5,
+               "a PairMask of torch tensors != of JAX arrays")
+
+
+def _with_mask(entry: Entry, run, args, mask, f=None):
+    """``f(run, args)`` (default: the call) with ``mask`` in the labels slot, and the labels as
+    ``labels=`` for the losses whose formula reads them beside a mask."""
+    args = list(args)
+    args[entry.labels_arg] = mask
+    f = f or (lambda r, a: r(*a))
+    try:
+        return f(run, args)
+    except ValueError as e:
+        if "`labels` is required" not in str(e):
+            raise
+        return f(functools.partial(run, labels=jnp.asarray(LABELS)), args)
+
+
+def _strip(out):
+    """The comparable part of an output: a TripletMask as its dense weights, states dropped."""
+    if isinstance(out, jm.TripletMask):
+        return out.to_dense()
+    return out
+
+
+_ONE_PAIR = jm.paired_mask(jnp.asarray([1, 0, 1, 1]), other_pairs="ignore")  # [B, B]: 4 explicit pairs
+
+
+def prop_one_pair_per_anchor(c: Compiled):
+    """A mask with one pair per anchor: refused (saying why), or a non-zero value and gradient."""
+    entry = c.entry
+    base = entry.build(jnp.asarray(BASE), jnp.asarray(LABELS))
+    value_and_grad = lambda r, a: jax.value_and_grad(lambda e: r(e, *a[1:]))(a[0])  # noqa: E731
+    try:
+        v, g = _with_mask(entry, entry.runner(), base, _ONE_PAIR, value_and_grad)
+    except ValueError as e:
+        msg = str(e)
+        assert msg.startswith(f"{entry.name}:") or msg.split(":")[0] in REGISTRY, msg
+        assert "can never select a term" in msg and "got" in msg, msg
+        return
+    assert float(jnp.abs(v)) > 0 or float(jnp.max(jnp.abs(g))) > 0, (
+        "a mask with one pair per anchor gives a silent 0 (value and gradient): refuse it (resolve(..., contrast=True))"
+    )
+
+
 PROPERTIES = {
     "finite": (prop_finite, None),
     "vmap+eager+debug_nans": (prop_vmap_eager_debug_nans, None),
@@ -385,6 +556,9 @@ PROPERTIES = {
     "sliced": (prop_sliced, "sliced"),
     "check_grads": (prop_grads, "smooth"),
     "lowp": (prop_lowp, "lowp"),
+    "nonfinite": (prop_nonfinite, "nonfinite"),
+    "array types": (prop_array_types, None),
+    "one pair per anchor": (prop_one_pair_per_anchor, "one_pair"),
 }
 
 
@@ -397,6 +571,8 @@ def _applies(entry: Entry, meta):
         return False
     if meta == "lowp" and entry.out_kind != "scalar":
         return False
+    if meta == "one_pair":
+        return entry.label_kind in ("any", "ids_or_mask") and entry.out_kind == "scalar"
     return getattr(entry, meta) is True
 
 
@@ -423,7 +599,7 @@ def test_battery(name):
 
 def test_every_property_that_does_not_apply_says_why():
     for entry in ENTRIES:
-        for field in ("where", "sliced", "smooth", "perm", "single", "lowp"):
+        for field in ("where", "sliced", "smooth", "perm", "single", "lowp", "nonfinite"):
             v = getattr(entry, field)
             assert v is True or (isinstance(v, str) and len(v) > 10), (entry.name, field, v)
         assert set(entry.diff) <= set(range(8)) and set(entry.batch), entry.name

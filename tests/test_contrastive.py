@@ -188,6 +188,20 @@ def test_multi_supcon_with_one_hot_labels_is_supcon():
     close(jax.jit(jm.multi_supcon_loss)(jnp.asarray(x), one_hot), jax.jit(jm.supcon_loss)(jnp.asarray(x), jnp.asarray(ids)))
 
 
+def test_multi_supcon_class_ids_equal_one_hot_value_and_gradient():
+    x, r = _data(6, b=8)
+    ids, rids = np.array([0, 0, 1, 1, 2, 2, 0, 1]), np.array([2, 0, 1, 1, 0, 2, 2, 1])
+    for kw_ids, kw_hot in [({}, {}), ({"ref_emb": jnp.asarray(r), "ref_labels": jnp.asarray(rids)},
+                                      {"ref_emb": jnp.asarray(r), "ref_labels": jnp.asarray(np.eye(3)[rids])})]:
+        for threshold in (0.5, 1.0, 0.0):
+            f_ids = lambda e: jm.multi_supcon_loss(e, jnp.asarray(ids), threshold=threshold, **kw_ids)  # noqa: E731
+            f_hot = lambda e: jm.multi_supcon_loss(e, jnp.asarray(np.eye(3)[ids]), threshold=threshold, **kw_hot)  # noqa: E731
+            v_ids, g_ids = jax.value_and_grad(f_ids)(jnp.asarray(x))
+            v_hot, g_hot = jax.value_and_grad(f_hot)(jnp.asarray(x))
+            close(v_ids, v_hot)
+            close(g_ids, g_hot)
+
+
 @pytest.mark.parametrize("sigma", [None, 0.5, 2.0])
 def test_dcl_and_dclw(sigma):
     x, y = _data(6)
@@ -324,8 +338,8 @@ def test_errors():
         jm.siglip_loss(a, a, 0.0, jnp.int32(1))
     with pytest.raises(ValueError, match="`x` must be a 2-D"):
         jm.dcl_loss(jnp.ones(3), jnp.ones(3))
-    with pytest.raises(ValueError, match="multi-hot"):
-        jm.multi_supcon_loss(a, jnp.arange(4))
+    with pytest.raises(TypeError, match="not a mask"):
+        jm.multi_supcon_loss(a, jm.pair_mask(jnp.arange(4)))
     with pytest.raises(ValueError, match="threshold"):
         jm.multi_supcon_loss(a, jnp.ones((4, 2)), threshold=1.5)
     with pytest.raises(ValueError, match="temperature"):

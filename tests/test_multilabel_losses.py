@@ -457,6 +457,94 @@ def test_focal_vs_torchvision_formula():
         np.testing.assert_allclose(np.asarray(g), gt.numpy(), rtol=1e-8, atol=1e-14)
 
 
+def test_focal_with_pos_weight_and_weight_vs_torch_formula():
+    """``(1 - p_t)^gamma * alpha_t * weight * BCE(logits, targets, pos_weight)``: torch's
+    ``binary_cross_entropy_with_logits(pos_weight, weight)`` times torchvision's focal factors,
+    float64, value and gradient; the imbalanced case (many labels, a few positives per row)."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+
+    def ref(x, t, pos_weight, weight, alpha, gamma, reduction):
+        ce = F.binary_cross_entropy_with_logits(x, t, reduction="none", pos_weight=pos_weight)
+        p = torch.sigmoid(x)
+        p_t = p * t + (1 - p) * (1 - t)
+        loss = ce * (1 - p_t) ** gamma
+        if alpha is not None:
+            loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+        if weight is not None:
+            loss = loss * weight
+        return loss.mean() if reduction == "mean" else loss.sum()
+
+    rng = np.random.default_rng(5)
+    b, c = 6, 64
+    x = rng.normal(size=(b, c)) * 3
+    y = (rng.random((b, c)) < 5 / c).astype(np.float64)
+    pw = ((b - y.sum(0).clip(1)) / y.sum(0).clip(1))
+    weights = [None, rng.random(c) + 0.5, rng.random((b, c)), rng.random((b, 1))]
+    for pos_weight in (pw, 51.0):
+        for weight in weights:
+            for alpha, gamma, red in [(None, 2.0, "mean"), (0.25, 2.0, "sum"), (0.7, 0.5, "mean")]:
+                tpw = torch.as_tensor(pos_weight, dtype=torch.float64)
+                tw = None if weight is None else torch.tensor(weight)
+                xt = torch.tensor(x, requires_grad=True)
+                vt = ref(xt, torch.tensor(y), tpw, tw, alpha, gamma, red)
+                (gt,) = torch.autograd.grad(vt, xt)
+                jw = None if weight is None else jnp.asarray(weight)
+                v, g = jax.value_and_grad(
+                    lambda a: ml.focal_loss(a, jnp.asarray(y), alpha=alpha, gamma=gamma, pos_weight=jnp.asarray(pos_weight), weight=jw, reduction=red)
+                )(jnp.asarray(x))
+                np.testing.assert_allclose(float(v), float(vt.detach()), rtol=1e-10)
+                np.testing.assert_allclose(np.asarray(g), gt.numpy(), rtol=1e-8, atol=1e-14)
+
+
+def test_focal_with_pos_weight_vs_numpy_formula():
+    """Independent float64 NumPy formula, unknown labels (-1) included."""
+    x, y = make_inputs(3)
+    pw = np.linspace(0.5, 8.0, x.shape[1])
+    t = np.clip(y, 0, 1)
+    p = sig(x)
+    ce = -(pw * t * log_sig(x) + (1 - t) * log_sig(-x))
+    p_t = p * t + (1 - p) * (1 - t)
+    losses = 0.25 * t + 0.75 * (1 - t)
+    losses = losses * (1 - p_t) ** 2.0 * ce
+    want = _reduce(losses, _known(y), "mean")
+    got = ml.focal_loss(jnp.asarray(x), jnp.asarray(y), pos_weight=jnp.asarray(pw))
+    np.testing.assert_allclose(float(got), want, rtol=1e-10)
+
+
+def test_focal_pos_weight_one_and_weight_none_is_focal():
+    x, y = make_inputs(4)
+    X, Y = jnp.asarray(x), jnp.asarray(y)
+    np.testing.assert_allclose(float(ml.focal_loss(X, Y, pos_weight=1.0, weight=1.0)), float(ml.focal_loss(X, Y)), rtol=1e-12)
+    # gamma = 0 and no alpha: focal is the (pos-weighted, weighted) BCE
+    w = jnp.asarray(np.random.default_rng(0).random((x.shape[0], 1)))
+    np.testing.assert_allclose(
+        float(ml.focal_loss(X, Y, alpha=None, gamma=0.0, pos_weight=3.0, weight=w)),
+        float(ml.bce_loss(X, Y, pos_weight=3.0, weight=w)), rtol=1e-12)
+
+
+def test_bce_per_row_weight_vs_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x, y, w = rng.normal(size=(5, 4)), (rng.random((5, 4)) < 0.5) * 1.0, rng.random((5, 1))
+    vt = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(y), weight=torch.tensor(w))
+    np.testing.assert_allclose(float(ml.bce_loss(jnp.asarray(x), jnp.asarray(y), weight=jnp.asarray(w))), float(vt), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [ml.bce_loss, ml.focal_loss])
+def test_negative_or_nonfinite_weights_are_refused(fn):
+    x, y = jnp.zeros((3, 4)), jnp.zeros((3, 4))
+    for name in ("pos_weight", "weight"):
+        for bad, what in ((-1.0, "non-negative"), (jnp.nan, "finite"), (jnp.inf, "finite")):
+            with pytest.raises(ValueError, match=rf"`{name}` must hold {what} weights"):
+                fn(x, y, **{name: jnp.full((4,), bad)})
+    # traced weights cannot be refused while tracing: a negative or NaN one makes the value NaN
+    for name in ("pos_weight", "weight"):
+        for bad in (-1.0, jnp.nan):
+            assert np.isnan(float(jax.jit(lambda w: fn(x, y, **{name: w}))(jnp.full((4,), 1.0).at[2].set(bad)))), (name, bad)
+        assert np.isfinite(float(jax.jit(lambda w: fn(x, y, **{name: w}))(jnp.full((4,), 2.0))))
+
+
 def test_vs_optax():
     optax = pytest.importorskip("optax")
     x, y = make_inputs(0, unknown=False)

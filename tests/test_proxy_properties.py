@@ -123,6 +123,16 @@ def test_proxy_anchor_where_matches_subset():
     assert v == 0 and np.all(g == 0)
 
 
+@pytest.mark.parametrize("name", ["arcface", "proxy_nca"])
+def test_traced_negative_or_nonfinite_sample_weights_give_nan(name):
+    emb, labels, rng = data()
+    w = weights_for(name, rng)
+    f = jax.jit(lambda sw: call(name, emb, labels, w, sample_weights=sw))
+    assert np.isfinite(float(f(jnp.ones(B))))
+    for bad in (-1.0, np.nan, np.inf):
+        assert not np.isfinite(float(f(jnp.ones(B).at[3].set(bad)))), bad
+
+
 @pytest.mark.parametrize("name", ["proxy_anchor", "arcface", "proxy_nca"])
 def test_mask_equals_its_sample_weights(name):
     emb, labels, rng = data()

@@ -63,8 +63,10 @@ def check_class_matrix(weights, dim: int, fn: str, *, name: str = "weights", all
     return _checks.saturate_grad(weights)
 
 
-def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "labels") -> jax.Array:
-    """Integer class ids ``[B]`` in ``[0, num_classes)`` (range checked when concrete)."""
+def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "labels", *, mask_arg: bool = True) -> jax.Array:
+    """Integer class ids ``[B]`` in ``[0, num_classes)`` (range checked when concrete).
+    ``mask_arg``: the loss takes mined pairs as ``mask=`` (named by the index-tuple pointer)."""
+    _checks.reject_index_tuple(labels, name, fn, batch, keyword="mask" if mask_arg else None)
     if not hasattr(labels, "shape"):
         labels = jnp.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != batch:
@@ -137,6 +139,7 @@ def prepare(
     centers: tuple[int | None, int, str] | None = None,
     using_ref: bool = False,
     axis_name=None,
+    mask_arg: bool = True,
 ) -> Inputs:
     """Validates the common inputs and returns them in the compute dtype.
 
@@ -148,7 +151,7 @@ def prepare(
     weights = check_class_matrix(weights, d, fn, allow_3d=centers is not None)
     if centers is not None:
         weights = as_centers(weights, *centers, fn=fn)
-    labels = check_class_ids(labels, b, weights.shape[0], fn)
+    labels = check_class_ids(labels, b, weights.shape[0], fn, mask_arg=mask_arg)
     dtype = _checks.compute_dtype(embeddings, weights)
     where = _checks.check_where(where, b, "where", fn=fn)
     valid = jnp.ones((b,), dtype) if where is None else where.astype(dtype)
@@ -162,10 +165,10 @@ def prepare(
             sample_weights = jnp.asarray(sample_weights)
         if sample_weights.shape != (b,):
             raise ValueError(f"{fn}: `sample_weights` must have shape ({b},); got {_describe(sample_weights)}")
-        _checks.check_nonnegative_values(sample_weights, "sample_weights", fn)
+        _checks.check_weights(sample_weights, "sample_weights", fn)
         if not (jnp.issubdtype(sample_weights.dtype, jnp.number) or sample_weights.dtype == jnp.bool_):
             raise TypeError(f"{fn}: `sample_weights` must be numeric; got {_describe(sample_weights)}")
-        sw = sample_weights.astype(dtype)
+        sw = _checks.poison_negative(sample_weights.astype(dtype))
     labels_ok = None
     if not _checks.is_concrete(labels):
         # Traced ids cannot be range-checked at trace time: the loss becomes NaN instead.

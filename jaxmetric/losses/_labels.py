@@ -34,8 +34,9 @@ def resolve_labelled(
     allow_triplets: bool = False,
     need_ref: bool = True,
     axis_name=None,
+    contrast: bool = False,
 ):
-    """``_resolve.resolve`` plus the labels the formula needs.
+    """``_resolve.resolve`` (``contrast`` passed on) plus the labels the formula needs.
 
     Returns ``(batch, lab, rlab)``: ``lab``/``rlab`` are the query and reference labels
     (``rlab is lab`` without ``ref_emb``), or ``None`` when a mask came without ``labels=`` and
@@ -45,7 +46,7 @@ def resolve_labelled(
     if is_mask(labels_or_mask):
         b = _resolve.resolve(
             fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=None, where=where,
-            ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name,
+            ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name, contrast=contrast,
         )
         if labels is None:
             if required:
@@ -83,7 +84,7 @@ def resolve_labelled(
         )
     b = _resolve.resolve(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where,
-        ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name,
+        ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name, contrast=contrast,
     )
     return b, b.labels, b.ref_labels
 

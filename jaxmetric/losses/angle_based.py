@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import _public, _resolve, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -160,7 +160,7 @@ def tuplet_margin_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_positive(scale, "scale", fn)
     check_distance(distance, fn, kind=CosineSimilarity)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
     cos = distance(b.emb, b.ref)
     beta = jnp.deg2rad(jnp.asarray(margin, b.dtype))
     sq = 1.0 - cos * cos
@@ -172,5 +172,5 @@ def tuplet_margin_loss(
     losses = jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0)
     return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

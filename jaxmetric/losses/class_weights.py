@@ -33,7 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks
+from jaxmetric import _checks, _public
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance, l2_normalize, safe_norm
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses import classifier as _clf
@@ -167,5 +167,5 @@ def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hype
         out = _clf._p2s_cosine(emb, w)
     return out.astype(dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

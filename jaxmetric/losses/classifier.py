@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, reduce
+from jaxmetric import _checks, _public, reduce
 from jaxmetric.distances import DotProductSimilarity, l2_normalize, safe_norm
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses._class_matrix import safe_acos
@@ -483,7 +483,7 @@ def subcenter_arcface_outliers(embeddings: ArrayLike, labels: ArrayLike, weights
       sub-center 0 (PML leaves those columns uninitialised). No gradient flows.
     """
     fn = "subcenter_arcface_outliers"
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, centers=(sub_centers, 3, "sub_centers"))
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, centers=(sub_centers, 3, "sub_centers"), mask_arg=False)
     w3 = jax.lax.stop_gradient(x.weights)
     emb = jax.lax.stop_gradient(x.emb)
     c, k, d = w3.shape
@@ -682,5 +682,5 @@ def p2sgrad_loss(
     losses = cm.sample_losses(per_sample, x, block_size, fn)
     return _finish_samples(fn, red, losses, x, weight_regularizer, x.weights, weight_reg_weight)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import _checks, _public, _resolve, reduce
 from jaxmetric import distributed as dist
 from jaxmetric._ops import masked_logsumexp
 from jaxmetric.losses._rows import map_row_blocks
@@ -174,7 +174,10 @@ def siglip_loss(x: ArrayLike, y: ArrayLike, t_prime: ArrayLike, bias: ArrayLike,
 
 
 def _jaccard(a, b, dtype):
-    """Jaccard index of multi-hot rows ``a [B, C]`` and ``b [R, C]``; two empty sets give 1."""
+    """Jaccard index of multi-hot rows ``a [B, C]`` and ``b [R, C]``; two empty sets give 1.
+    Class ids ``[B]`` / ``[R]`` are one-hot rows: 1 for the same class, else 0."""
+    if a.ndim == 1:
+        return (a[:, None] == b[None, :]).astype(dtype)
     a = a.astype(dtype)
     b = b.astype(dtype)
     inter = a @ b.T
@@ -213,8 +216,10 @@ def multi_supcon_loss(
     and no negatives still has a loss (its denominator holds its positives).
 
     Args:
-      labels: multi-hot ``[B, C]`` (bool, int or float in {0, 1}).
-      ref_labels: multi-hot ``[R, C]`` with ``ref_emb``.
+      labels: multi-hot ``[B, C]`` (bool, int or float in {0, 1}), or class ids ``[B]``
+        (taken as one-hot rows: the same class is a positive of Jaccard index 1, SupCon's
+        positives).
+      ref_labels: of the same kind, ``[R, C]`` or ``[R]``, with ``ref_emb``.
 
     Scale:
       axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
@@ -227,9 +232,9 @@ def multi_supcon_loss(
     check_positive(temperature, "temperature", fn)
     if isinstance(threshold, (int, float)) and not 0 <= threshold <= 1:
         raise ValueError(f"{fn}: `threshold` must be in [0, 1]; got {threshold!r}")
-    lab = labels if hasattr(labels, "shape") else jnp.asarray(labels)
-    if getattr(lab, "ndim", 0) != 2:
-        raise ValueError(f"{fn}: `labels` must be multi-hot [B, num_classes]; got shape {tuple(getattr(lab, 'shape', ()))}")
+    # Labels only (the Jaccard weights are read from them): a mask is refused here.
+    batch = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
+    lab = _checks.check_labels(labels, batch, "labels", fn=fn)
     b = _resolve.resolve(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     logits = (mat if distance.is_inverted else -mat) / temperature
@@ -359,5 +364,5 @@ def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: 
     value = jnp.where(count > 0, on_diag + lambd * off_diag, 0.0)
     return finish(value, dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

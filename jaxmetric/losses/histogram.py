@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import _checks, _public, _resolve, reduce
 from jaxmetric import distributed as dist
 from jaxmetric._ops import clip_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
@@ -92,7 +92,7 @@ def histogram_loss(
     if n_nodes < 2:
         raise ValueError(f"{fn}: `delta` must give at least 2 histogram nodes (delta <= 2); got delta={delta!r}")
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     mat = distance(b.emb, b.ref)
     pos, neg = clip_weights(b.pos), clip_weights(b.neg)
     has_pos = jnp.any(pos > 0, axis=1, keepdims=True)
@@ -282,7 +282,7 @@ def dynamic_soft_margin_loss(
 
     b = _resolve.resolve(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
-        allow_triplets=True, axis_name=axis_name,
+        allow_triplets=True, axis_name=axis_name, contrast=True,
     )
     hist = hist_in.astype(b.dtype)
     mat = distance(b.emb, b.ref)
@@ -396,5 +396,5 @@ def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, 
     x = d_pos - jnp.where(ok, d_neg, 0.0)
     return x, ok.astype(dtype), dtype
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, distributed, reduce
+from jaxmetric import _public, _resolve, distributed, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -136,5 +136,5 @@ def generalized_lifted_structure_loss(
     losses = jax.nn.relu(pos_lse + neg_lse)
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

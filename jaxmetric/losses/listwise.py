@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import _checks, _public, _resolve, reduce
 from jaxmetric._ops import clip_weights, mask_sample_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -140,7 +140,7 @@ def fast_ap_loss(
         raise ValueError(f"{fn}: `distance` must be LpDistance with normalize_embeddings=True and p=2 (as PML asserts); got {distance!r}")
     num_bins = check_static_int(num_bins, "num_bins", fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
     pos, neg = clip_weights(b.pos), clip_weights(b.neg)
     n_pos = jnp.sum(pos, axis=1)
@@ -227,7 +227,7 @@ def smooth_ap_loss(
     check_positive(temperature, "temperature", fn)
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     n = b.emb.shape[0]
     mw = mask_sample_weights(miner_output, n, b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
     sim = distance(b.emb, b.ref)
@@ -300,7 +300,7 @@ def pnp_loss(
         check_positive(b, "b", fn)
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    bt = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
+    bt = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     sim = distance(bt.emb, bt.ref)
     pos = clip_weights(bt.pos)
     has_pos = jnp.any(pos > 0, axis=1)
@@ -321,5 +321,5 @@ def pnp_loss(
         per_query = 1.0 - per_query
     return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name), bt.dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

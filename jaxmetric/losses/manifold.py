@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, reduce
+from jaxmetric import _checks, _public, reduce
 from jaxmetric import distributed as dist
 from jaxmetric._ops import masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, safe_norm
@@ -47,6 +47,11 @@ def manifold_meta_classes(key: Array, batch_size: int, K: int) -> jax.Array:
 
 
 def _check_meta_classes(meta_classes, batch, K, fn):
+    _checks.reject_index_tuple(
+        meta_classes, "meta_classes", fn, batch,
+        how=(f"{fn} takes no mined pairs (jaxmetric.from_indices(indices_tuple, batch_size) makes masks for the losses "
+             "that do); PML's ManifoldLoss reads its indices_tuple as the meta-class ids: pass them here as one integer array"),
+    )
     if isinstance(meta_classes, (PairMask, TripletMask)):
         raise TypeError(
             f"{fn}: `meta_classes` must be integer meta-class ids [{batch}] (labels and miner masks are not "
@@ -183,5 +188,5 @@ def manifold_loss(
     losses = jnp.where(inf, 0.0, loss_int) + lam * loss_ctx
     return finish(reduce.apply(red, losses, valid, axis_name), dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

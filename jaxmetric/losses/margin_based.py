@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _resolve, distributed, reduce
+from jaxmetric import _checks, _public, _resolve, distributed, reduce
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
 from jaxmetric.losses._labels import reject_ref, require_class_ids, resolve_labelled
@@ -140,7 +140,7 @@ def margin_loss(
     b, lab, _ = resolve_labelled(
         fn, embeddings, labels_or_mask, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels, where=where,
         ref_where=ref_where, required=per_class, need_ref=False, allow_triplets=is_cube,
-        why=" and a per-class `beta` (it is indexed by the anchor's class)", axis_name=axis_name,
+        why=" and a per-class `beta` (it is indexed by the anchor's class)", axis_name=axis_name, contrast=True,
     )
     if axis_name is not None and red is not None and red != "none" and not reduce.is_builtin(red):
         raise ValueError(
@@ -331,5 +331,5 @@ def ranked_list_loss(
     losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), dt)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

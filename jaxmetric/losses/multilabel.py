@@ -16,7 +16,11 @@ keyword-only hyperparameters, and:
 
 Numerics: log-sigmoid / softplus forms, focusing weights as ``exp(gamma * log_sigmoid)``, masked
 log-sum-exp; float32 accumulation (float64 for float64 logits); value and gradient finite for
-any finite logits (±1e4 included). Hyperparameters that are floats may be traced values.
+any finite logits (±1e4 included), and NaN when any float input (logits, targets, weights)
+holds a NaN or inf. Hyperparameters that are floats may be traced values. Weights
+(``pos_weight``, ``weight``, ``label_mask``) must be finite and non-negative (``label_mask``
+at most 1), checked when concrete; a traced negative ``pos_weight`` or ``weight`` makes the
+value NaN.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, reduce
+from jaxmetric import _checks, _public, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.losses._common import check_nonnegative, check_positive, concrete_scalar, finish
 
@@ -51,6 +55,9 @@ def _check_logits(logits, fn: str) -> jax.Array:
         raise ValueError(f"{fn}: `logits` must be a 2-D float array [batch, num_classes]; got {_describe(logits)} ({logits.ndim}-D)")
     if not jnp.issubdtype(logits.dtype, jnp.floating):
         raise TypeError(f"{fn}: `logits` must have a floating dtype; got {_describe(logits)}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{fn}: `logits` must have at least one column (one per label); got {_describe(logits)}")
+    _checks.check_nonempty(logits, "logits", fn)
     return _checks.saturate_grad(logits)
 
 
@@ -94,7 +101,10 @@ def _prepare(fn, logits, targets, label_mask, where, *, soft: bool):
             raise ValueError(f"{fn}: `label_mask` must have the shape of `logits` {tuple(x.shape)}; got {_describe(label_mask)}")
         if not (label_mask.dtype == jnp.bool_ or jnp.issubdtype(label_mask.dtype, jnp.number)):
             raise TypeError(f"{fn}: `label_mask` must be bool or float weights in [0, 1]; got {_describe(label_mask)}")
-        known = known * jnp.clip(label_mask.astype(dtype), 0.0, 1.0)
+        _checks.check_weights(label_mask, "label_mask", fn)
+        if _checks.is_concrete(label_mask) and label_mask.dtype != jnp.bool_ and (np.asarray(label_mask) > 1).any():
+            raise ValueError(f"{fn}: `label_mask` must hold weights in [0, 1] (0 = unknown); got {_describe(label_mask)} with a value above 1")
+        known = known * jnp.clip(label_mask.astype(dtype), 0.0, 1.0)  # traced weights: kept in [0, 1]
     where = _checks.check_where(where, x.shape[0], "where", fn=fn)
     if where is not None:
         known = known * where.astype(dtype)[:, None]
@@ -102,15 +112,33 @@ def _prepare(fn, logits, targets, label_mask, where, *, soft: bool):
 
 
 def _class_vector(v, num_classes: int, name: str, fn: str, dtype, *, batch: int | None = None) -> jax.Array:
-    """A scalar, ``[C]`` (or, with ``batch``, ``[B, C]``) hyperparameter array."""
+    """A non-negative scalar or ``[C]`` weight array (with ``batch``, also ``[B, C]`` per
+    element and ``[B, 1]`` per row, the shapes torch's ``weight`` broadcasts)."""
     if not hasattr(v, "shape"):
         v = jnp.asarray(v)
-    allowed = [(), (num_classes,)] + ([(batch, num_classes)] if batch is not None else [])
+    allowed = [(), (num_classes,)] + ([(batch, num_classes), (batch, 1)] if batch is not None else [])
     if tuple(v.shape) not in allowed:
         raise ValueError(f"{fn}: `{name}` must have shape {' or '.join(map(str, allowed))}; got {_describe(v)}")
     if not (jnp.issubdtype(v.dtype, jnp.number) or v.dtype == jnp.bool_):
         raise TypeError(f"{fn}: `{name}` must be numeric; got {_describe(v)}")
-    return v.astype(dtype)
+    _checks.check_weights(v, name, fn)
+    return _checks.poison_negative(v.astype(dtype))
+
+
+def _weighted_bce(fn, x, t, pos_weight, dtype):
+    """torch's ``binary_cross_entropy_with_logits(x, t, pos_weight=p, reduction="none")``:
+    ``p * t * softplus(-x) + (1 - t) * softplus(x)``."""
+    pos_term, neg_term = _bce_terms(x, t)
+    if pos_weight is not None:
+        pos_term = pos_term * _class_vector(pos_weight, x.shape[1], "pos_weight", fn, dtype)
+    return t * pos_term + (1.0 - t) * neg_term
+
+
+def _element_weight(fn, losses, weight, dtype):
+    """``losses`` times torch's ``weight`` (scalar, ``[C]``, ``[B, C]`` or ``[B, 1]``)."""
+    if weight is None:
+        return losses
+    return losses * _class_vector(weight, losses.shape[1], "weight", fn, dtype, batch=losses.shape[0])
 
 
 def _log_one_minus_pt(x, t):
@@ -217,24 +245,22 @@ def bce_loss(logits: ArrayLike, targets: ArrayLike, *, pos_weight: ArrayLike | N
     Args:
       pos_weight: :math:`p_c`, a scalar or ``[C]`` (see :func:`pos_weight_from_counts`; the
         usual choice is :math:`n^-_c / n^+_c`). Default 1.
-      weight: element weight :math:`w`: scalar, ``[C]`` (e.g. :func:`class_balanced_weights`)
-        or ``[B, C]``. It scales the losses; the ``"mean"`` still divides by the number of
-        known elements, as PyTorch does.
+      weight: element weight :math:`w` (PyTorch's ``weight``): scalar, ``[C]`` per class (e.g.
+        :func:`class_balanced_weights`), ``[B, C]`` per element or ``[B, 1]`` per row. It
+        scales the losses; the ``"mean"`` still divides by the number of known elements, as
+        PyTorch does.
       reduction: default ``"mean"`` over the known elements (PyTorch's mean when all are known).
 
     ``optax.sigmoid_binary_cross_entropy`` is the unweighted element-wise loss. Soft targets
     are accepted. With all labels known, ``reduction="mean"`` equals PyTorch's
-    ``MultiLabelSoftMarginLoss(weight)`` too.
+    ``MultiLabelSoftMarginLoss(weight)`` too. ``pos_weight`` and ``weight`` must be finite and
+    non-negative: refused when concrete; traced ones with a negative, NaN or inf entry make the
+    value NaN.
     """
     fn = "bce_loss"
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=True)
-    pos_term, neg_term = _bce_terms(x, t)
-    if pos_weight is not None:
-        pos_term = pos_term * _class_vector(pos_weight, x.shape[1], "pos_weight", fn, dtype)
-    losses = t * pos_term + (1.0 - t) * neg_term
-    if weight is not None:
-        losses = losses * _class_vector(weight, x.shape[1], "weight", fn, dtype, batch=x.shape[0])
+    losses = _element_weight(fn, _weighted_bce(fn, x, t, pos_weight, dtype), weight, dtype)
     return _reduce_elements(red, losses, known, dtype)
 
 
@@ -245,38 +271,48 @@ def _check_alpha(alpha, fn):
         raise ValueError(f"{fn}: `alpha` must be in [0, 1] (None or a negative value disables it); got {alpha!r}")
 
 
-def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar = 0.25, gamma: Scalar = 2.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
-    r"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017):
+def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar | None = 0.25, gamma: Scalar = 2.0, pos_weight: ArrayLike | None = None, weight: ArrayLike | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
+    r"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017),
+    optionally on the positive-weighted BCE of :func:`bce_loss`:
 
     .. math::
-        \ell = -\alpha_t\,(1-p_t)^{\gamma}\log p_t, \qquad
+        \ell = w\,\alpha_t\,(1-p_t)^{\gamma}\,\mathrm{BCE}_{p_c}(x, y), \qquad
         p_t = y\,p + (1-y)(1-p),\ \ \alpha_t = y\,\alpha + (1-y)(1-\alpha)
 
-    (for soft targets, :math:`-\log p_t` is the BCE with logits, as in torchvision).
+    with :math:`\mathrm{BCE}_{p_c}(x, y) = p_c\,y\,\operatorname{softplus}(-x) +
+    (1-y)\operatorname{softplus}(x)`, PyTorch's ``binary_cross_entropy_with_logits(x, y,
+    pos_weight=p)`` (:math:`-\log p_t` for {0, 1} targets and :math:`p_c = 1`: torchvision's
+    ``sigmoid_focal_loss``, which also uses the BCE for soft targets).
 
     Args:
       alpha: paper default 0.25; ``None`` (or a negative value, as torchvision's ``-1``)
-        disables the α weighting (optax's default is ``None``).
+        disables the α weighting (optax's default is ``None``). With ``pos_weight`` the class
+        balance usually comes from ``pos_weight`` alone: ``alpha=None``.
       gamma: focusing parameter, default 2.
+      pos_weight: :math:`p_c`, a scalar or ``[C]`` multiplying the positive term, as in
+        :func:`bce_loss` (e.g. :func:`pos_weight_from_counts` for many labels with a few
+        positives per row). Default 1.
+      weight: element weight :math:`w` (PyTorch's ``weight``): scalar, ``[C]``, ``[B, C]`` or
+        ``[B, 1]``; the ``"mean"`` still divides by the number of known elements.
       reduction: default ``"mean"`` over the known elements (torchvision's
         ``reduction="mean"``; RetinaNet's sum over the number of positives is
         ``reduction="sum"`` divided by that number).
 
     :math:`(1-p_t)^\gamma` is computed as ``exp(gamma * log(1 - p_t))`` from log-sigmoids, so
-    saturated logits give finite values and gradients.
+    saturated logits give finite values and gradients. ``pos_weight`` and ``weight`` must be
+    finite and non-negative: refused when concrete; traced ones with a negative, NaN or inf
+    entry make the value NaN.
     """
     fn = "focal_loss"
     check_nonnegative(gamma, "gamma", fn)
     _check_alpha(alpha, fn)
     red = reduce.resolve(reduction, fn=fn)
     x, t, known, dtype = _prepare(fn, logits, targets, label_mask, where, soft=True)
-    pos_term, neg_term = _bce_terms(x, t)
-    ce = t * pos_term + (1.0 - t) * neg_term
-    losses = ce * jnp.exp(gamma * _log_one_minus_pt(x, t))
+    losses = _weighted_bce(fn, x, t, pos_weight, dtype) * jnp.exp(gamma * _log_one_minus_pt(x, t))
     if alpha is not None:
         alpha_t = alpha * t + (1.0 - alpha) * (1.0 - t)
         losses = losses * jnp.where(jnp.asarray(alpha) >= 0, alpha_t, 1.0)
-    return _reduce_elements(red, losses, known, dtype)
+    return _reduce_elements(red, _element_weight(fn, losses, weight, dtype), known, dtype)
 
 
 def asymmetric_loss(
@@ -629,5 +665,5 @@ __all__ = [
     "zlpr_loss",
 ]
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, reduce
+from jaxmetric import _public, _resolve, reduce
 from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -155,7 +155,7 @@ def circle_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, inverted=True)
     check_positive(gamma, "gamma", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
     def elements(mat, pos, neg, aw):
         const = jax.lax.stop_gradient(mat)
@@ -202,7 +202,7 @@ def ntxent_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
     def elements(mat, pos, neg, aw):
         logits = (mat if distance.is_inverted else -mat) / temperature
@@ -242,7 +242,7 @@ def supcon_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
     def elements(mat, pos, neg, aw):
         logits = (mat if distance.is_inverted else -mat) / temperature
@@ -261,5 +261,5 @@ for _loss in (contrastive_loss, multi_similarity_loss, circle_loss, ntxent_loss,
     _loss.__doc__ += _COMMON_ARGS
 del _loss
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, distributed, reduce
+from jaxmetric import _public, _resolve, distributed, reduce
 from jaxmetric.distances import CosineSimilarity, SNRDistance
 from jaxmetric.losses._common import check_distance, finish
 
@@ -181,5 +181,5 @@ def threshold_consistent_margin_loss(
     neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
     return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype, axis_name)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

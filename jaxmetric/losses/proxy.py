@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks
+from jaxmetric import _public
 from jaxmetric import distributed as dist
 from jaxmetric import reduce
 from jaxmetric.losses._rows import _check_block_size as check_block_size
@@ -282,5 +282,5 @@ def soft_triple_loss(
     value = cm.add_regularizer(value, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, fn)
     return cm.finish(value, x)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, reduce
+from jaxmetric import _checks, _public, reduce
 from jaxmetric import distributed as dist
 from jaxmetric.losses._common import check_positive, finish
 
@@ -118,5 +118,5 @@ def vicreg_loss(
     value = reduce.apply(red, invariance, w, axis_name) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
     return finish(value, dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

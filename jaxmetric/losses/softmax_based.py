@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, distributed, reduce
+from jaxmetric import _public, _resolve, distributed, reduce
 from jaxmetric._ops import has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from jaxmetric.losses._common import check_distance, check_positive, finish
@@ -252,5 +252,5 @@ def instance_loss(
     losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())

@@ -31,7 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, _triplets, reduce
+from jaxmetric import _public, _resolve, _triplets, reduce
 from jaxmetric._checks import check_choice
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._common import check_distance, finish
@@ -250,7 +250,7 @@ def triplet_margin_loss(
     check_choice(bool(swap), (True, False), "swap", fn=fn)
     b = _resolve.resolve(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
-        allow_triplets="mask", axis_name=axis_name,
+        allow_triplets="mask", axis_name=axis_name, contrast=True,
     )
     mat = distance(b.emb, b.ref)
     sign = -1.0 if distance.is_inverted else 1.0
@@ -305,5 +305,5 @@ def _gathered(red, x, x_pn, p_idx, n_idx, weights, margin, smooth_loss, axis_nam
     losses = jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
     return reduce.apply(red, losses, weights, axis_name, context=context)
 
-# Keyword hyperparameters must be scalars: an array would broadcast silently against the batch.
-_checks.scalar_hyperparameters(globals())
+# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
+_public.public_api(globals())
