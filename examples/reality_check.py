@@ -358,6 +358,7 @@ def multilabel_losses(pos_weight):
         "BCE": lambda z, y: jm.bce_loss(z, y),
         "BCE + pos_weight": lambda z, y: jm.bce_loss(z, y, pos_weight=pos_weight),
         "focal": lambda z, y: jm.focal_loss(z, y),
+        "focal + pos_weight": lambda z, y: jm.focal_loss(z, y, pos_weight=pos_weight),
         "ASL": lambda z, y: jm.asymmetric_loss(z, y),
         "ZLPR": lambda z, y: jm.zlpr_loss(z, y),
         "two-way": lambda z, y: jm.two_way_loss(z, y),
