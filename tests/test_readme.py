@@ -12,6 +12,19 @@ from tests.test_packaging import _source_tree
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error::DeprecationWarning"}  # as pytest's filterwarnings
 
+# What an enclosing `make` hands its recipes (`make test PYTHON=python3.12` exports PYTHON and
+# passes it again in MAKEFLAGS) and what this virtualenv sets: a `make` the suite starts must
+# see a user's shell, not the suite's, or it picks the enclosing run's interpreter and venv.
+_NOT_A_USERS_SHELL = ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "MAKE_TERMOUT", "MAKE_TERMERR",
+                      "PYTHON", "VENV", "PYTHONPATH", "XLA_FLAGS", "VIRTUAL_ENV")
+
+
+def make_env():
+    """The environment of a user's shell for a `make` the suite runs."""
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_A_USERS_SHELL}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "activate").exists())
+    return env
+
 
 def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
@@ -39,8 +52,7 @@ def test_make_demo_from_a_fresh_copy(tmp_path):
     """`make demo` in a copy of the checkout with no virtualenv: it makes `.venv`, installs,
     and prints Precision@1 before and after training."""
     src = _source_tree(tmp_path / "clone")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS", "VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS")}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "activate").exists())
+    env = make_env()
     out = subprocess.run(["make", "demo"], cwd=src, capture_output=True, text=True, timeout=1200, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (src / ".venv" / ".made-by-jaxmetric-make").exists()
@@ -51,10 +63,21 @@ def test_make_demo_from_a_fresh_copy(tmp_path):
 
 def test_make_test_recipe_per_interpreter(tmp_path):
     for args, venv in ((["test"], ".venv"), (["test", "PYTHON=python3.12"], ".venv-python3.12")):
-        out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=make_env())
         assert out.returncode == 0, out.stderr
         assert f'tools/venv.sh ensure "{args[-1].split("=")[-1] if "=" in args[-1] else "python3"}" "{venv}"' in out.stdout
         assert f"{venv}/bin/python -m pytest" in out.stdout and "--cov-fail-under=90" in out.stdout
+
+
+def test_make_env_is_a_users_shell_inside_make_test_python312(monkeypatch):
+    # As under `make test PYTHON=python3.12`: the enclosing make's variables do not reach a
+    # make the suite starts.
+    monkeypatch.setenv("PYTHON", "python3.12")
+    monkeypatch.setenv("MAKEFLAGS", " -- PYTHON=python3.12")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    out = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=make_env())
+    assert out.returncode == 0, out.stderr
+    assert 'tools/venv.sh ensure "python3" ".venv"' in out.stdout and "Entering directory" not in out.stdout
 
 
 def test_benchmark_script_quick(tmp_path):
