@@ -6,11 +6,15 @@ Value checks (multi-hot entries in {0, 1}) run only when the array is concrete.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxmetric._selections import PairMask, TripletMask
+from jaxmetric.distances import BaseDistance
 
 
 def _describe(x: Any) -> str:
@@ -114,15 +118,21 @@ def poison_negative(x: jax.Array) -> jax.Array:
     return jnp.where(x < 0, jnp.nan, x)
 
 
+def is_index_tuple(x: Any, batch: int | None = None) -> bool:
+    """A PML ``indices_tuple``: 3 or 4 one-dimensional index arrays, or (where the batch size
+    is known, so a batch of 3 or 4 label rows is not mistaken for one) 3 or 4 index lists."""
+    if not (isinstance(x, (tuple, list)) and len(x) in (3, 4)):
+        return False
+    if all(getattr(e, "ndim", None) == 1 for e in x):
+        return True
+    return batch is not None and len(x) != batch and all(isinstance(e, (tuple, list)) for e in x)
+
+
 def reject_index_tuple(x: Any, name: str, fn: str, batch: int, *, keyword: str | None = None, how: str | None = None) -> None:
     """A PML ``indices_tuple`` (3 or 4 index arrays) where labels belong gets a pointer to
     :func:`jaxmetric.from_indices` (``keyword``: the argument that takes the mask, when it is
     not this slot; ``how``: another way out), not a message about its shape."""
-    if not (isinstance(x, (tuple, list)) and len(x) in (3, 4)):
-        return
-    arrays = all(getattr(e, "ndim", None) == 1 for e in x)
-    sequences = len(x) != batch and all(isinstance(e, (tuple, list)) for e in x)
-    if not (arrays or sequences):
+    if not is_index_tuple(x, batch):
         return
     form = "(a1, p, a2, n)" if len(x) == 4 else "(a, p, n)"
     if how is None:
@@ -138,8 +148,6 @@ def reject_index_tuple(x: Any, name: str, fn: str, batch: int, *, keyword: str |
 def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "") -> jax.Array:
     """Class ids ``[B]`` (integer) or multi-hot ``[B, C]`` with entries in {0, 1}."""
     prefix = f"{fn}: " if fn else ""
-    from jaxmetric.masks import PairMask, TripletMask  # local: masks imports this module
-
     reject_index_tuple(labels, name, fn, batch)
     if isinstance(labels, (PairMask, TripletMask)):
         raise TypeError(
@@ -210,3 +218,80 @@ def check_choice(value: Any, allowed, name: str, *, fn: str = "") -> None:
     prefix = f"{fn}: " if fn else ""
     if value not in allowed:
         raise ValueError(f"{prefix}`{name}` must be one of {sorted(map(repr, allowed))}; got {value!r}")
+
+
+def check_distance(distance, fn: str, *, inverted: bool | None = None, kind: type | None = None) -> BaseDistance:
+    """Checks ``distance`` is a jaxmetric distance (and a similarity / a given type when the
+    loss's formula needs one, as PML asserts)."""
+    if not isinstance(distance, BaseDistance):
+        raise TypeError(
+            f"{fn}: `distance` must be a jaxmetric distance (e.g. jaxmetric.CosineSimilarity()); got {distance!r}"
+        )
+    if kind is not None and not isinstance(distance, kind):
+        raise TypeError(f"{fn}: `distance` must be a {kind.__name__}; got {type(distance).__name__}")
+    if inverted is True and not distance.is_inverted:
+        raise ValueError(f"{fn}: `distance` must be a similarity (CosineSimilarity or DotProductSimilarity); got {distance!r}")
+    return distance
+
+
+def concrete_scalar(value, name: str, fn: str):
+    """``value`` as a Python float when it is a Python or NumPy number, None for a JAX array
+    (traced or not: a value, checked at run time by :func:`jaxmetric.checkify_finite`);
+    rejects non-scalars (a hyperparameter array would broadcast silently against the batch)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) != ():
+        raise ValueError(f"{fn}: `{name}` must be a scalar; got shape {tuple(shape)}")
+    if isinstance(value, jax.Array):
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{fn}: `{name}` must be a number; got str {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{fn}: `{name}` must be a number; got {type(value).__name__} {value!r}") from e
+
+
+def check_positive(value, name: str, fn: str) -> None:
+    """Rejects a non-scalar hyperparameter, or a non-positive (or NaN) Python / NumPy number."""
+    v = concrete_scalar(value, name, fn)
+    if v is not None and not v > 0:
+        raise ValueError(f"{fn}: `{name}` must be > 0; got {value!r}")
+
+
+def check_nonnegative(value, name: str, fn: str) -> None:
+    """Like :func:`check_positive` for hyperparameters that may be 0 (focusing exponents)."""
+    v = concrete_scalar(value, name, fn)
+    if v is not None and not v >= 0:
+        raise ValueError(f"{fn}: `{name}` must be >= 0; got {value!r}")
+
+
+def check_static_int(value, name: str, fn: str, minimum: int = 1) -> int:
+    """A Python int ``>= minimum`` (a structural option: it fixes array shapes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: `{name}` must be a Python int (it fixes array shapes); got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{fn}: `{name}` must be >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def is_concrete_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def reject_ref(fn: str, ref_emb, ref_labels, ref_where) -> None:
+    """PML's ``ref_not_supported``: this loss compares a batch with itself only."""
+    for name, x in (("ref_emb", ref_emb), ("ref_labels", ref_labels), ("ref_where", ref_where)):
+        if x is not None:
+            shape = getattr(x, "shape", None)
+            got = f"shape {tuple(shape)}" if shape is not None else type(x).__name__
+            raise ValueError(f"{fn}: `{name}` is not supported by this loss (PML raises too); expected None, got {got}")
+
+
+def check_block_size(value, fn: str) -> int | None:
+    """``None`` (no blocking) or a positive Python int: the number of rows per block (a
+    structural option: it fixes array shapes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{fn}: `block_size` must be None or a positive int; got {value!r}")
+    return int(value)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmetric import distributed as dist
+from jaxmetric._selections import PairMask, TripletMask
+
 
 def masked_logsumexp(x: jax.Array, weights: jax.Array, axis: int = -1, add_one: bool = False) -> jax.Array:
     """``log(sum_j w_j exp(x_j) [+ 1])`` along ``axis``, stable and NaN-free.
@@ -61,9 +64,6 @@ def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", na
 def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str = "mask", using_ref: bool = False, axis_name=None):
     """PML's ``convert_to_weights`` of a PairMask / TripletMask over ``batch`` (local) rows with
     validity ``v``; ``using_ref`` counts only anchor positions. See :func:`mask_sample_weights`."""
-    from jaxmetric import distributed as dist
-    from jaxmetric.masks import PairMask, TripletMask
-
     vr = dist.gather(v, axis_name)
     r = vr.shape[0]
 
@@ -93,3 +93,8 @@ def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str
     top = jnp.max(counts) if batch > 0 else jnp.zeros((), dtype)
     top = dist.pmax(top, axis_name)
     return jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 1.0)
+
+
+def finish(value: jax.Array, dtype) -> jax.Array:
+    """The loss value in the compute dtype (float32, or float64 for float64 inputs)."""
+    return jnp.asarray(value).astype(dtype)

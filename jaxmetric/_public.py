@@ -1,5 +1,5 @@
-"""The front door of every public function: one wrapper, applied once at the end of each module
-(``_public.public_api(globals())``).
+"""The front door of every public function: one wrapper, the decorator :func:`front_door` on
+each public function's definition.
 
 Before the function's own validation runs, the wrapper
 
@@ -30,6 +30,9 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxmetric import _checks, distributed
+from jaxmetric._selections import PairMask, TripletMask
 
 
 def _is_foreign_array(x) -> bool:
@@ -71,8 +74,6 @@ def _convert(value, name: str, fn: str):
 def without_bounds(tree):
     """``tree`` with the range bounds of margin-form TripletMasks removed: ``lo = -inf`` and
     ``hi = inf`` are open ranges, not bad values."""
-    from jaxmetric.masks import TripletMask
-
     def strip(x):
         return dataclasses.replace(x, lo=None, hi=None) if isinstance(x, TripletMask) else x
 
@@ -97,7 +98,7 @@ def nonfinite_poison(tree, axis_name=None, *, nan_only=()):
     total = sum(parts[1:], parts[0])
     total = jax.lax.stop_gradient(total)
     if axis_name is not None:
-        total = jax.lax.psum(total, axis_name)
+        total = distributed.psum(total, axis_name)
     return total
 
 
@@ -130,12 +131,8 @@ def _positional_count(sig: inspect.Signature | None):
 
 
 def _looks_mined(x) -> bool:
-    """A mined selection as PML passes it: a mask, or an index tuple of 3 or 4 arrays."""
-    from jaxmetric.masks import PairMask, TripletMask
-
-    if isinstance(x, (PairMask, TripletMask)):
-        return True
-    return isinstance(x, (tuple, list)) and len(x) in (3, 4) and all(hasattr(e, "shape") for e in x)
+    """A mined selection as PML passes it: a mask, or an index tuple."""
+    return isinstance(x, (PairMask, TripletMask)) or _checks.is_index_tuple(x)
 
 
 def _extra_positional_error(fn: str, sig: inspect.Signature, n: int, extra) -> TypeError:
@@ -196,14 +193,11 @@ def wrap(fn, *, nonfinite: bool = True, name: str | None = None):
     return public
 
 
-def public_api(namespace: dict, *, nonfinite: bool = True, names=None) -> None:
-    """Puts every public function defined in a module (given its ``globals()``; or only
-    ``names``) behind the front door. ``nonfinite``: NaN/inf inputs give a NaN value (losses,
-    regularizers, wrappers); False for functions that return selections, masks or metrics."""
-    module = namespace["__name__"]
-    for name, obj in list(namespace.items()):
-        if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != module:
-            continue
-        if names is not None and name not in names:
-            continue
-        namespace[name] = wrap(obj, nonfinite=nonfinite)
+def front_door(fn=None, *, nonfinite: bool = True):
+    """Puts a public function behind the front door (see the module docstring), as a decorator:
+    ``@front_door`` for losses, regularizers and wrappers (NaN/inf inputs give a NaN value);
+    ``@front_door(nonfinite=False)`` for functions that return selections, masks, reductions
+    or metrics."""
+    if fn is None:
+        return functools.partial(wrap, nonfinite=nonfinite)
+    return wrap(fn, nonfinite=nonfinite)

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks
+from jaxmetric import _checks, distributed
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
 
@@ -112,6 +112,34 @@ def resolve(
             "(in-batch negatives) or same_side='negative', or a loss whose positive and negative terms stand "
             "alone (contrastive_loss)"
         )
+    rows = _rows(fn, embeddings, ref_emb, ref_labels, where, ref_where, axis_name)
+    if labels_or_mask is None:
+        raise ValueError(f"{fn}: `labels_or_mask` is required: class ids [B], multi-hot [B, C], a PairMask or a TripletMask")
+    pos, neg, triplets, tmask, lab, rlab = _pairs(fn, labels_or_mask, ref_labels, rows, allow_triplets, axis_name)
+    return Batch(
+        emb=rows.emb, ref=rows.ref, pos=pos, neg=neg, anchor_weight=rows.anchor_weight, ref_weight=rows.ref_weight,
+        same_set=rows.same_set and axis_name is None, triplets=triplets, triplet_mask=tmask, labels=lab, ref_labels=rlab,
+        axis_name=axis_name, self_cols=rows.self_cols,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rows:
+    """The checked rows of a batch: queries and references (gathered over ``axis_name``) in
+    the compute dtype, their validity weights, and each anchor's own column among the
+    references (None when the reference set is another one: no self-pairs)."""
+
+    emb: jax.Array
+    ref: jax.Array
+    anchor_weight: jax.Array
+    ref_weight: jax.Array
+    self_cols: jax.Array | None
+    same_set: bool
+    r_local: int
+    dtype: Any
+
+
+def _rows(fn, embeddings, ref_emb, ref_labels, where, ref_where, axis_name) -> _Rows:
     embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
     same_set = ref_emb is None
     if same_set:
@@ -126,8 +154,6 @@ def resolve(
     emb = embeddings.astype(dtype)
     ref = emb if same_set else ref.astype(dtype)
     b, r = emb.shape[0], ref.shape[0]
-    r_local = r
-
     where = _checks.check_where(where, b, "where", fn=fn)
     if same_set:
         if ref_where is not None:
@@ -139,69 +165,53 @@ def resolve(
         ref_where = _checks.check_where(ref_where, r, "ref_where", fn=fn)
     anchor_weight = jnp.ones((b,), dtype) if where is None else where.astype(dtype)
     ref_weight = jnp.ones((r,), dtype) if ref_where is None else ref_where.astype(dtype)
-    # Column of each anchor's own row among the references (None: no self-pairs exist).
-    self_cols = jnp.arange(b) if same_set else None
-    if axis_name is not None:
-        gather = lambda x: jax.lax.all_gather(x, axis_name, tiled=True)  # noqa: E731
-        if same_set:
-            self_cols = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
-        ref, ref_weight = gather(ref), gather(ref_weight)
-        r = ref.shape[0]
+    self_cols = distributed.global_rows(b, axis_name) if same_set else None
+    return _Rows(emb, distributed.gather(ref, axis_name), anchor_weight, distributed.gather(ref_weight, axis_name),
+                 self_cols, same_set, r, dtype)
 
-    triplets = None
-    tmask = None
-    lab = rlab = None
-    if labels_or_mask is None:
-        raise ValueError(f"{fn}: `labels_or_mask` is required: class ids [B], multi-hot [B, C], a PairMask or a TripletMask")
-    if isinstance(labels_or_mask, (PairMask, TripletMask)):
+
+def _pairs(fn, labels_or_mask, ref_labels, rows: _Rows, allow_triplets, axis_name):
+    """``(pos, neg, triplets, triplet_mask, labels, ref_labels)``: the ``[B, R]`` pair weights
+    of a mask or of labels, restricted to valid rows and without self-pairs."""
+    dtype = rows.dtype
+    b, r = rows.emb.shape[0], rows.ref.shape[0]
+    valid = rows.anchor_weight[:, None] * rows.ref_weight[None, :]
+    if rows.self_cols is not None:
+        not_self = _not_self(rows.self_cols, r, dtype)
+    if isinstance(labels_or_mask, PairMask):
         if ref_labels is not None:
-            raise ValueError(f"{fn}: `ref_labels` is only used with labels; a {type(labels_or_mask).__name__} already says which pairs count")
-        if isinstance(labels_or_mask, TripletMask):
-            tm = restrict_triplets(labels_or_mask, b, r, anchor_weight, ref_weight, self_cols, fn, dtype)
-            if allow_triplets == "mask":
-                tmask = tm
-                if tm.form in ("margin", "angle"):
-                    pos, neg = tm.pos, tm.neg
-                else:
-                    pairs = tm.to_pairs()
-                    pos, neg = pairs.pos.astype(dtype), pairs.neg.astype(dtype)
-            else:
-                if allow_triplets:
-                    triplets = tm.to_dense().astype(dtype)
-                pairs = tm.to_pairs()
-                pos, neg = pairs.pos.astype(dtype), pairs.neg.astype(dtype)
-        else:
-            pos = _mask_array(labels_or_mask.pos, (b, r), "PairMask.pos", fn, dtype)
-            neg = _mask_array(labels_or_mask.neg, (b, r), "PairMask.neg", fn, dtype)
-            valid = anchor_weight[:, None] * ref_weight[None, :]
-            pos, neg = pos * valid, neg * valid
-            if self_cols is not None:
-                pos = pos * _not_self(self_cols, r, dtype)
+            raise ValueError(f"{fn}: `ref_labels` is only used with labels; a PairMask already says which pairs count")
+        pos = _mask_array(labels_or_mask.pos, (b, r), "PairMask.pos", fn, dtype) * valid
+        neg = _mask_array(labels_or_mask.neg, (b, r), "PairMask.neg", fn, dtype) * valid
+        if rows.self_cols is not None:
+            pos = pos * not_self
+        return pos, neg, None, None, None, None
+    if isinstance(labels_or_mask, TripletMask):
+        if ref_labels is not None:
+            raise ValueError(f"{fn}: `ref_labels` is only used with labels; a TripletMask already says which pairs count")
+        tm = restrict_triplets(labels_or_mask, b, r, rows.anchor_weight, rows.ref_weight, rows.self_cols, fn, dtype)
+        if allow_triplets == "mask" and tm.form in ("margin", "angle"):
+            return tm.pos, tm.neg, None, tm, None, None
+        triplets = tm.to_dense().astype(dtype) if allow_triplets is True else None
+        pairs = tm.to_pairs()
+        return pairs.pos.astype(dtype), pairs.neg.astype(dtype), triplets, (tm if allow_triplets == "mask" else None), None, None
+    lab = _checks.check_labels(labels_or_mask, b, "labels", fn=fn)
+    if rows.same_set:
+        rlab = lab
     else:
-        lab = _checks.check_labels(labels_or_mask, b, "labels", fn=fn)
-        if same_set:
-            rlab = lab
-        else:
-            if ref_labels is None:
-                raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when labels are given (or pass a PairMask)")
-            rlab = _checks.check_labels(ref_labels, r_local, "ref_labels", fn=fn)
-            if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
-                raise ValueError(
-                    f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); "
-                    f"got shape {tuple(rlab.shape)}"
-                )
-        if axis_name is not None:
-            rlab = jax.lax.all_gather(rlab, axis_name, tiled=True)
-        m = pair_mask(lab, rlab, exclude_self=False)
-        valid = anchor_weight[:, None] * ref_weight[None, :]
-        if self_cols is not None:
-            valid = valid * _not_self(self_cols, r, dtype)
-        pos, neg = m.pos.astype(dtype) * valid, m.neg.astype(dtype) * valid
-    return Batch(
-        emb=emb, ref=ref, pos=pos, neg=neg, anchor_weight=anchor_weight, ref_weight=ref_weight,
-        same_set=same_set and axis_name is None, triplets=triplets, triplet_mask=tmask, labels=lab, ref_labels=rlab,
-        axis_name=axis_name, self_cols=self_cols,
-    )
+        if ref_labels is None:
+            raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when labels are given (or pass a PairMask)")
+        rlab = _checks.check_labels(ref_labels, rows.r_local, "ref_labels", fn=fn)
+        if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
+            raise ValueError(
+                f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); "
+                f"got shape {tuple(rlab.shape)}"
+            )
+    rlab = distributed.gather(rlab, axis_name)
+    m = pair_mask(lab, rlab, exclude_self=False)
+    if rows.self_cols is not None:
+        valid = valid * not_self
+    return m.pos.astype(dtype) * valid, m.neg.astype(dtype) * valid, None, None, lab, rlab
 
 
 def _scalar(x: Any, name: str, fn: str, dtype) -> jax.Array:

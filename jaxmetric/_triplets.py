@@ -240,3 +240,15 @@ def list_cube(p_idx, n_idx, w, num_refs: int):
     b = p_idx.shape[0]
     rows = jnp.broadcast_to(jnp.arange(b)[:, None], p_idx.shape)
     return jnp.zeros((b, num_refs, num_refs), w.dtype).at[rows, p_idx, n_idx].add(w, mode="drop")
+
+
+def sample_triplets(key, wp, wn, t):
+    """``t`` random (positive, negative) index pairs per anchor, uniform over the selection."""
+    kp, kn = jax.random.split(key)
+    neg_inf = jnp.asarray(-jnp.inf, wp.dtype)
+    lp = jnp.where(wp > 0, jnp.log(jnp.where(wp > 0, wp, 1.0)), neg_inf)
+    ln = jnp.where(wn > 0, jnp.log(jnp.where(wn > 0, wn, 1.0)), neg_inf)
+    p_idx = jax.random.categorical(kp, lp[:, None, :], axis=-1, shape=(wp.shape[0], t))
+    n_idx = jax.random.categorical(kn, ln[:, None, :], axis=-1, shape=(wn.shape[0], t))
+    valid = (jnp.any(wp > 0, axis=1) & jnp.any(wn > 0, axis=1))[:, None]
+    return jnp.clip(p_idx, 0, wp.shape[1] - 1), jnp.clip(n_idx, 0, wn.shape[1] - 1), jnp.broadcast_to(valid, p_idx.shape)

@@ -15,6 +15,7 @@ varying under ``shard_map`` and its gradient would be counted once per device; t
 below therefore only gather *inputs* and always reduce through ``psum``.
 
 Every helper is the identity (or the plain local computation) when ``axis_name`` is None.
+This is the only module of jaxmetric that calls ``jax.lax`` collectives.
 """
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "axis_index",
+    "axis_size",
+    "fold_in_device",
     "gather",
-    "global_masked_logsumexp",
+    "gather_columns",
+    "gather_replicated",
+    "global_rows",
     "local_rows",
     "lse_combine",
     "lse_parts",
@@ -75,6 +81,17 @@ def axis_size(axis_name) -> int:
     return 1 if axis_name is None else jax.lax.axis_size(axis_name)
 
 
+def axis_index(axis_name):
+    """This device's index along ``axis_name`` (0 without it)."""
+    return 0 if axis_name is None else jax.lax.axis_index(axis_name)
+
+
+def fold_in_device(key, axis_name):
+    """``key`` folded with this device's index: independent random draws on each device
+    (``key`` itself without ``axis_name``)."""
+    return key if axis_name is None else jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+
 def lse_parts(x, weights, axis=0):
     """Local pieces of a masked log-sum-exp along ``axis``: ``(m, s)`` with ``m`` the
     (stop-gradient) max of the selected entries (``-inf`` where none) and
@@ -107,13 +124,6 @@ def lse_combine(m, s, *, add_one=False, axis_name=None, stack_axis=None):
     return jnp.where(ok, big + jnp.log(jnp.where(ok, total, 1.0)), 0.0)
 
 
-def global_masked_logsumexp(x, weights, axis=0, add_one=False, axis_name=None):
-    """``log(sum_j w_j exp(x_j) [+ 1])`` along ``axis`` where the entries of that axis are
-    spread over the devices of ``axis_name`` (e.g. the batch axis of ``[B_local, C]``)."""
-    m, s = lse_parts(x, weights, axis)
-    return lse_combine(m, s, add_one=add_one, axis_name=axis_name)
-
-
 def gather_replicated(x, axis_name):
     """The global array like :func:`gather`, but built as a ``psum`` (each device adds its
     shard at its offset into zeros), so under ``shard_map`` it is typed as replicated and can
@@ -128,3 +138,13 @@ def gather_replicated(x, axis_name):
     buf = jax.lax.dynamic_update_slice_in_dim(buf, work, row_offset(n, axis_name), axis=0)
     out = jax.lax.psum(buf, axis_name)
     return out.astype(dtype)
+
+
+def gather_columns(x, axis_name):
+    """Every device's ``x [b, c]`` side by side, ``[b, n_devices * c]`` in device order, typed
+    as the same on every device (a psum of one-slot arrays: shard_map's ``all_gather`` result
+    stays typed per-device, and the merged neighbours must be one value for ``out_specs=P()``)."""
+    n = jax.lax.axis_size(axis_name)
+    slots = jnp.zeros((n,) + x.shape, x.dtype)
+    slots = jax.lax.dynamic_update_index_in_dim(slots, x, jax.lax.axis_index(axis_name), axis=0)
+    return jnp.moveaxis(jax.lax.psum(slots, axis_name), 0, 1).reshape(x.shape[0], n * x.shape[1])

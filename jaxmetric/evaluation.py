@@ -51,13 +51,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxmetric import _checks
+from jaxmetric import _checks, distributed
 from jaxmetric.distances import BaseDistance, CosineSimilarity, DotProductSimilarity, LpDistance
 
 #: Squared Euclidean on raw embeddings: the ordering of faiss.IndexFlatL2, PML's default kNN.
@@ -299,21 +301,11 @@ def _select_from_groups(keys, values, ids, *, kk: int, valid):
     return jax.lax.cond(exact, lambda _: (top[:, :kk], idx[:, :kk]), by_index, None)
 
 
-def _gather_replicated(x, axis_name):
-    """Every device's ``x [b, c]`` side by side, ``[b, n_devices * c]`` in device order, typed
-    as the same on every device (a psum of one-slot arrays: shard_map's ``all_gather`` result
-    stays typed per-device, and the merged neighbours must be one value for ``out_specs=P()``)."""
-    n = jax.lax.axis_size(axis_name)
-    slots = jnp.zeros((n,) + x.shape, x.dtype)
-    slots = jax.lax.dynamic_update_index_in_dim(slots, x, jax.lax.axis_index(axis_name), axis=0)
-    return jnp.moveaxis(jax.lax.psum(slots, axis_name), 0, 1).reshape(x.shape[0], n * x.shape[1])
-
-
 def _merge_shards(top, idx, axis_name, kk: int):
     """Global top-kk from every device's top-kk (device order is reference order, so equal
     scores still go to the lower index)."""
-    top, pos = _top_k(_gather_replicated(top, axis_name), kk)
-    return top, jnp.take_along_axis(_gather_replicated(idx, axis_name), pos, axis=1)
+    top, pos = _top_k(distributed.gather_columns(top, axis_name), kk)
+    return top, jnp.take_along_axis(distributed.gather_columns(idx, axis_name), pos, axis=1)
 
 
 def _drop_self(top, idx, rows, k: int):
@@ -332,7 +324,7 @@ def _search_block(q, rows, valid, reference, offsets, *, kind, distance, k, excl
     kk = k + int(exclude_self)
     top, idx = _block_top_k(q, reference, offsets, kind=kind, distance=distance, kk=kk, shape=shape, valid=valid, axis_name=axis_name)
     if axis_name is not None:
-        idx = idx + jax.lax.axis_index(axis_name) * reference.shape[0]
+        idx = idx + distributed.row_offset(reference.shape[0], axis_name)
         top, idx = _merge_shards(top, idx, axis_name, kk)
     if exclude_self:
         top, idx = _drop_self(top, idx, rows, k)
@@ -396,7 +388,7 @@ def knn(
     reference = _checks.check_embeddings(reference, "reference", fn=fn)
     if reference.shape[1] != query.shape[1]:
         raise ValueError(f"{fn}: `reference` must have dim {query.shape[1]} like `query`; got shape {tuple(reference.shape)}")
-    n_ref = reference.shape[0] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+    n_ref = reference.shape[0] * distributed.axis_size(axis_name)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > n_ref - int(bool(exclude_self)):
         raise ValueError(
             f"{fn}: `k` must be an int in [1, {n_ref - int(bool(exclude_self))}] (the reference set size"
@@ -553,8 +545,6 @@ def _sharded_metrics(mesh, **statics):
     """:func:`_streaming_block_metrics` over ``mesh``: the reference (and its offsets) split
     over all the mesh's devices, everything else replicated; the per-device top-k lists are
     merged inside, so the values are those of one device."""
-    from jax.sharding import PartitionSpec as P  # noqa: PLC0415
-
     axes = tuple(mesh.axis_names)
     body = functools.partial(_streaming_block_metrics, axis_name=axes, **statics)
     split = P(axes)
@@ -582,7 +572,6 @@ def _streaming_per_query(query, query_labels, r_q, reference, reference_labels, 
         pad = -nr % ndev
         r = jnp.pad(r, ((0, pad), (0, 0)))
         offsets = jnp.pad(offsets, (0, pad), constant_values=jnp.inf)
-        from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: PLC0415
 
         split = NamedSharding(mesh, P(tuple(mesh.axis_names)))
         r, offsets = jax.device_put(r, split), jax.device_put(offsets, split)
@@ -623,7 +612,7 @@ def _metrics_from_indices(idx, query_labels, r_q, reference_labels, *, kp, recal
 def _faiss_knn(query, reference, k, distance, exclude_self):
     """Neighbour indices ``[Nq, k]`` from faiss (flat, exact) with PML's self removal."""
     try:
-        import faiss  # noqa: PLC0415
+        import faiss  # noqa: PLC0415 -- an optional dependency, imported when used
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "get_accuracy: `knn_backend='faiss'` needs faiss (pip install faiss-cpu); "
@@ -702,7 +691,7 @@ def _cluster_labels(query, num_clusters, kmeans_func, seed):
     if kmeans_func is not None:
         return np.asarray(kmeans_func(query, num_clusters)).reshape(-1)
     try:
-        from sklearn.cluster import KMeans  # noqa: PLC0415
+        from sklearn.cluster import KMeans  # noqa: PLC0415 -- an optional dependency, imported when used
     except ImportError as e:
         raise ImportError(
             "jaxmetric.evaluation: NMI and AMI need scikit-learn (pip install scikit-learn), "
@@ -713,7 +702,7 @@ def _cluster_labels(query, num_clusters, kmeans_func, seed):
 
 def _mutual_information(name, labels, clusters):
     try:
-        from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score  # noqa: PLC0415
+        from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score  # noqa: PLC0415 -- an optional dependency, imported when used
     except ImportError as e:
         raise ImportError(
             "jaxmetric.evaluation: NMI and AMI need scikit-learn (pip install scikit-learn), "
@@ -1067,7 +1056,6 @@ class EvaluationHook:
             raise ValueError(f"{fn}: `progress` must be True, False or None (automatic); got {progress!r}")
         if (reference is None) != (reference_labels is None):
             raise ValueError(f"{fn}: `reference` and `reference_labels` must be given together; got only one of them")
-        import inspect  # noqa: PLC0415
 
         allowed = set(inspect.signature(get_accuracy).parameters) - {"query", "query_labels", "reference", "reference_labels", "progress"}
         unknown = sorted(set(options) - allowed)
@@ -1106,7 +1094,7 @@ class EvaluationHook:
         if self.progress is False:
             return None
         try:
-            from tqdm.auto import tqdm  # noqa: PLC0415
+            from tqdm.auto import tqdm  # noqa: PLC0415 -- an optional dependency, imported when used
         except ImportError as e:
             if self.progress:
                 raise ImportError("EvaluationHook: `progress=True` needs tqdm (pip install tqdm), which is not a dependency of jaxmetric") from e

@@ -126,6 +126,7 @@ def _score_inputs(fn, y_true, y_score, sample_weight):
 # thresholded predictions
 
 
+@_public.front_door(nonfinite=False)
 def hamming_loss(y_true, y_pred, *, sample_weight=None) -> jax.Array:
     r""":math:`\frac{1}{nL}\sum_{i,j}[\hat y_{ij}\ne y_{ij}]` (sample-weighted as sklearn)."""
     fn = "hamming_loss"
@@ -134,6 +135,7 @@ def hamming_loss(y_true, y_pred, *, sample_weight=None) -> jax.Array:
     return _average(wrong, w).astype(dtype)
 
 
+@_public.front_door(nonfinite=False)
 def subset_accuracy(y_true, y_pred, *, sample_weight=None) -> jax.Array:
     r"""Exact-match ratio :math:`\frac1n\sum_i[\hat y_i=y_i]` (sklearn's ``accuracy_score`` on
     multi-label input; ``zero_one_loss`` is one minus it)."""
@@ -168,6 +170,7 @@ def _nanaverage(values, weights=None):
     return jnp.where(ws != 0, weighted, plain)
 
 
+@_public.front_door(nonfinite=False)
 def f1_score(y_true, y_pred, *, average="micro", zero_division="warn", sample_weight=None) -> jax.Array:
     r"""F1 score of multi-label predictions, as ``sklearn.metrics.f1_score``.
 
@@ -234,6 +237,7 @@ def _binary_ap_rows(scores, rel, weight=None):
     return _safe_div(jnp.sum(rel_w * precision, axis=-1), total), total > 0
 
 
+@_public.front_door(nonfinite=False)
 def average_precision(y_true, y_score, *, average="macro", drop_empty=False, sample_weight=None) -> jax.Array:
     r"""Average precision (non-interpolated, as ``sklearn.metrics.average_precision_score``):
 
@@ -277,6 +281,7 @@ def average_precision(y_true, y_score, *, average="macro", drop_empty=False, sam
     return _average(ap, aw).astype(dtype)
 
 
+@_public.front_door(nonfinite=False)
 def label_ranking_average_precision(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""Label ranking average precision (``sklearn.metrics.label_ranking_average_precision_score``):
 
@@ -297,6 +302,7 @@ def label_ranking_average_precision(y_true, y_score, *, sample_weight=None) -> j
     return _average(per_row, w).astype(dtype)
 
 
+@_public.front_door(nonfinite=False)
 def coverage_error(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""Coverage error (``sklearn.metrics.coverage_error``): how far down the ranking one must
     go to cover every true label, :math:`\frac1n\sum_i\max_{j:y_{ij}=1}\mathrm{rank}_{ij}`
@@ -313,6 +319,7 @@ def coverage_error(y_true, y_score, *, sample_weight=None) -> jax.Array:
     return _average(cov, w).astype(dtype)
 
 
+@_public.front_door(nonfinite=False)
 def label_ranking_loss(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""Ranking loss (``sklearn.metrics.label_ranking_loss``): per row, the fraction of
     (true, false) label pairs with :math:`f_{true}\le f_{false}` (ties count as mis-ordered).
@@ -328,6 +335,7 @@ def label_ranking_loss(y_true, y_score, *, sample_weight=None) -> jax.Array:
     return _average(per_row, w).astype(dtype)
 
 
+@_public.front_door(nonfinite=False)
 def one_error(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""One-error: :math:`\frac1n\sum_i[\arg\max_j f_{ij}\notin y_i]` — the fraction of rows
     whose top-scored label is not a true label (ties: the first maximal label, as
@@ -354,6 +362,3 @@ __all__ = [
     "one_error",
     "subset_accuracy",
 ]
-
-# The front door (jaxmetric/_public.py): any array type in (torch tensors too).
-_public.public_api(globals(), nonfinite=False)

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, _public, _resolve, _triplets, distributed
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance
 from jaxmetric.masks import PairMask, TripletMask
+from jaxmetric._checks import check_distance
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, Scalar
@@ -105,22 +105,6 @@ def _mine_globally(miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, w
     return TripletMask.from_lists(rows(out.p_idx), rows(out.n_idx), rows(out.weights), num_refs=out.num_refs)
 
 
-_AXIS_LOCAL = """
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, mine the local anchors
-    against the references gathered over that axis; the result is ``[B_local, R_global]`` (this
-    device's rows of the single-device result on the concatenated batch), which losses called
-    with the same ``axis_name`` accept.
-"""
-
-_AXIS_GLOBAL = """
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, the selection depends on
-    every pair of the batch, so each device gathers the global batch (embeddings, labels or
-    PairMask rows, validity), mines it exactly as one device would (same ``key`` on every
-    device) and keeps its own rows: ``[B_local, R_global]``, which losses called with the same
-    ``axis_name`` accept. Costs ``O(R_global^2)`` per device; a TripletMask input raises.
-"""
-
-
 def _keep(sel, w):
     return jnp.where(sel & (w > 0), w, jnp.zeros((), w.dtype))
 
@@ -150,6 +134,7 @@ def _static_pos_int(value, name, fn):
 # --------------------------------------------------------------------------------------------
 
 
+@_public.front_door(nonfinite=False)
 def pair_margin_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -175,6 +160,9 @@ def pair_margin_miner(
 
     Returns:
       :class:`PairMask` ``[B, R]``.
+
+    ``axis_name``: mines the local anchors against the references gathered over the axis,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "pair_margin_miner"
     _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
@@ -185,6 +173,7 @@ def pair_margin_miner(
     return PairMask(pos=_keep(pos_sel, pos), neg=_keep(neg_sel, neg))
 
 
+@_public.front_door(nonfinite=False)
 def multi_similarity_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -208,6 +197,9 @@ def multi_similarity_miner(
     \max_p d_{ap}`). An anchor without negatives keeps no positive and vice versa.
 
     PML: ``MultiSimilarityMiner(epsilon=0.1)``, ``CosineSimilarity()``.
+
+    ``axis_name``: mines the local anchors against the references gathered over the axis,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "multi_similarity_miner"
     _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
@@ -241,6 +233,7 @@ def _weighted_top(vals, w, frac, largest: bool):
     return jnp.zeros_like(wf).at[order].set(take).reshape(shape)
 
 
+@_public.front_door(nonfinite=False)
 def hdc_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -266,6 +259,9 @@ def hdc_miner(
     PML: ``HDCMiner(filter_percentage=0.5)``, ``LpDistance()``. ``ceil`` is taken in the compute
     dtype (float32 unless x64): it can differ from PML's float64 by one pair when
     ``filter_percentage * count`` lies within float32 rounding of an integer.
+
+    ``axis_name``: mines the gathered global batch and keeps this device's rows,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "hdc_miner"
     if isinstance(filter_percentage, (int, float)) and not 0 <= filter_percentage <= 1:
@@ -308,6 +304,7 @@ def _in_range(mat, val_range, name, fn):
     return (mat >= val_range[0]) & (mat <= val_range[1])
 
 
+@_public.front_door(nonfinite=False)
 def batch_easy_hard_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -343,6 +340,9 @@ def batch_easy_hard_miner(
     allowed_pos_range=None, allowed_neg_range=None)``, ``LpDistance()``; PML's ``ValueError``\ s
     for unknown strategies, for both ``"semihard"``, and for ``"semihard"`` with ``"all"``. Ties
     pick the lowest index.
+
+    ``axis_name``: mines the local anchors against the references gathered over the axis,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     return _easy_hard(
         "batch_easy_hard_miner", embeddings, labels_or_mask, pos_strategy, neg_strategy, allowed_pos_range,
@@ -396,6 +396,7 @@ def _easy_hard(fn, embeddings, labels_or_mask, pos_strategy, neg_strategy, allow
     return PairMask(pos=out_pos, neg=out_neg)
 
 
+@_public.front_door(nonfinite=False)
 def batch_hard_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -422,6 +423,9 @@ def batch_hard_miner(
 
     PML: ``BatchHardMiner()`` (``BatchEasyHardMiner("hard", "hard")``, whose range arguments it
     passes through), ``LpDistance()``.
+
+    ``axis_name``: mines the local anchors against the references gathered over the axis,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     return _easy_hard(
         "batch_hard_miner", embeddings, labels_or_mask, "hard", "hard", allowed_pos_range, allowed_neg_range,
@@ -436,6 +440,7 @@ def batch_hard_miner(
 _TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 
+@_public.front_door(nonfinite=False)
 def triplet_margin_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -466,6 +471,9 @@ def triplet_margin_miner(
 
     PML: ``TripletMarginMiner(margin=0.2, type_of_triplets="all")``, ``LpDistance()``.
     Deliberate difference: an unknown ``type_of_triplets`` raises (PML treats it as ``"all"``).
+
+    ``axis_name``: mines the local anchors against the references gathered over the axis,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "triplet_margin_miner"
     _checks.check_choice(type_of_triplets, _TRIPLET_TYPES, "type_of_triplets", fn=fn)
@@ -483,6 +491,7 @@ def triplet_margin_miner(
     return TripletMask.from_margin(pos, neg, x, lo, hi)
 
 
+@_public.front_door(nonfinite=False)
 def angular_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -509,6 +518,9 @@ def angular_miner(
 
     PML: ``AngularMiner(angle=20)``; distance must be ``LpDistance(p=2, power=1,
     normalize_embeddings=True)`` (asserted, as in PML).
+
+    ``axis_name``: mines the local anchors against the references gathered over the axis,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "angular_miner"
     _check_lp2(distance, fn)
@@ -517,6 +529,7 @@ def angular_miner(
     return TripletMask.from_angle(pos, neg, _sg(b.emb), _sg(b.ref), rad)
 
 
+@_public.front_door(nonfinite=False)
 def embeddings_already_packaged_as_triplets(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask | None = None,
@@ -584,6 +597,7 @@ def _sample_rows(key, w, k: int):
     return jnp.minimum(idx, last[:, None])
 
 
+@_public.front_door(nonfinite=False)
 def distance_weighted_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -623,6 +637,9 @@ def distance_weighted_miner(
     log-weights by one maximum over the whole batch, so in float32 every weight of an anchor
     whose negatives are all far can underflow to 0 and the anchor is dropped; jaxmetric shifts
     per anchor, which gives PML's float64 distribution.
+
+    ``axis_name``: mines the gathered global batch and keeps this device's rows,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "distance_weighted_miner"
     _check_lp2(distance, fn)
@@ -680,6 +697,7 @@ def _histogram_pairs(key, vals, w, num_bins: int, per_bin: int):
     return (out * jnp.where(valid, wf, 0.0)).reshape(shape)
 
 
+@_public.front_door(nonfinite=False)
 def uniform_histogram_miner(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -705,6 +723,9 @@ def uniform_histogram_miner(
 
     PML: ``UniformHistogramMiner(num_bins=100, pos_per_bin=10, neg_per_bin=10)``,
     ``LpDistance()``. The draw uses ``key``; only the distribution matches PML's.
+
+    ``axis_name``: mines the gathered global batch and keeps this device's rows,
+    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
     """
     fn = "uniform_histogram_miner"
     _static_pos_int(num_bins, "num_bins", fn)
@@ -721,14 +742,3 @@ def uniform_histogram_miner(
         pos=_histogram_pairs(kp, mat, pos, num_bins, pos_per_bin),
         neg=_histogram_pairs(kn, mat, neg, num_bins, neg_per_bin),
     )
-
-
-for _m in (pair_margin_miner, multi_similarity_miner, batch_easy_hard_miner, batch_hard_miner, triplet_margin_miner, angular_miner):
-    _m.__doc__ += _AXIS_LOCAL
-for _m in (hdc_miner, distance_weighted_miner, uniform_histogram_miner):
-    _m.__doc__ += _AXIS_GLOBAL
-del _m
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters. A miner returns a
-# selection, so non-finite inputs are left to the loss it feeds.
-_public.public_api(globals(), nonfinite=False)

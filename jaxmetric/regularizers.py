@@ -48,6 +48,7 @@ def _finish(value, dtype):
     return jnp.asarray(value).astype(dtype)
 
 
+@_public.front_door
 def lp_regularizer(x: ArrayLike, *, p: Scalar = 2, power: Scalar = 1, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Norm penalty, per row :math:`\|x_i\|_p^{\,\text{power}}`, averaged.
 
@@ -66,6 +67,7 @@ def lp_regularizer(x: ArrayLike, *, p: Scalar = 2, power: Scalar = 1, reduction:
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
+@_public.front_door
 def zero_mean_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Per row :math:`|\sum_d x_{id}|`, averaged (Yuan et al., "Signal-to-noise ratio: a robust
     distance metric for deep metric learning", CVPR 2019).
@@ -80,6 +82,7 @@ def zero_mean_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", wh
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
+@_public.front_door
 def center_invariant_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Center-invariant term (Wu et al., "Deep face recognition with center invariant loss",
     ACM MM workshops 2017), per class weight :math:`w_i`:
@@ -102,6 +105,7 @@ def center_invariant_regularizer(x: ArrayLike, *, reduction: ReductionLike = "me
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
+@_public.front_door
 def regular_face_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""RegularFace (Zhao et al., CVPR 2019), per class weight :math:`w_i`:
 
@@ -127,6 +131,7 @@ def regular_face_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean",
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
+@_public.front_door
 def sparse_centers_regularizer(x: ArrayLike, num_classes: int, centers_per_class: int, *, reduction: ReductionLike | None = None, where: ArrayLike | None = None) -> Array:
     r"""SoftTriple's center-merging term (Qian et al., ICCV 2019). ``x`` holds
     ``num_classes * centers_per_class`` centers, class-major (rows ``c*K .. c*K+K-1`` belong to
@@ -179,6 +184,7 @@ def _accepts_keyword(f, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+@_public.front_door
 def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Callable[..., Array], weight: Scalar = 1.0) -> Callable[..., Array]:
     r"""A loss function that adds ``weight * regularizer(embeddings)`` to ``loss_fn``.
 
@@ -216,6 +222,3 @@ def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Calla
 
     # Behind the front door like every loss (any array type, NaN in -> NaN out).
     return _public.wrap(regularized)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -48,6 +48,7 @@ def _stack_views(views, fn: str) -> list:
     return views
 
 
+@_public.front_door
 def multi_view_loss(loss_fn: Callable[..., Array], views: Sequence[ArrayLike], *, symmetric: bool = True, where: ArrayLike | None = None, axis_name: AxisName | None = None, **loss_kwargs) -> Array:
     """Self-supervised loss over ``V >= 2`` augmented views of the same ``B`` samples.
 
@@ -96,6 +97,7 @@ def multi_view_loss(loss_fn: Callable[..., Array], views: Sequence[ArrayLike], *
     )
 
 
+@_public.front_door
 def self_supervised_loss(loss_fn: Callable[..., Array], embeddings: ArrayLike, ref_emb: ArrayLike, *, symmetric: bool = True, where: ArrayLike | None = None, axis_name: AxisName | None = None, **loss_kwargs) -> Array:
     """PML's ``SelfSupervisedLoss``: ``embeddings[i]`` and ``ref_emb[i]`` are two views of sample
     ``i`` (a positive pair); every other pairing is negative. Two-view case of
@@ -141,6 +143,7 @@ class CrossBatchMemoryState:
         return jnp.sum(self.filled.astype(jnp.int32))
 
 
+@_public.front_door
 def init_cross_batch_memory(memory_size: int, dim: int, label_shape: tuple = (), label_dtype: DTypeLike = jnp.int32, dtype: DTypeLike = jnp.float32) -> CrossBatchMemoryState:
     """An empty :class:`CrossBatchMemoryState` with ``memory_size`` slots of ``dim`` floats.
 
@@ -188,6 +191,7 @@ def _enqueue(state: CrossBatchMemoryState, embeddings, labels, enq):
     return new, slot
 
 
+@_public.front_door
 def cross_batch_memory_loss(
     loss_fn: Callable,
     embeddings: ArrayLike,
@@ -306,6 +310,7 @@ def cross_batch_memory_loss(
 # ------------------------------------------------------------------------------------------
 
 
+@_public.front_door
 def multiple_losses(
     losses: Sequence[Callable[..., Array]] | Mapping[str, Callable[..., Array]],
     weights: ArrayLike | Sequence[Scalar] | Mapping[str, Scalar] | None = None,
@@ -380,6 +385,3 @@ def multiple_losses(
 
     # The sum is a loss too: behind the front door (any array type, NaN in -> NaN out).
     return _public.wrap(combined, name=fn)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

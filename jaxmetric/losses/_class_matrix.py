@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, reduce
+from jaxmetric import _checks, distributed as dist, reduce
+from jaxmetric.losses._rows import map_row_blocks
 from jaxmetric.masks import PairMask, TripletMask
 
 
@@ -97,8 +98,6 @@ def weights_from_mask(mask, batch: int, valid: jax.Array, fn: str, dtype, *, usi
     is this device's rows against the global batch (``[B, R]`` / ``[B, R, R]``); counts and the
     maximum are global.
     """
-    from jaxmetric import distributed as dist
-
     v = valid
     vr = dist.gather(v, axis_name)
     r = vr.shape[0]
@@ -176,7 +175,7 @@ def prepare(
         if axis_name is None:
             labels_ok = jnp.all(ok)
         else:  # global, so the value stays replicated across devices
-            labels_ok = jax.lax.psum(jnp.sum(~ok), axis_name) == 0
+            labels_ok = dist.psum(jnp.sum(~ok), axis_name) == 0
     return Inputs(
         emb=embeddings.astype(dtype), labels=labels, weights=weights.astype(dtype), valid=valid,
         sample_weights=sw, dtype=jnp.dtype(dtype), labels_ok=labels_ok, axis_name=axis_name,
@@ -217,8 +216,6 @@ def sample_losses(f, x: Inputs, block_size=None, fn: str = "") -> jax.Array:
     """``f(emb, labels) -> [n]`` per-sample losses, over blocks of ``block_size`` rows when
     given (each block rematerialised in the backward pass, so a ``[B, C]`` logit matrix is
     never held: memory ``O(block_size * C)``)."""
-    from jaxmetric.losses._rows import map_row_blocks
-
     return map_row_blocks(f, (x.emb, x.labels), block_size, fn=fn)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve
+from jaxmetric import _checks, _resolve, distributed
 from jaxmetric.masks import PairMask, TripletMask
 
 
@@ -63,7 +63,7 @@ def resolve_labelled(
             if ref_labels is not None:
                 raise ValueError(f"{fn}: `ref_labels` needs `ref_emb`; without a reference set pass `labels` alone")
             if axis_name is not None:
-                return b, lab, jax.lax.all_gather(lab, axis_name, tiled=True)
+                return b, lab, distributed.gather(lab, axis_name)
             return b, lab, lab
         if ref_labels is None:
             if not need_ref:
@@ -75,7 +75,7 @@ def resolve_labelled(
                 f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); got shape {tuple(rlab.shape)}"
             )
         if axis_name is not None:
-            rlab = jax.lax.all_gather(rlab, axis_name, tiled=True)
+            rlab = distributed.gather(rlab, axis_name)
         return b, lab, rlab
     if labels is not None:
         raise ValueError(
@@ -101,16 +101,6 @@ def require_class_ids(lab: jax.Array, fn: str, name: str = "labels", why: str = 
     if lab.ndim != 1:
         raise ValueError(f"{fn}: `{name}` must be class ids [{lab.shape[0]}]{why}; got multi-hot shape {tuple(lab.shape)}")
     return lab
-
-
-def reject_ref(fn: str, ref_emb, ref_labels, ref_where) -> None:
-    """PML raises 'ref_emb is not supported for this loss function' for these losses."""
-    if ref_emb is not None or ref_labels is not None or ref_where is not None:
-        raise ValueError(
-            f"{fn}: `ref_emb` is not supported (as in PML, the loss compares the batch with itself); "
-            f"got ref_emb={_checks._describe(ref_emb) if ref_emb is not None else None}"
-            + (", ref_labels/ref_where given" if (ref_labels is not None or ref_where is not None) else "")
-        )
 
 
 def reject_mask(fn: str, labels_or_mask, why: str) -> None:

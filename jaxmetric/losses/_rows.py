@@ -19,17 +19,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import reduce
-
-
-def _check_block_size(block_size, fn):
-    if block_size is not None and not (isinstance(block_size, int) and block_size > 0):
-        raise ValueError(f"{fn}: `block_size` must be None or a positive int; got {block_size!r}")
+from jaxmetric import distributed, reduce
+from jaxmetric._checks import check_block_size
 
 
 def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
     """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss."""
-    _check_block_size(block_size, fn)
+    check_block_size(block_size, fn)
     axis_name = b.axis_name
     if not reduce.is_builtin(red):
         if block_size is not None:
@@ -56,7 +52,7 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
     else:
         parts, counts = _scan_blocks(b, distance, partials, block_size)
     if axis_name is not None:
-        parts = [jax.lax.psum(p, axis_name) for p in parts]
+        parts = [distributed.psum(p, axis_name) for p in parts]
     value = sum(red.finalize(parts[i], parts[i + 1]) for i in range(0, len(parts), 2))
     if counts:
         value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
@@ -65,7 +61,7 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
 
 def _gate_open(counts, axis_name):
     if axis_name is not None:
-        counts = [jax.lax.psum(c, axis_name) for c in counts]
+        counts = [distributed.psum(c, axis_name) for c in counts]
     out = True
     for c in counts:
         out = jnp.logical_and(out, c > 0)
@@ -102,7 +98,7 @@ def map_row_blocks(f, xs, block_size=None, *, fn=""):
     dropped, so ``f`` must be finite on zero rows. ``lax.map`` (no carry) keeps it valid under
     ``shard_map``'s varying-axis typing.
     """
-    _check_block_size(block_size, fn)
+    check_block_size(block_size, fn)
     n = xs[0].shape[0]
     if block_size is None or block_size >= n:
         return f(*xs)

@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _public, _resolve, reduce
-from jaxmetric._ops import has_any, masked_logsumexp
+from jaxmetric._ops import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
-from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._labels import relation, resolve_labelled
+from jaxmetric._checks import check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -28,6 +28,7 @@ def _row_shift(x, w):
     return jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
 
 
+@_public.front_door
 def angular_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -118,6 +119,7 @@ def angular_loss(
     return finish(reduce.apply(red, losses, b.pos, axis_name), dt)
 
 
+@_public.front_door
 def tuplet_margin_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -171,6 +173,3 @@ def tuplet_margin_loss(
     row_has = has_any(b.neg, axis=1)[:, None]
     losses = jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0)
     return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

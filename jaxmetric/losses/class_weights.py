@@ -59,6 +59,7 @@ KINDS = (
 _CENTER_KINDS = {"soft_triple": ("centers_per_class", 10), "subcenter_arcface": ("sub_centers", 3), "dynamic_arcface": ("sub_centers", 3)}
 
 
+@_public.front_door
 def init_class_weights(key: Array, num_classes: int, dim: int, *, kind: str, centers_per_class: int | None = None, sub_centers: int | None = None, dtype: DTypeLike = jnp.float32) -> Array:
     """A class matrix for the loss ``kind`` with PML's initialisation (see the module table).
 
@@ -116,6 +117,7 @@ _LOGIT_DEFAULTS = {
 }
 
 
+@_public.front_door
 def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hyperparameters) -> Array:
     """PML's ``get_logits``: ``[B, num_classes]`` class scores for inference (no margin).
 
@@ -166,6 +168,3 @@ def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hype
     else:  # p2sgrad
         out = _clf._p2s_cosine(emb, w)
     return out.astype(dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

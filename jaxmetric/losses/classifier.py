@@ -32,7 +32,7 @@ from jaxmetric import _checks, _public, reduce
 from jaxmetric.distances import DotProductSimilarity, l2_normalize, safe_norm
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses._class_matrix import safe_acos
-from jaxmetric.losses._common import check_distance, check_positive
+from jaxmetric._checks import check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -124,6 +124,7 @@ def _common(fn, reduction, weight_regularizer):
 # Losses
 
 
+@_public.front_door
 def normalized_softmax_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -179,6 +180,7 @@ def _normalized_softmax_logits(emb, w_normalized, temperature, distance):
     return logits if distance.is_inverted else -logits
 
 
+@_public.front_door
 def large_margin_softmax_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -246,6 +248,7 @@ def _lsoftmax_magnitudes(emb, w):
     return safe_norm(emb, axis=1)[:, None] * safe_norm(w, axis=1)[None, :]
 
 
+@_public.front_door
 def sphereface_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -300,6 +303,7 @@ def sphereface_loss(
     return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
+@_public.front_door
 def arcface_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -357,6 +361,7 @@ def arcface_loss(
     return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
+@_public.front_door
 def cosface_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -406,6 +411,7 @@ def cosface_loss(
     return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
 
 
+@_public.front_door
 def subcenter_arcface_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -469,6 +475,7 @@ def subcenter_arcface_loss(
     return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, block_size)
 
 
+@_public.front_door
 def subcenter_arcface_outliers(embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, threshold: Scalar = 75.0, sub_centers: int | None = None, where: ArrayLike | None = None) -> tuple[Array, Array]:
     r"""PML's ``SubCenterArcFaceLoss.get_outliers`` as a pure, jit-able function.
 
@@ -498,6 +505,7 @@ def subcenter_arcface_outliers(embeddings: ArrayLike, labels: ArrayLike, weights
     return outliers, centers.astype(jnp.asarray(weights).dtype)
 
 
+@_public.front_door
 def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[float, float] = (0.05, 0.5), power: Scalar = 0.25) -> Array:
     r"""Per-class ArcFace margins (radians) from training-set class sizes :math:`n_c`:
 
@@ -542,6 +550,7 @@ def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[flo
     return jax.lax.stop_gradient(lo + (hi - lo) * frac)
 
 
+@_public.front_door
 def dynamic_arcface_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -622,6 +631,7 @@ def _p2s_cosine(emb, w):
     return jnp.clip(l2_normalize(emb) @ w_unit.T, -1.0, 1.0)
 
 
+@_public.front_door
 def p2sgrad_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -681,6 +691,3 @@ def p2sgrad_loss(
 
     losses = cm.sample_losses(per_sample, x, block_size, fn)
     return _finish_samples(fn, red, losses, x, weight_regularizer, x.weights, weight_reg_weight)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

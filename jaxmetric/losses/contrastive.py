@@ -18,10 +18,10 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, _public, _resolve, reduce
 from jaxmetric import distributed as dist
-from jaxmetric._ops import masked_logsumexp
+from jaxmetric._ops import finish, masked_logsumexp
 from jaxmetric.losses._rows import map_row_blocks
 from jaxmetric.distances import CosineSimilarity, l2_normalize
-from jaxmetric.losses._common import check_distance, check_positive, finish
+from jaxmetric._checks import check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -47,12 +47,14 @@ def _two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
     return x.astype(dtype), y.astype(dtype), w, dtype, out
 
 
+@_public.front_door
 def init_clip_params(temperature: float = 0.07) -> dict:
     """CLIP's initial learnable temperature: ``{"log_temperature": log(0.07)}``."""
     check_positive(temperature, "temperature", "init_clip_params")
     return {"log_temperature": jnp.asarray(math.log(temperature), jnp.float32)}
 
 
+@_public.front_door
 def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> dict:
     """SigLIP's initial values: ``{"t_prime": log 10, "bias": -10}``."""
     for name, value in (("t_prime", t_prime), ("bias", bias)):
@@ -62,6 +64,7 @@ def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> 
     return {"t_prime": jnp.asarray(t_prime, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
 
 
+@_public.front_door
 def clip_loss(
     image_emb: ArrayLike,
     text_emb: ArrayLike,
@@ -129,6 +132,7 @@ def clip_loss(
     return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
 
 
+@_public.front_door
 def siglip_loss(x: ArrayLike, y: ArrayLike, t_prime: ArrayLike, bias: ArrayLike, *, normalize: bool = True, reduction: ReductionLike = "mean", where: ArrayLike | None = None, block_size: int | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image
     Pre-Training", ICCV 2023):
@@ -185,6 +189,7 @@ def _jaccard(a, b, dtype):
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 1.0)
 
 
+@_public.front_door
 def multi_supcon_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -285,6 +290,7 @@ def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
     return finish(reduce.apply(red, losses, w2, axis_name, context=reduce.Context(anchor_weight=w2)), dtype)
 
 
+@_public.front_door
 def dcl_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, reduction: ReductionLike = "mean", where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Decoupled contrastive loss (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022,
     eq. 6), for each view :math:`k` and sample :math:`i`:
@@ -306,6 +312,7 @@ def dcl_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, reduction
     return _dcl("dcl_loss", x, y, temperature, None, reduction, where, axis_name)
 
 
+@_public.front_door
 def dclw_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, sigma: Scalar = 0.5, reduction: ReductionLike = "mean", where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Weighted decoupled contrastive loss (DCLW, Yeh et al., ECCV 2022, eq. 7): as
     :func:`dcl_loss` with the positive term scaled by the von Mises-Fisher weight
@@ -324,6 +331,7 @@ def dclw_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, sigma: S
     return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where, axis_name)
 
 
+@_public.front_door
 def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: Scalar = 1e-5, where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Barlow Twins (Zbontar et al., ICML 2021):
 
@@ -363,6 +371,3 @@ def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: 
     off_diag = jnp.sum(off * c * c)
     value = jnp.where(count > 0, on_diag + lambd * off_diag, 0.0)
     return finish(value, dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

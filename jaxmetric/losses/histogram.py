@@ -13,10 +13,9 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, _public, _resolve, reduce
 from jaxmetric import distributed as dist
-from jaxmetric._ops import clip_weights
+from jaxmetric._ops import clip_weights, finish
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance, finish
-from jaxmetric.losses._validate import check_block_size, check_static_int, is_concrete_number, reject_ref
+from jaxmetric._checks import check_block_size, check_distance, check_static_int, is_concrete_number, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, LabelsOrMask, ReductionLike, Scalar
@@ -32,6 +31,7 @@ def _reduce_scalar(red, value, present):
     return out[0] if red == "none" else out
 
 
+@_public.front_door
 def histogram_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -142,6 +142,7 @@ class DynamicSoftMarginState(NamedTuple):
     hist: jax.Array
 
 
+@_public.front_door
 def init_dynamic_soft_margin_state(num_bins: int = 10, dtype: DTypeLike = jnp.float32) -> DynamicSoftMarginState:
     """The empty histogram (PML initialises ``hist_`` to zeros); the first update then uses
     momentum 1."""
@@ -179,6 +180,7 @@ def _anchor_blocks(n, r, block_size):
     return blk, nblk, nblk * blk - n
 
 
+@_public.front_door
 def dynamic_soft_margin_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -395,6 +397,3 @@ def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, 
     ok = rvn & cvn & jnp.isfinite(d_neg)
     x = d_pos - jnp.where(ok, d_neg, 0.0)
     return x, ok.astype(dtype), dtype
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -14,15 +14,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _public, _resolve, distributed, reduce
-from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
+from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
-from jaxmetric.losses._common import check_distance, finish
+from jaxmetric._checks import check_distance
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
+@_public.front_door
 def lifted_structure_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -91,6 +92,7 @@ def lifted_structure_loss(
     return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
 
 
+@_public.front_door
 def generalized_lifted_structure_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -135,6 +137,3 @@ def generalized_lifted_structure_loss(
     neg_lse = masked_logsumexp(distance.margin(neg_margin, mat), clip_weights(b.neg))
     losses = jax.nn.relu(pos_lse + neg_lse)
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, _public, _resolve, reduce
-from jaxmetric._ops import clip_weights, mask_sample_weights
+from jaxmetric._ops import clip_weights, finish, mask_sample_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance, check_positive, finish
-from jaxmetric.losses._validate import check_block_size, check_static_int, reject_ref
+from jaxmetric._checks import check_block_size, check_distance, check_positive, check_static_int, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -81,6 +80,7 @@ def _pnp_sigmoid(x):
     return 1.0 / (1.0 + jnp.exp(jnp.clip(-x, -50.0, 50.0)))
 
 
+@_public.front_door
 def fast_ap_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -165,6 +165,7 @@ def fast_ap_loss(
     return finish(reduce.apply(red, losses, weights, axis_name), b.dtype)
 
 
+@_public.front_door
 def smooth_ap_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -241,6 +242,7 @@ def smooth_ap_loss(
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
 
 
+@_public.front_door
 def pnp_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -320,6 +322,3 @@ def pnp_loss(
     if variant == "Dq":
         per_query = 1.0 - per_query
     return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name), bt.dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

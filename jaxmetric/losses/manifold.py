@@ -9,11 +9,10 @@ import numpy as np
 
 from jaxmetric import _checks, _public, reduce
 from jaxmetric import distributed as dist
-from jaxmetric._ops import masked_logsumexp
+from jaxmetric._ops import finish, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, safe_norm
-from jaxmetric.losses._common import check_distance, finish
-from jaxmetric.losses._validate import check_static_int, is_concrete_number, reject_ref
 from jaxmetric.masks import PairMask, TripletMask
+from jaxmetric._checks import check_distance, check_static_int, is_concrete_number, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, ReductionLike, Scalar
@@ -23,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 _COS_EPS = 1e-8
 
 
+@_public.front_door
 def init_manifold_proxies(key: Array, K: int, dim: int, dtype: DTypeLike = jnp.float32) -> jax.Array:
     """``K`` proxies ``[K, dim]`` drawn from a standard normal (PML: ``torch.randn(K, l)``)."""
     fn = "init_manifold_proxies"
@@ -31,6 +31,7 @@ def init_manifold_proxies(key: Array, K: int, dim: int, dtype: DTypeLike = jnp.f
     return jax.random.normal(key, (K, dim), dtype)
 
 
+@_public.front_door
 def manifold_meta_classes(key: Array, batch_size: int, K: int) -> jax.Array:
     """PML's random meta-class assignment: every id in ``0..K-1`` once, the remaining
     ``batch_size - K`` samples uniform over ``0..K-1``, then shuffled (needs ``batch_size >= K``).
@@ -79,6 +80,7 @@ def _hinge_lse(scores, own_col, margin):
     return masked_logsumexp(d, (not_own & (d >= 0)).astype(d.dtype), add_one=True)
 
 
+@_public.front_door
 def manifold_loss(
     embeddings: ArrayLike,
     meta_classes: int,
@@ -187,6 +189,3 @@ def manifold_loss(
     lam = jnp.where(inf, 1.0, lambdaC)
     losses = jnp.where(inf, 0.0, loss_int) + lam * loss_ctx
     return finish(reduce.apply(red, losses, valid, axis_name), dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -5,18 +5,19 @@ Names, hyperparameters and defaults are PML 2.9's.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public, _resolve, distributed, reduce
+from jaxmetric import _checks, _public, _resolve, _triplets, distributed, reduce
 from jaxmetric.distances import LpDistance
-from jaxmetric.losses._common import check_distance, finish
-from jaxmetric.losses._labels import reject_ref, require_class_ids, resolve_labelled
-from jaxmetric.losses.triplet_based import _sample_triplets
+from jaxmetric.losses._labels import require_class_ids, resolve_labelled
 from jaxmetric.masks import TripletMask
+from jaxmetric._checks import check_distance, reject_ref
+from jaxmetric._ops import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -65,6 +66,7 @@ def _check_beta(beta, fn):
     return beta
 
 
+@_public.front_door
 def margin_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -147,92 +149,110 @@ def margin_loss(
             f"{fn}: a callable `reduction` cannot be combined with `axis_name`: use \"divisor\", a built-in "
             "reduction (partial sums are summed over devices) or reduce the 'none' output yourself"
         )
-    ax = axis_name
-
-    def gsum(x):
-        return distributed.psum(x, ax)
-
-    def gdiv(num, den):  # num / den over the global batch (den carries no gradient)
-        return reduce.safe_divide(gsum(num), gsum(jax.lax.stop_gradient(den)))
-
-    def gany(w):
-        return reduce.global_any(w, ax)
     dt = b.dtype
     beta = beta.astype(dt)
-    if per_class:
-        require_class_ids(lab, fn, why=" for a per-class `beta`")
-        if _checks.is_concrete(lab) and lab.shape[0] > 0:
-            lab_np = np.asarray(lab)
-            if lab_np.min() < 0 or lab_np.max() >= beta.shape[0]:
-                raise ValueError(
-                    f"{fn}: class ids must lie in [0, {beta.shape[0]}) to index a per-class `beta` of shape "
-                    f"{tuple(beta.shape)}; got ids from {lab_np.min()} to {lab_np.max()}"
-                )
-        beta_a = beta[lab.astype(jnp.int32)]  # [B]
-    else:
-        beta_a = jnp.broadcast_to(jnp.reshape(beta, ()), (b.emb.shape[0],))
-    reg_a = nu * beta_a  # per-anchor regulariser element
-
+    beta_a = _beta_per_anchor(beta, lab, per_class, b.emb.shape[0], fn)
     mat = distance(b.emb, b.ref)
     bcol = beta_a[:, None]
     pos_l = jax.nn.relu(distance.margin(mat, bcol) + margin)  # [B, R]
     neg_l = jax.nn.relu(distance.margin(bcol, mat) + margin)
+    # PML's beta_reg_loss: nu * beta as is (scalar beta), or the per-triplet elements
+    # nu * beta[y_a] reduced like the margin terms.
+    terms = _MarginTerms(pos_l, neg_l, nu * beta_a, None if per_class else nu * jnp.reshape(beta, ()), red, axis_name)
+    if triplets_per_anchor == "all":
+        return finish(_all_triplets(terms, b, is_cube), dt)
+    if is_cube:
+        raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
+    if key is None:
+        raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int; got key=None")
+    key = distributed.fold_in_device(key, axis_name)  # independent draws on each device
+    return finish(_sampled_triplets(terms, b, key, triplets_per_anchor), dt)
 
-    beta_scalar = jnp.reshape(beta, ()) if not per_class else None
 
-    def with_reg(value, per_class_reg):
-        """Adds PML's beta_reg_loss: nu * beta as is (scalar beta), or the per-triplet
-        elements nu * beta[y_a] reduced like the margin terms (``per_class_reg()``)."""
-        return value + (per_class_reg() if per_class else nu * beta_scalar)
+def _beta_per_anchor(beta, lab, per_class: bool, n: int, fn: str):
+    """``beta_a``: the scalar beta for every anchor, or the per-class beta at its class id."""
+    if not per_class:
+        return jnp.broadcast_to(jnp.reshape(beta, ()), (n,))
+    require_class_ids(lab, fn, why=" for a per-class `beta`")
+    if _checks.is_concrete(lab) and lab.shape[0] > 0:
+        lab_np = np.asarray(lab)
+        if lab_np.min() < 0 or lab_np.max() >= beta.shape[0]:
+            raise ValueError(
+                f"{fn}: class ids must lie in [0, {beta.shape[0]}) to index a per-class `beta` of shape "
+                f"{tuple(beta.shape)}; got ids from {lab_np.min()} to {lab_np.max()}"
+            )
+    return beta[lab.astype(jnp.int32)]  # [B]
 
-    if triplets_per_anchor != "all":
-        if is_cube:
-            raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
-        if key is None:
-            raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int; got key=None")
-        if ax is not None:  # independent draws on each device
-            key = jax.random.fold_in(key, jax.lax.axis_index(ax))
-        p_idx, n_idx, valid = _sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
-        w = valid.astype(dt)
-        tp = jnp.take_along_axis(pos_l, p_idx, axis=1)
-        tn = jnp.take_along_axis(neg_l, n_idx, axis=1)
-        elements = tp + tn
-        reg_el = jnp.broadcast_to(reg_a[:, None], elements.shape)
-        if red == "none":
-            return finish(reduce.apply(red, elements, w), dt)
-        if use_divisor:
-            den = jnp.sum(w * (tp > 0)) + jnp.sum(w * (tn > 0))
-            value = with_reg(gdiv(jnp.sum(w * elements), den), lambda: gdiv(jnp.sum(w * reg_el), den))
-        else:
-            value = with_reg(reduce.apply(red, elements, w, ax), lambda: reduce.apply(red, reg_el, w, ax))
-        return finish(jnp.where(gany(w), value, 0.0), dt)
 
+@dataclasses.dataclass(frozen=True)
+class _MarginTerms:
+    """The margin loss's terms: ``pos_l[a, p] = [d_ap - beta_a + margin]_+``, ``neg_l[a, n]``
+    likewise, the per-anchor regulariser elements ``reg_a = nu beta_a``, and ``reg_scalar``
+    (``nu beta`` for a scalar beta, added once; None for per-class beta); ``red`` is None for
+    PML's divisor reduction."""
+
+    pos_l: jax.Array
+    neg_l: jax.Array
+    reg_a: jax.Array
+    reg_scalar: jax.Array | None
+    red: object
+    axis_name: object
+
+    def with_reg(self, value, per_class_reg):
+        return value + (per_class_reg() if self.reg_scalar is None else self.reg_scalar)
+
+    def gdiv(self, num, den):
+        """``num / den`` over the global batch (``den`` carries no gradient)."""
+        ax = self.axis_name
+        return reduce.safe_divide(distributed.psum(num, ax), distributed.psum(jax.lax.stop_gradient(den), ax))
+
+
+def _sampled_triplets(t: _MarginTerms, b, key, triplets_per_anchor: int):
+    """The loss over ``triplets_per_anchor`` random triplets per anchor."""
+    p_idx, n_idx, valid = _triplets.sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
+    w = valid.astype(b.dtype)
+    tp = jnp.take_along_axis(t.pos_l, p_idx, axis=1)
+    tn = jnp.take_along_axis(t.neg_l, n_idx, axis=1)
+    elements = tp + tn
+    reg_el = jnp.broadcast_to(t.reg_a[:, None], elements.shape)
+    red, ax = t.red, t.axis_name
+    if red == "none":
+        return reduce.apply(red, elements, w)
+    if red is None:
+        den = jnp.sum(w * (tp > 0)) + jnp.sum(w * (tn > 0))
+        value = t.with_reg(t.gdiv(jnp.sum(w * elements), den), lambda: t.gdiv(jnp.sum(w * reg_el), den))
+    else:
+        value = t.with_reg(reduce.apply(red, elements, w, ax), lambda: reduce.apply(red, reg_el, w, ax))
+    return jnp.where(reduce.global_any(w, ax), value, 0.0)
+
+
+def _all_triplets(t: _MarginTerms, b, is_cube: bool):
+    """The loss over every selected triplet, from per-anchor sums (``O(B R)``) where the
+    reduction allows, else a block of anchors' triplets at a time."""
+    pos_l, neg_l, red, ax = t.pos_l, t.neg_l, t.red, t.axis_name
     if is_cube:
         pw, nw = b.pos, b.neg  # triplet counts per (a, p) and per (a, n)
     else:
         pw = b.pos * jnp.sum(b.neg, axis=1, keepdims=True)
         nw = b.neg * jnp.sum(b.pos, axis=1, keepdims=True)
     t_a = jnp.sum(pw, axis=1)  # triplets per anchor
-    gate = gany(t_a)
+    gate = reduce.global_any(t_a, ax)
 
     def wsum(w, x):
         return jnp.sum(jnp.where(w > 0, w * x, 0.0))
 
     num = wsum(pw, pos_l) + wsum(nw, neg_l)
-
     if red == "none" or (red is not None and not reduce.is_builtin(red)):
         cube_w = b.triplets if is_cube else b.pos[:, :, None] * b.neg[:, None, :]
         elements = pos_l[:, :, None] + neg_l[:, None, :]
         if red == "none":
-            return finish(jnp.where(gate, reduce.apply(red, elements, cube_w), 0.0), dt)
-        value = with_reg(red(elements, cube_w), lambda: red(jnp.broadcast_to(reg_a[:, None, None], elements.shape), cube_w))
-        return finish(jnp.where(gate, value, 0.0), dt)
-
-    if use_divisor:
-        den = wsum(pw, (pos_l > 0).astype(dt)) + wsum(nw, (neg_l > 0).astype(dt))
-        value = with_reg(gdiv(num, den), lambda: gdiv(wsum(t_a, reg_a), den))
-        return finish(jnp.where(gate, value, 0.0), dt)
-
+            return jnp.where(gate, reduce.apply(red, elements, cube_w), 0.0)
+        value = t.with_reg(red(elements, cube_w), lambda: red(jnp.broadcast_to(t.reg_a[:, None, None], elements.shape), cube_w))
+        return jnp.where(gate, value, 0.0)
+    if red is None:
+        den = wsum(pw, (pos_l > 0).astype(b.dtype)) + wsum(nw, (neg_l > 0).astype(b.dtype))
+        value = t.with_reg(t.gdiv(num, den), lambda: t.gdiv(wsum(t_a, t.reg_a), den))
+        return jnp.where(gate, value, 0.0)
     if red.high is None and red.low is None:
         value = reduce.finalize(red, num, jnp.sum(t_a), ax)
     elif red.high is None and red.low == 0.0 and not is_cube:
@@ -242,10 +262,11 @@ def margin_loss(
         value = reduce.finalize(red, num, jnp.sum(t_a) - jnp.sum(zero_p * zero_n), ax)
     else:
         value = reduce.finalize(red, *_blocked_cube_partial(red, pos_l, neg_l, b.pos, b.neg, b.triplets if is_cube else None), ax)
-    value = with_reg(value, lambda: reduce.apply(red, reg_a, t_a, ax))
-    return finish(jnp.where(gate, value, 0.0), dt)
+    value = t.with_reg(value, lambda: reduce.apply(red, t.reg_a, t_a, ax))
+    return jnp.where(gate, value, 0.0)
 
 
+@_public.front_door
 def ranked_list_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -330,6 +351,3 @@ def ranked_list_loss(
     loss_n = weighted(in_n, alpha - mat, Tn)
     losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), dt)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

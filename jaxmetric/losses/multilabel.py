@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmetric import _checks, _public, reduce
-from jaxmetric._ops import has_any, masked_logsumexp
-from jaxmetric.losses._common import check_nonnegative, check_positive, concrete_scalar, finish
+from jaxmetric._ops import finish, has_any, masked_logsumexp
+from jaxmetric._checks import check_nonnegative, check_positive, concrete_scalar
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, ReductionLike, Scalar
@@ -169,6 +169,7 @@ def _row_weights(known, dtype):
 # class weights
 
 
+@_public.front_door
 def pos_weight_from_counts(pos_counts: ArrayLike, num_samples: int, *, power: Scalar = 1.0, max_weight: Scalar | None = None) -> jax.Array:
     r"""``pos_weight`` for :func:`bce_loss` from label counts: :math:`p_c = (n^-_c / n^+_c)^{power}`
     with :math:`n^-_c = N - n^+_c`, optionally capped at ``max_weight``.
@@ -199,6 +200,7 @@ def pos_weight_from_counts(pos_counts: ArrayLike, num_samples: int, *, power: Sc
     return w
 
 
+@_public.front_door
 def class_balanced_weights(class_counts: ArrayLike, *, beta: Scalar = 0.999, normalize: bool = True) -> jax.Array:
     r"""Class-balanced weights from the effective number of samples (Cui et al., CVPR 2019):
 
@@ -234,6 +236,7 @@ def class_balanced_weights(class_counts: ArrayLike, *, beta: Scalar = 0.999, nor
 # losses
 
 
+@_public.front_door
 def bce_loss(logits: ArrayLike, targets: ArrayLike, *, pos_weight: ArrayLike | None = None, weight: ArrayLike | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Binary cross-entropy on logits with a per-class positive weight (PyTorch's
     ``BCEWithLogitsLoss(weight, pos_weight)``):
@@ -271,6 +274,7 @@ def _check_alpha(alpha, fn):
         raise ValueError(f"{fn}: `alpha` must be in [0, 1] (None or a negative value disables it); got {alpha!r}")
 
 
+@_public.front_door
 def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar | None = 0.25, gamma: Scalar = 2.0, pos_weight: ArrayLike | None = None, weight: ArrayLike | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017),
     optionally on the positive-weighted BCE of :func:`bce_loss`:
@@ -315,6 +319,7 @@ def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar | None = 
     return _reduce_elements(red, _element_weight(fn, losses, weight, dtype), known, dtype)
 
 
+@_public.front_door
 def asymmetric_loss(
     logits: ArrayLike,
     targets: ArrayLike,
@@ -378,6 +383,7 @@ def asymmetric_loss(
     return _reduce_elements(red, losses, known, dtype)
 
 
+@_public.front_door
 def zlpr_loss(logits: ArrayLike, targets: ArrayLike, *, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""ZLPR, the multi-label categorical cross-entropy with a zero threshold (Su Jianlin,
     kexue.fm/archives/7359; Su et al., "ZLPR: A Novel Loss for Multi-label Classification",
@@ -412,6 +418,7 @@ def _two_way_half(x, pos, neg, Tp, Tn, axis):
     return losses, has_pos
 
 
+@_public.front_door
 def two_way_loss(logits: ArrayLike, targets: ArrayLike, *, Tp: Scalar = 4.0, Tn: Scalar = 1.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Two-way multi-label loss (Kobayashi, "Two-way Multi-Label Loss", CVPR 2023): a
     sample-wise and a class-wise term over softmax-pooled hard negatives and positives.
@@ -450,6 +457,7 @@ def two_way_loss(logits: ArrayLike, targets: ArrayLike, *, Tp: Scalar = 4.0, Tn:
     return finish(value, dtype)
 
 
+@_public.front_door
 def hill_loss(logits: ArrayLike, targets: ArrayLike, *, lamb: Scalar = 1.5, margin: Scalar = 1.0, gamma: Scalar = 2.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "sum") -> Array:
     r"""Hill loss (Zhang et al., "Simple and Robust Loss Design for Multi-Label Learning with
     Missing Labels", arXiv 2112.07368):
@@ -481,6 +489,7 @@ def _check_tau(tau, fn):
         raise ValueError(f"{fn}: `tau` (a probability threshold) must be in (0, 1); got {tau!r}")
 
 
+@_public.front_door
 def splc_targets(logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, epoch: ArrayLike | None = None, change_epoch: int = 1) -> Array:
     """SPLC's corrected targets: known negatives with ``sigmoid(logit) > tau`` become positives
     (from ``change_epoch`` on when ``epoch`` is given). Unknown (-1) entries stay -1."""
@@ -495,6 +504,7 @@ def splc_targets(logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, ep
     return jnp.where(flip, 1, t).astype(targets.dtype if targets.dtype != jnp.bool_ else jnp.int32)
 
 
+@_public.front_door
 def splc_loss(
     logits: ArrayLike,
     targets: ArrayLike,
@@ -544,6 +554,7 @@ def splc_loss(
     return _reduce_elements(red, losses, known, dtype)
 
 
+@_public.front_door
 def poly_bce_loss(logits: ArrayLike, targets: ArrayLike, *, epsilon: Scalar = 2.0, gamma: Scalar = 0.0, alpha: Scalar | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Poly-1 loss on sigmoid outputs (Leng et al., "PolyLoss", ICLR 2022), per label:
 
@@ -571,6 +582,7 @@ def poly_bce_loss(logits: ArrayLike, targets: ArrayLike, *, epsilon: Scalar = 2.
     return _reduce_elements(red, losses, known, dtype)
 
 
+@_public.front_door
 def distribution_balanced_loss(
     logits: ArrayLike,
     targets: ArrayLike,
@@ -664,6 +676,3 @@ __all__ = [
     "two_way_loss",
     "zlpr_loss",
 ]
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -13,31 +13,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _public, _resolve, reduce
-from jaxmetric._ops import clip_weights, has_any, masked_logsumexp
+from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance, check_positive, finish
 from jaxmetric.losses._rows import evaluate
+from jaxmetric._checks import check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
-_COMMON_ARGS = """
-    Args:
-      embeddings: ``[B, D]`` float array (any float dtype; computed in float32).
-      labels_or_mask: class ids ``[B]``, multi-hot ``[B, C]``, a ``PairMask`` or a ``TripletMask``.
-      distance: a jaxmetric distance (static).
-      reduction: ``"mean"``, ``"sum"``, ``"avg_nonzero"``, ``jaxmetric.threshold(...)``,
-        ``"none"`` or a callable ``f(losses, weights)``.
-      ref_emb, ref_labels: compare the queries with another set ``[R, D]`` / ``[R]``.
-      where, ref_where: bool ``[B]`` / ``[R]``; False rows are padding and take part in no pair.
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, gather the references
-        over that axis; returns the loss of the concatenated global batch on every device.
-      block_size: process anchors in blocks of this size: memory ``O(B D + block_size R)`` in
-        forward and backward, same value and gradient (built-in reductions only).
-"""
-
-
+@_public.front_door
 def contrastive_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -67,6 +52,9 @@ def contrastive_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -81,6 +69,7 @@ def contrastive_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
+@_public.front_door
 def multi_similarity_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -108,6 +97,9 @@ def multi_similarity_loss(
 
     PML: ``MultiSimilarityLoss(alpha=2, beta=50, base=0.5)``, ``CosineSimilarity``,
     ``MeanReducer`` over all anchors (anchors without pairs count as 0).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "multi_similarity_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -124,6 +116,7 @@ def multi_similarity_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
+@_public.front_door
 def circle_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -150,6 +143,9 @@ def circle_loss(
 
     PML: ``CircleLoss(m=0.4, gamma=80)``, ``CosineSimilarity`` (required),
     ``AvgNonZeroReducer``.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "circle_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -169,6 +165,7 @@ def circle_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
+@_public.front_door
 def ntxent_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -197,6 +194,9 @@ def ntxent_loss(
     PML: ``NTXentLoss(temperature=0.07)``, ``CosineSimilarity``, ``MeanReducer`` over
     positive pairs. jaxmetric leaves out PML's ``+ finfo.tiny`` inside the log (it only
     matters when a pair's probability underflows, where PML's gradient is lost).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "ntxent_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -213,6 +213,7 @@ def ntxent_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
+@_public.front_door
 def supcon_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -237,6 +238,9 @@ def supcon_loss(
     0. As in PML, a batch with no positive pair or no negative pair at all gives 0.
 
     PML: ``SupConLoss(temperature=0.1)``, ``CosineSimilarity``, ``AvgNonZeroReducer``.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "supcon_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -255,11 +259,3 @@ def supcon_loss(
         return [(-mean_log_prob, aw)], [pos, neg]
 
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
-
-
-for _loss in (contrastive_loss, multi_similarity_loss, circle_loss, ntxent_loss, supcon_loss):
-    _loss.__doc__ += _COMMON_ARGS
-del _loss
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from jaxmetric import _public, _resolve, distributed, reduce
 from jaxmetric.distances import CosineSimilarity, SNRDistance
-from jaxmetric.losses._common import check_distance, finish
+from jaxmetric._checks import check_distance
+from jaxmetric._ops import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -28,6 +29,7 @@ def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None)
     return finish(reduce.apply(red, pos_losses, pos_w, axis_name) + reduce.apply(red, neg_losses, neg_w, axis_name), dtype)
 
 
+@_public.front_door
 def snr_contrastive_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -72,6 +74,7 @@ def snr_contrastive_loss(
     return _two_sided(red, pos_losses, b.pos, neg_losses, b.neg, b.dtype, axis_name)
 
 
+@_public.front_door
 def intra_pair_variance_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -131,6 +134,7 @@ def intra_pair_variance_loss(
     return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype, axis_name)
 
 
+@_public.front_door
 def threshold_consistent_margin_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -180,6 +184,3 @@ def threshold_consistent_margin_loss(
     pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
     neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
     return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype, axis_name)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

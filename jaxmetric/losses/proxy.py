@@ -28,10 +28,9 @@ import jax.numpy as jnp
 from jaxmetric import _public
 from jaxmetric import distributed as dist
 from jaxmetric import reduce
-from jaxmetric.losses._rows import _check_block_size as check_block_size
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses import _class_matrix as cm
-from jaxmetric.losses._common import check_distance, check_positive
+from jaxmetric._checks import check_block_size, check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -39,6 +38,7 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
     from typing import Callable
 
 
+@_public.front_door
 def proxy_nca_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -104,6 +104,7 @@ def proxy_nca_loss(
     return cm.finish(value, x)
 
 
+@_public.front_door
 def proxy_anchor_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -208,6 +209,7 @@ def _soft_triple_sim(emb, centers, gamma, distance):
     return jnp.sum(prob * sim, axis=2)
 
 
+@_public.front_door
 def soft_triple_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -281,6 +283,3 @@ def soft_triple_loss(
     value = cm.reduce_samples(red, cm.sample_losses(per_sample, x, block_size, fn), x)
     value = cm.add_regularizer(value, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, fn)
     return cm.finish(value, x)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

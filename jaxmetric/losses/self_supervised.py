@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 from jaxmetric import _checks, _public, reduce
 from jaxmetric import distributed as dist
-from jaxmetric.losses._common import check_positive, finish
+from jaxmetric._checks import check_positive
+from jaxmetric._ops import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -19,6 +20,7 @@ def _safe_sqrt(x):
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
 
 
+@_public.front_door
 def vicreg_loss(
     embeddings: ArrayLike,
     ref_emb: ArrayLike,
@@ -117,6 +119,3 @@ def vicreg_loss(
     # The per-sample invariance term is the only one over (local) rows; the others are global.
     value = reduce.apply(red, invariance, w, axis_name) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
     return finish(value, dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -12,17 +12,18 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _public, _resolve, distributed, reduce
-from jaxmetric._ops import has_any, masked_logsumexp
+from jaxmetric._ops import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
-from jaxmetric.losses._common import check_distance, check_positive, finish
-from jaxmetric.losses._labels import reject_mask, reject_ref, relation, require_class_ids, resolve_labelled
+from jaxmetric.losses._labels import reject_mask, relation, require_class_ids, resolve_labelled
 from jaxmetric.masks import PairMask, TripletMask
+from jaxmetric._checks import check_distance, check_positive, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
+@_public.front_door
 def npairs_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -123,6 +124,7 @@ def _mask_sample_weights(mask, b, same_set, axis_name=None):
     return reduce.safe_divide(count, distributed.pmax(jnp.max(count), axis_name))
 
 
+@_public.front_door
 def nca_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -193,6 +195,7 @@ def nca_loss(
     return finish(reduce.apply(red, losses, kept, axis_name), b.dtype)
 
 
+@_public.front_door
 def instance_loss(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -251,6 +254,3 @@ def instance_loss(
     cols = jnp.broadcast_to(real[None, :], logits.shape).astype(logits.dtype)
     losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())

@@ -31,10 +31,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, _triplets, reduce
-from jaxmetric._checks import check_choice
+from jaxmetric import _public, _resolve, _triplets, distributed, reduce
+from jaxmetric._checks import check_choice, check_distance
 from jaxmetric.distances import LpDistance
-from jaxmetric.losses._common import check_distance, finish
+from jaxmetric._ops import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -189,18 +189,7 @@ def _hinge_sorted_margin(y, tm, margin, nonzero_only: bool):
     return num, den, ok
 
 
-def _sample_triplets(key, wp, wn, t):
-    """``t`` random (positive, negative) index pairs per anchor, uniform over the selection."""
-    kp, kn = jax.random.split(key)
-    neg_inf = jnp.asarray(-jnp.inf, wp.dtype)
-    lp = jnp.where(wp > 0, jnp.log(jnp.where(wp > 0, wp, 1.0)), neg_inf)
-    ln = jnp.where(wn > 0, jnp.log(jnp.where(wn > 0, wn, 1.0)), neg_inf)
-    p_idx = jax.random.categorical(kp, lp[:, None, :], axis=-1, shape=(wp.shape[0], t))
-    n_idx = jax.random.categorical(kn, ln[:, None, :], axis=-1, shape=(wn.shape[0], t))
-    valid = (jnp.any(wp > 0, axis=1) & jnp.any(wn > 0, axis=1))[:, None]
-    return jnp.clip(p_idx, 0, wp.shape[1] - 1), jnp.clip(n_idx, 0, wn.shape[1] - 1), jnp.broadcast_to(valid, p_idx.shape)
-
-
+@_public.front_door
 def triplet_margin_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
@@ -266,9 +255,8 @@ def triplet_margin_loss(
             raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
         if key is None:
             raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int; got key=None")
-        if axis_name is not None:  # independent draws on each device
-            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-        p_idx, n_idx, valid = _sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
+        key = distributed.fold_in_device(key, axis_name)  # independent draws on each device
+        p_idx, n_idx, valid = _triplets.sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
         value = _gathered(red, x, x_pn, p_idx, n_idx, valid.astype(x.dtype), margin, smooth_loss, axis_name, context)
         return finish(value, b.dtype)
 
@@ -304,6 +292,3 @@ def _gathered(red, x, x_pn, p_idx, n_idx, weights, margin, smooth_loss, axis_nam
     violation = x_ap - x_an + margin
     losses = jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
     return reduce.apply(red, losses, weights, axis_name, context=context)
-
-# The front door (jaxmetric/_public.py): any array type in, scalar hyperparameters, NaN/inf in -> NaN out.
-_public.public_api(globals())
