@@ -1,4 +1,13 @@
-"""Shared helpers for the tests of the listwise, histogram, manifold and VICReg losses."""
+"""Shared helpers of the per-family PML 2.9 parity tests (float64, value and gradients).
+
+Batch data, PML miner outputs as index tuples and masks, and ``parity`` (PML's value and
+gradients against a JAX loss): tests/test_angle_lifted_pair_margin.py, test_margin_based.py,
+test_softmax_based.py, test_angle_lifted_margin_softmax_properties.py.
+
+PML in float64 throughout (``pml_float64``, ``pml``), cached jitted JAX value and gradients
+(``jvg``), ``check`` and random index tuples: tests/test_listwise.py, test_histogram.py,
+test_manifold.py, test_vicreg.py.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,9 +16,51 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 
-from pml_utils import assert_close, pml_value_and_grads
+import jaxmetric as jm
+from pml_utils import assert_close, jax_value_and_grads, pml_value_and_grads, torch
+
+B, R, DIM, NCLS = 12, 16, 6, 4
+
+
+def data(seed=0, b=B, r=R, dim=DIM, ncls=NCLS):
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(b, dim))
+    lab = rng.integers(0, ncls, b)
+    ref = rng.normal(size=(r, dim))
+    rlab = rng.integers(0, ncls, r)
+    return emb, lab, ref, rlab
+
+
+def normalized(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def mine(miner, emb, lab, ref=None, rlab=None):
+    t = torch.tensor
+    if ref is None:
+        out = miner(t(emb), t(lab))
+    else:
+        out = miner(t(emb), t(lab), t(ref), t(rlab))
+    return tuple(np.asarray(x) for x in out)
+
+
+def mask_of(tup, b, r=None):
+    return jm.from_indices(tuple(jnp.asarray(x) for x in tup), b, r, dtype=jnp.float64)
+
+
+def parity(jfn, pml_loss, emb, labels=None, *, indices_tuple=None, ref=None, ref_labels=None):
+    """PML's value and gradients against ``jfn(e)`` / ``jfn(e, r)`` (float64); returns PML's value."""
+    pv, pg, pgr, _ = pml_value_and_grads(pml_loss, emb, labels, indices_tuple=indices_tuple, ref_emb=ref, ref_labels=ref_labels)
+    if ref is None:
+        jv, jg, _ = jax_value_and_grads(jfn, emb)
+    else:
+        jv, jg, jgr = jax_value_and_grads(jfn, emb, ref)
+        assert_close(jgr, pgr, what="grad ref_emb")
+    assert np.isfinite(pv)
+    assert_close(jv, pv, what="value")
+    assert_close(jg, pg, what="grad embeddings")
+    return pv
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from losses_b_utils import check, jvg, pml, random_pairs, random_triplets, sorted_blocks
+from loss_parity import check, jvg, pml, random_pairs, random_triplets, sorted_blocks
 from pml_utils import assert_close, pml_distances, pml_losses
 
 B, D = 12, 8

@@ -1,4 +1,7 @@
-"""Regression tests for the library fixes found by the property battery (tests/test_battery.py)."""
+"""Numerical robustness at degenerate inputs: zero rows, float16 gradients, huge and tiny norms,
+a tiny CLIP log temperature, miners where rows coincide or are antipodal (finite, NaN-free values
+and gradients). Regression tests for the library fixes found by the property battery
+(tests/test_battery.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,18 +48,6 @@ def test_p2sgrad_zero_row_is_nan_free():
     cos = jnp.clip(xn @ wn.T, -1, 1)
     ref = jnp.mean(jnp.mean((cos - jax.nn.one_hot(Y, 3)) ** 2, axis=1))
     np.testing.assert_allclose(v, ref, rtol=1e-6)
-
-
-def test_negative_class_ids_are_rejected():
-    with pytest.raises(ValueError, match="`labels` must be non-negative class ids.*-1"):
-        jm.contrastive_loss(X, Y.at[0].set(-1))
-    jm.contrastive_loss(X, Y.astype(bool))  # bool class ids stay valid
-    jax.jit(jm.contrastive_loss)(X, Y.at[0].set(-1))  # traced: shapes only
-
-
-def test_labels_slot_rejects_a_mask_where_labels_are_required():
-    with pytest.raises(TypeError, match="takes labels, not a mask"):
-        jm.cross_batch_memory_loss(jm.contrastive_loss, X, jm.pair_mask(Y), jm.init_cross_batch_memory(8, 4))
 
 
 def test_clip_loss_tiny_log_temperature_is_finite():

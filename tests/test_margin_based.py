@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from losses_a_helpers import B, data, mask_of, mine, parity
+from loss_parity import B, data, mask_of, mine, parity
 from pml_utils import assert_close, pml_distances, pml_losses, pml_miners, pml_reducers, pml_value_and_grads, torch
 
 pytestmark = pytest.mark.pml

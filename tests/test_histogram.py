@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from losses_b_utils import check, jvg, pml, pml_float64, random_pairs, random_triplets
+from loss_parity import check, jvg, pml, pml_float64, random_pairs, random_triplets
 from pml_utils import assert_close, pml_distances, pml_losses, pml_value_and_grads
 
 B, D = 12, 8

@@ -1,4 +1,4 @@
-"""PML 2.9 parity (float64, value and gradients) for the pair losses of losses-a:
+"""PML 2.9 parity (float64, value and gradients) for the angle-based, lifted and pair-margin losses:
 lifted, generalized lifted, SNR contrastive, intra-pair variance, tuplet margin, TCM, angular."""
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from losses_a_helpers import B, R, data, mask_of, mine, normalized, parity
+from loss_parity import B, R, data, mask_of, mine, normalized, parity
 from pml_utils import assert_close, pml_distances, pml_losses, pml_miners, pml_reducers, pml_value_and_grads, torch
 
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu

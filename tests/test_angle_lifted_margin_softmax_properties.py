@@ -1,13 +1,14 @@
-"""Properties of the losses-a losses: jit (of a padded batch) equals eager, vmap equals a loop, edge batches
-(one class, all distinct; with PML parity), zero vectors and duplicates, padded batches
-(`where`), multi-hot labels, dtypes and input errors."""
+"""Properties of the angle-based, lifted, pair-margin, margin-based and softmax-over-the-batch
+losses: jit (of a padded batch) equals eager, vmap equals a loop, edge batches (one class, all
+distinct; with PML parity), zero vectors and duplicates, padded batches (`where`), multi-hot
+labels, dtypes and input errors."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxmetric as jm
-from losses_a_helpers import B, DIM, data, normalized
+from loss_parity import B, DIM, data, normalized
 from pml_utils import assert_close, jax_value_and_grads, pml_losses, pml_value_and_grads
 
 J = jnp.asarray
