@@ -98,15 +98,18 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_weights(x: jax.Array, name: str, fn: str) -> None:
-    """Rejects negative, NaN or infinite weights when ``x`` is concrete (under ``jit`` only
-    shapes are known; a traced NaN or inf makes the loss NaN, see jaxmetric/_public.py)."""
+def check_weights(x: jax.Array, name: str, fn: str, *, high: float | None = None, what: str = "") -> None:
+    """Rejects negative, NaN or infinite weights (and, with ``high``, weights above it) when
+    ``x`` is concrete (under ``jit`` only shapes are known; a traced NaN or inf makes the loss
+    NaN, see jaxmetric/_public.py). ``what``: how the error names the weights."""
     if is_concrete(x) and x.dtype != jnp.bool_ and x.size:
         v = np.asarray(x)
         if jnp.issubdtype(v.dtype, jnp.floating) and not np.isfinite(v).all():
             raise ValueError(f"{fn}: `{name}` must hold finite weights; got {_describe(x)} with value {v[~np.isfinite(v)].flat[0].item()!r}")
         if (v < 0).any():
             raise ValueError(f"{fn}: `{name}` must hold non-negative weights; got {_describe(x)} with value {v[v < 0].flat[0].item()!r}")
+        if high is not None and (v > high).any():
+            raise ValueError(f"{fn}: `{name}` must hold {what or f'weights in [0, {high}]'}; got {_describe(x)} with a value above {high}")
 
 
 def poison_negative(x: jax.Array) -> jax.Array:

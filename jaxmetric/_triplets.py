@@ -7,9 +7,8 @@
 * ``margin_pair_counts``: PML's ``convert_to_pairs`` for the margin rule
   ``lo < x[a, n] - x[a, p] <= hi`` in ``O(B R log R)`` time and ``O(B R)`` memory.
 * ``*_cube``: the dense weights of a block of anchors, for blocked evaluation.
-* ``blocked_sum``: ``sum_blocks f(block)`` over anchor blocks with ``lax.map`` and
-  ``jax.checkpoint``, so neither the forward pass nor the gradient ever holds more than one
-  block's ``[blk, R, R]`` temporaries.
+* ``block_size``: how many anchors' ``[blk, R, R]`` temporaries fit one block of
+  :func:`jaxmetric._blocks.map_blocks`.
 """
 from __future__ import annotations
 
@@ -18,6 +17,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from jaxmetric._blocks import map_blocks
 
 # PyTorch's F.pairwise_distance adds eps to the difference: ||x1 - x2 + eps||.
 PAIRWISE_EPS = 1e-6
@@ -172,52 +173,12 @@ def block_size(b: int, r: int) -> int:
     return int(max(1, min(b, BLOCK_ELEMENTS // max(r * r, 1))))
 
 
-def blocked_sum(fn, rows, shared=(), *, block: int | None = None):
-    """``sum over anchor blocks of fn(*row_blocks, *shared)`` (a pytree of arrays).
-
-    ``rows`` are arrays with leading dimension ``B``; they are zero-padded to whole blocks, so
-    ``fn`` must give zeros for all-zero rows. Each block is rematerialised in the backward
-    pass (``jax.checkpoint``), so memory is ``O(block R^2)`` for value and gradient.
-    """
-    b = rows[0].shape[0]
-    r = rows[0].shape[1] if rows[0].ndim > 1 else 1
-    blk = block or block_size(b, r)
-    nblk = -(-b // blk)
-    pad = nblk * blk - b
-
-    def padded(x):
-        return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, blk) + x.shape[1:])
-
-    xs = tuple(padded(x) for x in rows)
-
-    @jax.checkpoint
-    def one(args):
-        return fn(*args, *shared)
-
-    out = jax.lax.map(one, xs)
-    return jax.tree_util.tree_map(lambda o: jnp.sum(o, axis=0), out)
-
-
-def blocked_rows(fn, rows, shared=(), *, block: int | None = None):
-    """``concat over anchor blocks of fn(*row_blocks, *shared)`` (per-anchor outputs)."""
-    b = rows[0].shape[0]
-    r = rows[0].shape[1] if rows[0].ndim > 1 else 1
-    blk = block or block_size(b, r)
-    nblk = -(-b // blk)
-    pad = nblk * blk - b
-
-    def padded(x):
-        return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, blk) + x.shape[1:])
-
-    out = jax.lax.map(lambda args: fn(*args, *shared), tuple(padded(x) for x in rows))
-    return jax.tree_util.tree_map(lambda o: o.reshape((nblk * blk,) + o.shape[2:])[:b], out)
-
-
 @jax.jit
 def angle_pair_counts(pos, neg, query, ref, angle):
     """PML's ``convert_to_pairs`` for the angle rule, computed over anchor blocks."""
     pos, neg, query, ref = (jax.lax.stop_gradient(t) for t in (pos, neg, query, ref))
-    return blocked_rows(_angle_row_counts, (pos, neg, query), (ref, jnp.asarray(angle, pos.dtype)))
+    return map_blocks(_angle_row_counts, (pos, neg, query), (ref, jnp.asarray(angle, pos.dtype)),
+                      block=block_size(*pos.shape), combine="rows", checkpoint=False)
 
 
 def _angle_row_counts(p, n, q, rf, ang):

@@ -38,7 +38,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, _resolve, _triplets, distributed
+from jaxmetric import _checks, _pairs, _public, _triplets, distributed
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.masks import PairMask, TripletMask
 from jaxmetric._checks import check_distance
@@ -69,7 +69,7 @@ def _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, wher
     the local rows are the anchors and the references are gathered (``[B_local, R_global]``)."""
     if distance is not None:
         check_distance(distance, fn)
-    b = _resolve.resolve(
+    b = _pairs.from_inputs(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
         axis_name=axis_name,
     )

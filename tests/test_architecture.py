@@ -133,3 +133,18 @@ def test_only_distributed_calls_collectives():
             if isinstance(node, ast.Attribute) and node.attr in COLLECTIVES and isinstance(node.value, ast.Attribute) and node.value.attr == "lax":
                 calls.append(f"{path.relative_to(ROOT)}:{node.lineno} lax.{node.attr}")
     assert not calls, calls
+
+
+def test_one_block_loop():
+    """Every loss's ``block_size`` runs through jaxmetric/_blocks.map_blocks; evaluation's kNN
+    search has its own query loop."""
+    loops = []
+    for _, path, tree in _modules():
+        if path.name in ("_blocks.py", "evaluation.py"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("map", "scan", "fori_loop", "while_loop") and getattr(node.value, "attr", None) == "lax":
+                if node.attr == "fori_loop" and path.name == "_triplets.py":
+                    continue  # the binary search of first_false, not a loop over blocks
+                loops.append(f"{path.relative_to(ROOT)}:{node.lineno} lax.{node.attr}")
+    assert not loops, loops

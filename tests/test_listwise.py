@@ -183,7 +183,7 @@ def test_bad_inputs():
         (TypeError, "fast_ap_loss: `distance` must be a LpDistance", lambda: jm.fast_ap_loss(emb, labels, distance=jm.CosineSimilarity())),
         (TypeError, "fast_ap_loss: `num_bins` must be a Python int", lambda: jm.fast_ap_loss(emb, labels, num_bins=2.5)),
         (ValueError, "smooth_ap_loss: `temperature` must be > 0", lambda: jm.smooth_ap_loss(emb, labels, temperature=0.0)),
-        (ValueError, "smooth_ap_loss: `block_size` must be >= 1", lambda: jm.smooth_ap_loss(emb, labels, block_size=0)),
+        (ValueError, "smooth_ap_loss: `block_size` must be None or a positive int; got 0", lambda: jm.smooth_ap_loss(emb, labels, block_size=0)),
         (ValueError, "fast_ap_loss: `labels` must have 6 rows", lambda: jm.fast_ap_loss(emb, labels[:5])),
         (TypeError, "fast_ap_loss: `labels` as class ids must have an integer dtype", lambda: jm.fast_ap_loss(emb, labels.astype(jnp.float32))),
         (ValueError, "pnp_loss: `embeddings` must be a 2-D float array", lambda: jm.pnp_loss(emb[0], labels)),

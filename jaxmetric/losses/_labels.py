@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _resolve, distributed
+from jaxmetric import _checks, _pairs, distributed
 from jaxmetric.masks import PairMask, TripletMask
 
 
@@ -36,7 +36,7 @@ def resolve_labelled(
     axis_name=None,
     contrast: bool = False,
 ):
-    """``_resolve.resolve`` (``contrast`` passed on) plus the labels the formula needs.
+    """``_pairs.resolve`` (``contrast`` passed on) plus the labels the formula needs.
 
     Returns ``(batch, lab, rlab)``: ``lab``/``rlab`` are the query and reference labels
     (``rlab is lab`` without ``ref_emb``), or ``None`` when a mask came without ``labels=`` and
@@ -44,7 +44,7 @@ def resolve_labelled(
     labels) ``ref_labels`` may be left out beside a mask, and ``rlab`` is then None.
     """
     if is_mask(labels_or_mask):
-        b = _resolve.resolve(
+        b = _pairs.from_inputs(
             fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=None, where=where,
             ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name, contrast=contrast,
         )
@@ -82,7 +82,7 @@ def resolve_labelled(
             f"{fn}: `labels=` is only for use beside a PairMask/TripletMask; labels are already in "
             f"`labels_or_mask` (got an array there and labels={_checks._describe(labels)})"
         )
-    b = _resolve.resolve(
+    b = _pairs.from_inputs(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where,
         ref_where=ref_where, allow_triplets=allow_triplets, axis_name=axis_name, contrast=contrast,
     )

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import distributed, reduce
+from jaxmetric._blocks import map_blocks
 from jaxmetric._checks import check_block_size
 
 
@@ -70,22 +71,14 @@ def _gate_open(counts, axis_name):
 
 def _scan_blocks(b, distance, partials, block_size):
     n = b.emb.shape[0]
-    blk = min(block_size, n)
-    nblk = -(-n // blk)
-    pad = nblk * blk - n
-    emb = jnp.pad(b.emb, ((0, pad), (0, 0))).reshape(nblk, blk, -1)
-    rows = jnp.arange(nblk * blk).reshape(nblk, blk)
 
-    @jax.checkpoint
-    def block(e_blk, r_blk):
-        pos, neg, aw = b.block_masks(r_blk)
-        parts, counts = partials(distance(e_blk, b.ref), pos, neg, aw)
-        return parts, counts
+    def block(e_blk, r_blk, in_batch):
+        # Padding rows (in_batch False) get a row index past the batch: zero weight.
+        pos, neg, aw = b.block_masks(jnp.where(in_batch, r_blk, n))
+        return partials(distance(e_blk, b.ref), pos, neg, aw)
 
-    # lax.map (not a scan with a carry) so the per-block partial sums need no carry type,
-    # which keeps the loop valid under shard_map's varying-axis typing.
-    parts, counts = jax.lax.map(lambda xs: block(*xs), (emb, rows))
-    return [jnp.sum(p) for p in parts], [jnp.sum(c) for c in counts]
+    parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool)), block=block_size)
+    return list(parts), list(counts)
 
 
 def map_row_blocks(f, xs, block_size=None, *, fn=""):
@@ -99,16 +92,6 @@ def map_row_blocks(f, xs, block_size=None, *, fn=""):
     ``shard_map``'s varying-axis typing.
     """
     check_block_size(block_size, fn)
-    n = xs[0].shape[0]
-    if block_size is None or block_size >= n:
+    if block_size is None:
         return f(*xs)
-    blk = block_size
-    nblk = -(-n // blk)
-    pad = nblk * blk - n
-
-    def split(a):
-        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape((nblk, blk) + a.shape[1:])
-
-    out = jax.lax.map(jax.checkpoint(lambda args: f(*args)), tuple(split(a) for a in xs))
-    return jax.tree.map(lambda o: o.reshape((nblk * blk,) + o.shape[2:])[:n], out)
+    return map_blocks(f, xs, block=block_size, combine="rows")

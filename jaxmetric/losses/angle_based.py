@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, reduce
+from jaxmetric import _pairs, _public, reduce
 from jaxmetric._ops import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance, l2_normalize
 from jaxmetric.losses._labels import relation, resolve_labelled
@@ -162,7 +162,7 @@ def tuplet_margin_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_positive(scale, "scale", fn)
     check_distance(distance, fn, kind=CosineSimilarity)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
     cos = distance(b.emb, b.ref)
     beta = jnp.deg2rad(jnp.asarray(margin, b.dtype))
     sq = 1.0 - cos * cos

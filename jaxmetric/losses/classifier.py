@@ -13,6 +13,16 @@ miner weights: the per-sample loss is multiplied by them, the mean still runs ov
 ``WeightRegularizerMixin``; the regularizer receives the ``(rows, dim)`` class matrix, as PML
 passes ``W.t()``).
 
+``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, the per-sample losses are
+reduced over the global batch (partial sums ``psum``-ed), so uneven ``where`` padding across
+devices stays exact; the value is the single-device loss on the concatenated batch and the
+gradients (the embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
+``[B_local, B_global]``.
+
+``block_size``: rows per block (static): the ``[B, C]`` logits are computed block by block
+(rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value and
+gradient. Any reduction.
+
 Numerics: similarities, exponentials and the cross-entropy are computed in float32 (float64 for
 float64 inputs), so bf16 embeddings with a float32 class matrix give a float32 loss. Angles use
 :func:`~jaxmetric.losses._class_matrix.safe_acos`: ``acos(clamp(cos, -1, 1))`` whose gradient is
@@ -154,16 +164,8 @@ def normalized_softmax_loss(
     ``DotProductSimilarity()`` (which normalises the embeddings by default, so it is cosine),
     ``MeanReducer``; ``W`` initialised N(0, 1).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "normalized_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -218,16 +220,8 @@ def large_margin_softmax_loss(
     ``CosineSimilarity`` (required, so no ``distance`` argument here), ``MeanReducer``;
     ``W`` initialised N(0, 1).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "large_margin_softmax_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -277,16 +271,8 @@ def sphereface_loss(
     PML: ``SphereFaceLoss(num_classes, embedding_size, margin=4, scale=1)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "sphereface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -336,16 +322,8 @@ def arcface_loss(
     PML: ``ArcFaceLoss(num_classes, embedding_size, margin=28.6, scale=64)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -387,16 +365,8 @@ def cosface_loss(
     PML: ``CosFaceLoss(num_classes, embedding_size, margin=0.35, scale=64)``,
     ``CosineSimilarity``, ``MeanReducer``; ``W`` initialised N(0, 1).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "cosface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -446,16 +416,8 @@ def subcenter_arcface_loss(
     PML: ``SubCenterArcFaceLoss(num_classes=..., embedding_size=..., margin=28.6, scale=64,
     sub_centers=3)`` (keyword-only in practice), ``CosineSimilarity``, ``MeanReducer``.
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "subcenter_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -587,16 +549,8 @@ def dynamic_arcface_loss(
     Beyond PML 2.9: follows PML v3's documented ``DynamicArcFaceLoss(class_counts,
     embedding_size, margin_bounds=(0.05, 0.5), power=0.25, scale=64, sub_centers=3)``.
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "dynamic_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
@@ -670,16 +624,8 @@ def p2sgrad_loss(
 
     PML: ``P2SGradLoss(descriptors_dim, num_classes)``, no distance, already reduced (mean).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.classifier`.
     """
     fn = "p2sgrad_loss"
     red = _common(fn, reduction, weight_regularizer)

@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, _resolve, reduce
+from jaxmetric import _checks, _pairs, _public, reduce
 from jaxmetric import distributed as dist
 from jaxmetric._ops import finish, masked_logsumexp
 from jaxmetric.losses._rows import map_row_blocks
@@ -240,7 +240,7 @@ def multi_supcon_loss(
     # Labels only (the Jaccard weights are read from them): a mask is refused here.
     batch = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
     lab = _checks.check_labels(labels, batch, "labels", fn=fn)
-    b = _resolve.resolve(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     logits = (mat if distance.is_inverted else -mat) / temperature
     valid = b.anchor_weight[:, None] * b.ref_weight[None, :]

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, _resolve, reduce
+from jaxmetric import _checks, _pairs, _public, reduce
 from jaxmetric import distributed as dist
+from jaxmetric._blocks import map_blocks
 from jaxmetric._ops import clip_weights, finish
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric._checks import check_block_size, check_distance, check_static_int, is_concrete_number, reject_ref
@@ -92,7 +93,7 @@ def histogram_loss(
     if n_nodes < 2:
         raise ValueError(f"{fn}: `delta` must give at least 2 histogram nodes (delta <= 2); got delta={delta!r}")
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     mat = distance(b.emb, b.ref)
     pos, neg = clip_weights(b.pos), clip_weights(b.neg)
     has_pos = jnp.any(pos > 0, axis=1, keepdims=True)
@@ -171,13 +172,6 @@ def _hist_increment(x, w, min_val, delta, num_bins):
 def _weigh(x, cdf, min_val, delta, num_bins):
     idx, _ = _bins(jax.lax.stop_gradient(x), min_val, delta, num_bins)
     return cdf[idx] * x
-
-
-def _anchor_blocks(n, r, block_size):
-    blk = block_size if block_size is not None else max(1, _CUBE_BLOCK_ELEMENTS // max(r * r, 1))
-    blk = int(min(n, blk))
-    nblk = -(-n // blk)
-    return blk, nblk, nblk * blk - n
 
 
 @_public.front_door
@@ -282,7 +276,7 @@ def dynamic_soft_margin_loss(
         value = reduce.apply(red, losses, w, ax)
         return finish(value, dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
-    b = _resolve.resolve(
+    b = _pairs.from_inputs(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
         allow_triplets=True, axis_name=axis_name, contrast=True,
     )
@@ -303,29 +297,22 @@ def dynamic_soft_margin_loss(
         value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w, ax)
         return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
-    blk, nblk, pad = _anchor_blocks(n, r, block_size)
+    blk = block_size if block_size is not None else max(1, _CUBE_BLOCK_ELEMENTS // max(r * r, 1))
+    rows = (mat, b.pos, b.neg, cube)
 
-    def padded(a):
-        if a is None:
-            return None
-        return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape((nblk, blk) + a.shape[1:])
-
-    xs = (padded(mat), padded(b.pos), padded(b.neg), padded(cube))
-
-    def pass1(args):
+    def pass1(*args):
         x, w = terms(*args)
         return _hist_increment(x, w, min_val, delta, num_bins), jnp.sum(w)
 
-    incs, wsums = jax.lax.map(pass1, xs)
-    new_hist, cdf, _ = _update(hist, dist.psum(jnp.sum(incs, 0), ax), dist.psum(jnp.sum(wsums), ax), momentum)
+    inc, wsum = map_blocks(pass1, rows, block=blk, checkpoint=False)
+    new_hist, cdf, _ = _update(hist, dist.psum(inc, ax), dist.psum(wsum, ax), momentum)
 
-    @jax.checkpoint
-    def pass2(args):
+    def pass2(*args):
         x, w = terms(*args)
         return red.partial(_weigh(x, cdf, min_val, delta, num_bins), w)
 
-    nums, dens = jax.lax.map(pass2, xs)
-    value = reduce.finalize(red, jnp.sum(nums), jnp.sum(dens), ax)
+    nums, dens = map_blocks(pass2, rows, block=blk)
+    value = reduce.finalize(red, nums, dens, ax)
     return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, distributed, reduce
+from jaxmetric import _pairs, _public, distributed, reduce
 from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
 from jaxmetric._checks import check_distance
@@ -67,7 +67,7 @@ def lifted_structure_loss(
     fn = "lifted_structure_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     rem_pos = distance.margin(mat, pos_margin)
     rem_neg = distance.margin(neg_margin, mat)
@@ -131,7 +131,7 @@ def generalized_lifted_structure_loss(
     fn = "generalized_lifted_structure_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos_lse = masked_logsumexp(distance.margin(mat, pos_margin), clip_weights(b.pos))
     neg_lse = masked_logsumexp(distance.margin(neg_margin, mat), clip_weights(b.neg))

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, _resolve, reduce
+from jaxmetric import _checks, _pairs, _public, reduce
+from jaxmetric._blocks import map_blocks
 from jaxmetric._ops import clip_weights, finish, mask_sample_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric._checks import check_block_size, check_distance, check_positive, check_static_int, reject_ref
@@ -48,24 +49,15 @@ def _rank_sums(sim, weights, temperature, sigmoid, block_size=None):
     nq, n = sim.shape
     if block_size is None:
         block_size = max(1, _RANK_BLOCK_ELEMENTS // max(n * n, 1))
-    blk = int(min(nq, block_size))
     offdiag = 1.0 - jnp.eye(n, dtype=sim.dtype)
 
-    @jax.checkpoint
-    def one(s, w):
+    def one(s, w):  # a block of queries: s [blk, N], w [blk, k, N]
         d = (s[:, None, :] - s[:, :, None]) / temperature  # [blk, i, j] = s_qj - s_qi
         g = sigmoid(d) * offdiag
-        return jnp.einsum("qij,kqj->kqi", g, w)
+        return jnp.einsum("qij,qkj->qki", g, w)
 
-    if blk >= nq:
-        return one(sim, weights)
-    nblk = -(-nq // blk)
-    pad = nblk * blk - nq
-    s = jnp.pad(sim, ((0, pad), (0, 0))).reshape(nblk, blk, n)
-    w = jnp.pad(weights, ((0, 0), (0, pad), (0, 0)))
-    w = w.reshape(w.shape[0], nblk, blk, n).transpose(1, 0, 2, 3)
-    out = jax.lax.map(lambda args: one(*args), (s, w))  # [nblk, k, blk, n]
-    return out.transpose(1, 0, 2, 3).reshape(weights.shape[0], nblk * blk, n)[:, :nq]
+    out = map_blocks(one, (sim, jnp.moveaxis(weights, 0, 1)), block=block_size, combine="rows")  # [B, k, N]
+    return jnp.moveaxis(out, 1, 0)
 
 
 def _self_matrix(b):
@@ -140,7 +132,7 @@ def fast_ap_loss(
         raise ValueError(f"{fn}: `distance` must be LpDistance with normalize_embeddings=True and p=2 (as PML asserts); got {distance!r}")
     num_bins = check_static_int(num_bins, "num_bins", fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
     pos, neg = clip_weights(b.pos), clip_weights(b.neg)
     n_pos = jnp.sum(pos, axis=1)
@@ -228,7 +220,7 @@ def smooth_ap_loss(
     check_positive(temperature, "temperature", fn)
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     n = b.emb.shape[0]
     mw = mask_sample_weights(miner_output, n, b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
     sim = distance(b.emb, b.ref)
@@ -302,7 +294,7 @@ def pnp_loss(
         check_positive(b, "b", fn)
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
-    bt = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
+    bt = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     sim = distance(bt.emb, bt.ref)
     pos = clip_weights(bt.pos)
     has_pos = jnp.any(pos > 0, axis=1)

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public, _resolve, _triplets, distributed, reduce
+from jaxmetric import _checks, _pairs, _public, _triplets, distributed, reduce
+from jaxmetric._blocks import map_blocks
 from jaxmetric.distances import LpDistance
 from jaxmetric.losses._labels import require_class_ids, resolve_labelled
 from jaxmetric.masks import TripletMask
@@ -23,32 +24,16 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
-# Elements per anchor block when a reduction needs every triplet (about 64 MB of float32).
-_BLOCK_ELEMENTS = 1 << 24
-
-
 def _blocked_cube_partial(red, pos_l, neg_l, wp, wn, cube):
     """``red.partial`` over the triplet elements ``pos_l[a, p] + neg_l[a, n]`` with weights
     ``cube[a, p, n]`` (or ``wp[a, p] * wn[a, n]``), a block of anchors at a time; the block
     is rematerialised in the backward pass, so memory stays ``O(block R^2)``."""
-    b, r = pos_l.shape
-    blk = int(max(1, min(b, _BLOCK_ELEMENTS // max(r * r, 1))))
-    nblk = -(-b // blk)
-    pad = nblk * blk - b
 
-    def padded(x):
-        if x is None:
-            return None
-        return jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nblk, blk) + x.shape[1:])
-
-    @jax.checkpoint
-    def block(args):
-        pl, nl, p_w, n_w, c = args
+    def block(pl, nl, p_w, n_w, c):
         w = c if c is not None else p_w[:, :, None] * n_w[:, None, :]
         return red.partial(pl[:, :, None] + nl[:, None, :], w)
 
-    nums, dens = jax.lax.map(block, (padded(pos_l), padded(neg_l), padded(wp), padded(wn), padded(cube)))
-    return jnp.sum(nums), jnp.sum(dens)
+    return map_blocks(block, (pos_l, neg_l, wp, wn, cube), block=_triplets.block_size(*pos_l.shape))
 
 
 def _check_beta(beta, fn):
@@ -326,13 +311,13 @@ def ranked_list_loss(
         raise ValueError(f"{fn}: `imbalance` must be in [0, 1]; got {imbalance!r}")
     if alpha is None:
         alpha = 1.0 + margin / 2.0
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
     dt = b.dtype
     bsz = b.emb.shape[0]
     if axis_name is None:
         mat = distance(b.emb, b.emb) * (1 - jnp.eye(bsz, dtype=dt))
     else:
-        mat = distance(b.emb, b.ref) * _resolve._not_self(b.self_cols, b.ref.shape[0], dt)
+        mat = distance(b.emb, b.ref) * _pairs._not_self(b.self_cols, b.ref.shape[0], dt)
     pos_thr = alpha - margin
     in_p = (b.pos > 0) & (mat > pos_thr) & (mat > 0)
     in_n = (b.neg > 0) & (mat < alpha) & (mat > 0)

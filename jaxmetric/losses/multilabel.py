@@ -101,9 +101,7 @@ def _prepare(fn, logits, targets, label_mask, where, *, soft: bool):
             raise ValueError(f"{fn}: `label_mask` must have the shape of `logits` {tuple(x.shape)}; got {_describe(label_mask)}")
         if not (label_mask.dtype == jnp.bool_ or jnp.issubdtype(label_mask.dtype, jnp.number)):
             raise TypeError(f"{fn}: `label_mask` must be bool or float weights in [0, 1]; got {_describe(label_mask)}")
-        _checks.check_weights(label_mask, "label_mask", fn)
-        if _checks.is_concrete(label_mask) and label_mask.dtype != jnp.bool_ and (np.asarray(label_mask) > 1).any():
-            raise ValueError(f"{fn}: `label_mask` must hold weights in [0, 1] (0 = unknown); got {_describe(label_mask)} with a value above 1")
+        _checks.check_weights(label_mask, "label_mask", fn, high=1, what="weights in [0, 1] (0 = unknown)")
         known = known * jnp.clip(label_mask.astype(dtype), 0.0, 1.0)  # traced weights: kept in [0, 1]
     where = _checks.check_where(where, x.shape[0], "where", fn=fn)
     if where is not None:

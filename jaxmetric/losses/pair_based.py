@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, reduce
+from jaxmetric import _pairs, _public, reduce
 from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses._rows import evaluate
@@ -59,7 +59,7 @@ def contrastive_loss(
     fn = "contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
 
     def elements(mat, pos, neg, aw):
         pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
@@ -106,7 +106,7 @@ def multi_similarity_loss(
     check_distance(distance, fn)
     check_positive(alpha, "alpha", fn)
     check_positive(beta, "beta", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
 
     def elements(mat, pos, neg, aw):
         pos_loss = masked_logsumexp(alpha * distance.margin(mat, base), clip_weights(pos), add_one=True) / alpha
@@ -151,7 +151,7 @@ def circle_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, inverted=True)
     check_positive(gamma, "gamma", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
     def elements(mat, pos, neg, aw):
         const = jax.lax.stop_gradient(mat)
@@ -202,7 +202,7 @@ def ntxent_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
     def elements(mat, pos, neg, aw):
         logits = (mat if distance.is_inverted else -mat) / temperature
@@ -246,7 +246,7 @@ def supcon_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
     def elements(mat, pos, neg, aw):
         logits = (mat if distance.is_inverted else -mat) / temperature

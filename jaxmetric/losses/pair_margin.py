@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, distributed, reduce
+from jaxmetric import _pairs, _public, distributed, reduce
 from jaxmetric.distances import CosineSimilarity, SNRDistance
 from jaxmetric._checks import check_distance
 from jaxmetric._ops import finish
@@ -67,7 +67,7 @@ def snr_contrastive_loss(
     fn = "snr_contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=SNRDistance)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
     neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
@@ -116,7 +116,7 @@ def intra_pair_variance_loss(
     fn = "intra_pair_variance_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
 
     def mean_over(w):  # over the global batch with axis_name: psum of sums and counts
@@ -179,7 +179,7 @@ def threshold_consistent_margin_loss(
     fn = "threshold_consistent_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=CosineSimilarity)
-    b = _resolve.resolve(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     s = distance(b.emb, b.ref)
     pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
     neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)

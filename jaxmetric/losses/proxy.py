@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxmetric import _public
 from jaxmetric import distributed as dist
 from jaxmetric import reduce
+from jaxmetric._blocks import map_blocks
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.losses import _class_matrix as cm
 from jaxmetric._checks import check_block_size, check_distance, check_positive
@@ -169,27 +170,20 @@ def proxy_anchor_loss(
     c = x.num_classes
     shift = 0.0 if x.sample_weights is None else (x.sample_weights - 1.0)[:, None]
 
-    def parts(w_blk, cls):
+    def parts(w_blk, cls, real):
         """Per-proxy local log-sum-exp pieces over this device's batch rows, for the proxies
-        ``w_blk`` of classes ``cls``."""
+        ``w_blk`` of classes ``cls`` (``real``: False for the padding of a last block)."""
         sim = distance(x.emb, w_blk)
-        onehot = (x.labels[:, None] == cls[None, :]).astype(x.dtype)
+        onehot = ((x.labels[:, None] == cls[None, :]) & real[None, :]).astype(x.dtype)
         pos_mask = onehot * x.valid[:, None]
         neg_mask = (1.0 - onehot) * x.valid[:, None]
         pos = dist.lse_parts(alpha * distance.margin(sim, margin) + shift, pos_mask, axis=0)
         neg = dist.lse_parts(alpha * distance.margin(-margin, sim) + shift, neg_mask, axis=0)
         return pos, neg, jax.lax.stop_gradient(jnp.sum(pos_mask, axis=0))
 
-    cls = jnp.arange(c)
-    if block_size is None or block_size >= c:
-        (pm, ps), (nm, ns), count = parts(x.weights, cls)
-    else:  # blocks of proxies: never a [B, C] matrix (rematerialised in the backward pass)
-        nblk = -(-c // block_size)
-        pad = nblk * block_size - c
-        w_b = jnp.pad(x.weights, ((0, pad), (0, 0))).reshape(nblk, block_size, -1)
-        c_b = jnp.pad(cls, (0, pad), constant_values=-1).reshape(nblk, block_size)
-        out = jax.lax.map(jax.checkpoint(lambda a: parts(*a)), (w_b, c_b))
-        (pm, ps), (nm, ns), count = jax.tree.map(lambda o: o.reshape(nblk * block_size)[:c], out)
+    # With block_size, blocks of proxies: never a [B, C] matrix (rematerialised in the backward pass).
+    (pm, ps), (nm, ns), count = map_blocks(parts, (x.weights, jnp.arange(c), jnp.ones((c,), bool)),
+                                           block=c if block_size is None else block_size, combine="rows")
     # Per-proxy sums run over the batch: combined over devices (log-sum-exp pieces and counts).
     pos_term = dist.lse_combine(pm, ps, add_one=True, axis_name=axis_name)
     neg_term = dist.lse_combine(nm, ns, add_one=True, axis_name=axis_name)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, distributed, reduce
+from jaxmetric import _pairs, _public, distributed, reduce
 from jaxmetric._ops import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from jaxmetric.losses._labels import reject_mask, relation, require_class_ids, resolve_labelled
@@ -186,7 +186,7 @@ def nca_loss(
     if b.same_set:
         members = members * (1 - jnp.eye(mat.shape[0], dtype=members.dtype))
     elif b.self_cols is not None:
-        members = members * _resolve._not_self(b.self_cols, mat.shape[1], members.dtype)
+        members = members * _pairs._not_self(b.self_cols, mat.shape[1], members.dtype)
     pos = jnp.where(relation(lab, rlab, b.same_set), members, 0.0)
     losses = masked_logsumexp(logits, members) - masked_logsumexp(logits, pos)
     kept = has_any(pos, axis=1).astype(b.dtype)
@@ -240,7 +240,7 @@ def instance_loss(
     check_distance(distance, fn, kind=CosineSimilarity)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     reject_mask(fn, labels, " (class ids [B]; PML's InstanceLoss rejects indices_tuple)")
-    b = _resolve.resolve(fn, embeddings, labels, where=where, axis_name=axis_name)
+    b = _pairs.from_inputs(fn, embeddings, labels, where=where, axis_name=axis_name)
     lab = require_class_ids(b.labels, fn, why=" (the target is the rank of the class)").astype(jnp.int32)
     logits = gamma * distance(b.emb, b.ref)  # [B, R]: local rows against the (global) batch
     lab_all = b.ref_labels.astype(jnp.int32)  # the global batch's labels (lab without axis_name)

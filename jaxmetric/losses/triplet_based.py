@@ -31,7 +31,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, _resolve, _triplets, distributed, reduce
+from jaxmetric import _pairs, _public, _triplets, distributed, reduce
+from jaxmetric._blocks import map_blocks
 from jaxmetric._checks import check_choice, check_distance
 from jaxmetric.distances import LpDistance
 from jaxmetric._ops import finish
@@ -99,7 +100,7 @@ def _blocked_partial_jit(kind, low, high, x, x_pn, margin, smooth_loss, weight_f
         w = weight_fn(*args)
         return red.partial(_cube_terms(xb, xb, x_pn, margin, smooth_loss), w)
 
-    return _triplets.blocked_sum(block, (x,) + tuple(rows), tuple(shared), block=blk)
+    return map_blocks(block, (x,) + tuple(rows), tuple(shared), block=blk)
 
 
 def _factored_weights(wp, wn):
@@ -237,7 +238,7 @@ def triplet_margin_loss(
     if not (triplets_per_anchor == "all" or (isinstance(triplets_per_anchor, int) and triplets_per_anchor > 0)):
         raise ValueError(f"{fn}: `triplets_per_anchor` must be 'all' or a positive int; got {triplets_per_anchor!r}")
     check_choice(bool(swap), (True, False), "swap", fn=fn)
-    b = _resolve.resolve(
+    b = _pairs.from_inputs(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
         allow_triplets="mask", axis_name=axis_name, contrast=True,
     )

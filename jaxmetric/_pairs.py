@@ -1,4 +1,7 @@
-"""Turns a loss's inputs (embeddings, labels or mask, ref set, validity) into arrays.
+"""The pairs object of a batch: :func:`from_inputs` turns a loss's inputs ``(embeddings,
+labels_or_mask, ref_emb, ref_labels, where, ref_where)`` into a :class:`Batch` (queries,
+references gathered over ``axis_name``, ``[B, R]`` positive and negative pair weights,
+validity, each anchor's own column).
 
 Shared by every embedding loss and miner so that validation, dtype policy, self-pair
 exclusion and ``where`` handling are identical everywhere.
@@ -73,7 +76,7 @@ def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype, weights: bool =
     return x.astype(dtype)
 
 
-def resolve(
+def from_inputs(
     fn: str,
     embeddings,
     labels_or_mask,
