@@ -162,7 +162,7 @@ def pair_margin_miner(
       :class:`PairMask` ``[B, R]``.
 
     ``axis_name``: mines the local anchors against the references gathered over the axis,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "pair_margin_miner"
     _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
@@ -199,7 +199,7 @@ def multi_similarity_miner(
     PML: ``MultiSimilarityMiner(epsilon=0.1)``, ``CosineSimilarity()``.
 
     ``axis_name``: mines the local anchors against the references gathered over the axis,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "multi_similarity_miner"
     _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
@@ -261,7 +261,7 @@ def hdc_miner(
     ``filter_percentage * count`` lies within float32 rounding of an integer.
 
     ``axis_name``: mines the gathered global batch and keeps this device's rows,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "hdc_miner"
     if isinstance(filter_percentage, (int, float)) and not 0 <= filter_percentage <= 1:
@@ -342,7 +342,7 @@ def batch_easy_hard_miner(
     pick the lowest index.
 
     ``axis_name``: mines the local anchors against the references gathered over the axis,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     return _easy_hard(
         "batch_easy_hard_miner", embeddings, labels_or_mask, pos_strategy, neg_strategy, allowed_pos_range,
@@ -425,7 +425,7 @@ def batch_hard_miner(
     passes through), ``LpDistance()``.
 
     ``axis_name``: mines the local anchors against the references gathered over the axis,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     return _easy_hard(
         "batch_hard_miner", embeddings, labels_or_mask, "hard", "hard", allowed_pos_range, allowed_neg_range,
@@ -473,7 +473,7 @@ def triplet_margin_miner(
     Deliberate difference: an unknown ``type_of_triplets`` raises (PML treats it as ``"all"``).
 
     ``axis_name``: mines the local anchors against the references gathered over the axis,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "triplet_margin_miner"
     _checks.check_choice(type_of_triplets, _TRIPLET_TYPES, "type_of_triplets", fn=fn)
@@ -520,7 +520,7 @@ def angular_miner(
     normalize_embeddings=True)`` (asserted, as in PML).
 
     ``axis_name``: mines the local anchors against the references gathered over the axis,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "angular_miner"
     _check_lp2(distance, fn)
@@ -639,7 +639,7 @@ def distance_weighted_miner(
     per anchor, which gives PML's float64 distribution.
 
     ``axis_name``: mines the gathered global batch and keeps this device's rows,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "distance_weighted_miner"
     _check_lp2(distance, fn)
@@ -725,7 +725,7 @@ def uniform_histogram_miner(
     ``LpDistance()``. The draw uses ``key``; only the distribution matches PML's.
 
     ``axis_name``: mines the gathered global batch and keeps this device's rows,
-    ``[B_local, R_global]`` (:ref:`miners-axis-name`).
+    ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "uniform_histogram_miner"
     _static_pos_int(num_bins, "num_bins", fn)
