@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric._selections import PairMask, TripletMask
+from jaxmetric._selections import Selection
 from jaxmetric.distances import BaseDistance
 
 
@@ -152,7 +152,7 @@ def check_labels(labels: Any, batch: int, name: str = "labels", *, fn: str = "")
     """Class ids ``[B]`` (integer) or multi-hot ``[B, C]`` with entries in {0, 1}."""
     prefix = f"{fn}: " if fn else ""
     reject_index_tuple(labels, name, fn, batch)
-    if isinstance(labels, (PairMask, TripletMask)):
+    if isinstance(labels, Selection):
         raise TypeError(
             f"{prefix}`{name}` must be class ids [{batch}] or multi-hot [{batch}, num_classes] (this argument takes "
             f"labels, not a mask); got a {type(labels).__name__}"

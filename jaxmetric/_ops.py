@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import distributed as dist
-from jaxmetric._selections import PairMask, TripletMask
+from jaxmetric.masks import PairMask, TripletMask
 
 
 def masked_logsumexp(x: jax.Array, weights: jax.Array, axis: int = -1, add_one: bool = False) -> jax.Array:

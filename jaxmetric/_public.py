@@ -26,13 +26,14 @@ import dataclasses
 import functools
 import inspect
 import numbers
+from typing import Any, Callable, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxmetric import _checks, distributed
-from jaxmetric._selections import PairMask, TripletMask
+from jaxmetric._selections import Selection
 
 
 def _is_foreign_array(x) -> bool:
@@ -75,9 +76,9 @@ def without_bounds(tree):
     """``tree`` with the range bounds of margin-form TripletMasks removed: ``lo = -inf`` and
     ``hi = inf`` are open ranges, not bad values."""
     def strip(x):
-        return dataclasses.replace(x, lo=None, hi=None) if isinstance(x, TripletMask) else x
+        return x.without_bounds() if isinstance(x, Selection) else x
 
-    return jax.tree_util.tree_map(strip, tree, is_leaf=lambda x: isinstance(x, TripletMask))
+    return jax.tree_util.tree_map(strip, tree, is_leaf=lambda x: isinstance(x, Selection))
 
 
 def _float_arrays(tree):
@@ -132,7 +133,7 @@ def _positional_count(sig: inspect.Signature | None):
 
 def _looks_mined(x) -> bool:
     """A mined selection as PML passes it: a mask, or an index tuple."""
-    return isinstance(x, (PairMask, TripletMask)) or _checks.is_index_tuple(x)
+    return isinstance(x, Selection) or _checks.is_index_tuple(x)
 
 
 def _extra_positional_error(fn: str, sig: inspect.Signature, n: int, extra) -> TypeError:
@@ -193,11 +194,19 @@ def wrap(fn, *, nonfinite: bool = True, name: str | None = None):
     return public
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@overload
+def front_door(fn: _F, *, nonfinite: bool = True) -> _F: ...
+@overload
+def front_door(fn: None = None, *, nonfinite: bool = True) -> Callable[[_F], _F]: ...
 def front_door(fn=None, *, nonfinite: bool = True):
     """Puts a public function behind the front door (see the module docstring), as a decorator:
     ``@front_door`` for losses, regularizers and wrappers (NaN/inf inputs give a NaN value);
     ``@front_door(nonfinite=False)`` for functions that return selections, masks, reductions
-    or metrics."""
+    or metrics. Typed to return the function's own type, so type checkers see the real
+    signatures."""
     if fn is None:
         return functools.partial(wrap, nonfinite=nonfinite)
     return wrap(fn, nonfinite=nonfinite)
