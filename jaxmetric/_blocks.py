@@ -24,6 +24,8 @@ def map_blocks(f, rows, shared=(), *, block: int, combine: str = "sum", checkpoi
     leading dimension, or None, passed through as None), outputs summed over blocks or
     concatenated back to rows (see the module docstring). One block covering every row runs
     ``f`` once, without the loop."""
+    if combine not in ("sum", "rows"):
+        raise ValueError(f"internal: combine must be 'sum' or 'rows'; got {combine!r}")
     present = [x for x in rows if x is not None]
     n = present[0].shape[0]
     blk = int(max(1, min(block, n)))
@@ -44,6 +46,4 @@ def map_blocks(f, rows, shared=(), *, block: int, combine: str = "sum", checkpoi
     out = jax.lax.map(body, tuple(split(x) for x in present))
     if combine == "sum":
         return jax.tree_util.tree_map(lambda o: jnp.sum(o, axis=0), out)
-    if combine == "rows":
-        return jax.tree_util.tree_map(lambda o: o.reshape((nblk * blk,) + o.shape[2:])[:n], out)
-    raise ValueError(f"internal: combine must be 'sum' or 'rows'; got {combine!r}")
+    return jax.tree_util.tree_map(lambda o: o.reshape((nblk * blk,) + o.shape[2:])[:n], out)

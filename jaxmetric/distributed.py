@@ -27,7 +27,6 @@ __all__ = [
     "axis_size",
     "fold_in_device",
     "gather",
-    "gather_columns",
     "gather_replicated",
     "global_rows",
     "local_rows",
@@ -138,13 +137,3 @@ def gather_replicated(x, axis_name):
     buf = jax.lax.dynamic_update_slice_in_dim(buf, work, row_offset(n, axis_name), axis=0)
     out = jax.lax.psum(buf, axis_name)
     return out.astype(dtype)
-
-
-def gather_columns(x, axis_name):
-    """Every device's ``x [b, c]`` side by side, ``[b, n_devices * c]`` in device order, typed
-    as the same on every device (a psum of one-slot arrays: shard_map's ``all_gather`` result
-    stays typed per-device, and the merged neighbours must be one value for ``out_specs=P()``)."""
-    n = jax.lax.axis_size(axis_name)
-    slots = jnp.zeros((n,) + x.shape, x.dtype)
-    slots = jax.lax.dynamic_update_index_in_dim(slots, x, jax.lax.axis_index(axis_name), axis=0)
-    return jnp.moveaxis(jax.lax.psum(slots, axis_name), 0, 1).reshape(x.shape[0], n * x.shape[1])

@@ -304,8 +304,10 @@ def _select_from_groups(keys, values, ids, *, kk: int, valid):
 def _merge_shards(top, idx, axis_name, kk: int):
     """Global top-kk from every device's top-kk (device order is reference order, so equal
     scores still go to the lower index)."""
-    top, pos = _top_k(distributed.gather_columns(top, axis_name), kk)
-    return top, jnp.take_along_axis(distributed.gather_columns(idx, axis_name), pos, axis=1)
+    # Every device's [b, kk] lists side by side, [b, n_devices * kk] in device order, typed as the
+    # same on every device (out_specs=P()): the replicated row gather of the transposes.
+    top, pos = _top_k(distributed.gather_replicated(top.T, axis_name).T, kk)
+    return top, jnp.take_along_axis(distributed.gather_replicated(idx.T, axis_name).T, pos, axis=1)
 
 
 def _drop_self(top, idx, rows, k: int):
