@@ -1,7 +1,8 @@
 """The pairs object of a batch: :func:`from_inputs` turns a loss's inputs ``(embeddings,
 labels_or_mask, ref_emb, ref_labels, where, ref_where)`` into a :class:`Batch` (queries,
 references gathered over ``axis_name``, ``[B, R]`` positive and negative pair weights,
-validity, each anchor's own column).
+validity, each anchor's own column); :func:`two_views` is the same for two-view losses, whose
+positive pairs are the diagonal.
 
 Shared by every embedding loss and miner so that validation, dtype policy, self-pair
 exclusion and ``where`` handling are identical everywhere.
@@ -124,6 +125,30 @@ def from_inputs(
         same_set=rows.same_set and axis_name is None, triplets=triplets, triplet_mask=tmask, labels=lab, ref_labels=rlab,
         axis_name=axis_name, self_cols=rows.self_cols,
     )
+
+
+def two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
+    """The two-view front door: ``x[i]`` and ``y[i]`` are two views of sample ``i`` (the
+    positive pair is the diagonal). Checks both, the ``where`` mask and the learned scalar
+    ``params`` (``(name, value)`` pairs); returns ``x, y, row weights, dtype, params`` in the
+    compute dtype."""
+    x = _checks.check_embeddings(x, names[0], fn=fn)
+    y = _checks.check_embeddings(y, names[1], fn=fn)
+    if x.shape != y.shape:
+        raise ValueError(f"{fn}: `{names[1]}` must have the shape of `{names[0]}`, {tuple(x.shape)}; got shape {tuple(y.shape)}")
+    dtype = _checks.compute_dtype(x, y)
+    where = _checks.check_where(where, x.shape[0], "where", fn=fn)
+    w = jnp.ones((x.shape[0],), dtype) if where is None else where.astype(dtype)
+    out = []
+    for name, p in params:
+        p = jnp.asarray(p)
+        if p.ndim != 0:
+            raise ValueError(f"{fn}: `{name}` must be a scalar; got shape {tuple(p.shape)}")
+        if not jnp.issubdtype(p.dtype, jnp.floating):
+            raise TypeError(f"{fn}: `{name}` must be a float scalar; got dtype {p.dtype}")
+        out.append(p.astype(dtype))
+    return x.astype(dtype), y.astype(dtype), w, dtype, out
+
 
 
 @dataclasses.dataclass(frozen=True)

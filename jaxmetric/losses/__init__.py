@@ -1,12 +1,24 @@
 """Loss functions, one module per family."""
-from jaxmetric.losses.pair_based import (
-    circle_loss,
+from jaxmetric.losses.contrastive import (
     contrastive_loss,
-    multi_similarity_loss,
+    dcl_loss,
+    dclw_loss,
+    multi_supcon_loss,
     ntxent_loss,
+    snr_contrastive_loss,
     supcon_loss,
 )
+from jaxmetric.losses.pair_based import (
+    circle_loss,
+    intra_pair_variance_loss,
+    multi_similarity_loss,
+    threshold_consistent_margin_loss,
+)
 from jaxmetric.losses.triplet_based import triplet_margin_loss
+from jaxmetric.losses.angular import angular_loss
+from jaxmetric.losses.tuplet_margin import tuplet_margin_loss
+from jaxmetric.losses.margin_based import margin_loss, ranked_list_loss
+from jaxmetric.losses.lifted import generalized_lifted_structure_loss, lifted_structure_loss
 from jaxmetric.losses.histogram import (
     DynamicSoftMarginState,
     dynamic_soft_margin_loss,
@@ -15,17 +27,9 @@ from jaxmetric.losses.histogram import (
 )
 from jaxmetric.losses.listwise import fast_ap_loss, pnp_loss, smooth_ap_loss
 from jaxmetric.losses.manifold import init_manifold_proxies, manifold_loss, manifold_meta_classes
-from jaxmetric.losses.self_supervised import vicreg_loss
-from jaxmetric.losses.contrastive import (
-    barlow_twins_loss,
-    clip_loss,
-    dcl_loss,
-    dclw_loss,
-    init_clip_params,
-    init_siglip_params,
-    multi_supcon_loss,
-    siglip_loss,
-)
+from jaxmetric.losses.softmax_based import instance_loss, nca_loss, npairs_loss
+from jaxmetric.losses.clip import clip_loss, init_clip_params, init_siglip_params, siglip_loss
+from jaxmetric.losses.self_supervised import barlow_twins_loss, vicreg_loss
 from jaxmetric.losses.proxy import proxy_anchor_loss, proxy_nca_loss, soft_triple_loss
 from jaxmetric.losses.classifier import (
     arcface_loss,
@@ -40,15 +44,6 @@ from jaxmetric.losses.classifier import (
     subcenter_arcface_outliers,
 )
 from jaxmetric.losses.class_weights import class_logits, init_class_weights
-from jaxmetric.losses.angle_based import angular_loss, tuplet_margin_loss
-from jaxmetric.losses.lifted import generalized_lifted_structure_loss, lifted_structure_loss
-from jaxmetric.losses.margin_based import margin_loss, ranked_list_loss
-from jaxmetric.losses.pair_margin import (
-    intra_pair_variance_loss,
-    snr_contrastive_loss,
-    threshold_consistent_margin_loss,
-)
-from jaxmetric.losses.softmax_based import instance_loss, nca_loss, npairs_loss
 from jaxmetric.losses.multilabel import (
     asymmetric_loss,
     bce_loss,

@@ -1,180 +1,223 @@
-"""Contrastive losses beyond PML 2.9: image-text (CLIP, SigLIP), multi-label SupCon and
-self-supervised two-view losses (DCL, DCLW, Barlow Twins).
+"""Contrastive losses: hinges on positive and negative pair distances (contrastive, SNR
+contrastive), softmax over a row of similarities (NT-Xent, SupCon, multi-label SupCon) and the
+decoupled two-view losses (DCL, DCLW).
 
-Two-view losses take ``(x, y)`` with ``x[i]`` and ``y[i]`` two views (or an image and its
-caption) of sample ``i``; ``where`` (bool ``[B]``) marks real pairs so a padded final batch keeps
-its static shape. Learned scalars (temperature, bias) are positional arguments, so their
-gradient comes out of ``jax.grad`` like any parameter's; ``init_clip_params`` and
-``init_siglip_params`` give the papers' initial values.
+The pair losses take ``(embeddings, labels_or_mask)`` where ``labels_or_mask`` is class ids
+``[B]``, multi-hot ``[B, C]`` (positive = shares a label), a :class:`~jaxmetric.PairMask` or a
+:class:`~jaxmetric.TripletMask` (converted to pairs as PML's ``convert_to_pairs``). Two-view
+losses take ``(x, y)`` with ``x[i]`` and ``y[i]`` two views of sample ``i``; ``where`` (bool
+``[B]``) marks real pairs so a padded final batch keeps its static shape. Names,
+hyperparameters and defaults are PML 2.9's where PML has the loss.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import math
 
 import jax
 import jax.numpy as jnp
 
 from jaxmetric import _checks, _pairs, _public, reduce
 from jaxmetric import distributed as dist
-from jaxmetric._ops import finish, masked_logsumexp
-from jaxmetric.losses._rows import map_row_blocks
-from jaxmetric.distances import CosineSimilarity, l2_normalize
 from jaxmetric._checks import check_distance, check_positive
+from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
+from jaxmetric.distances import CosineSimilarity, LpDistance, SNRDistance, l2_normalize
+from jaxmetric.losses._rows import evaluate
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
-    from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
+    from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
-def _two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
-    x = _checks.check_embeddings(x, names[0], fn=fn)
-    y = _checks.check_embeddings(y, names[1], fn=fn)
-    if x.shape != y.shape:
-        raise ValueError(f"{fn}: `{names[1]}` must have the shape of `{names[0]}`, {tuple(x.shape)}; got shape {tuple(y.shape)}")
-    dtype = _checks.compute_dtype(x, y)
-    where = _checks.check_where(where, x.shape[0], "where", fn=fn)
-    w = jnp.ones((x.shape[0],), dtype) if where is None else where.astype(dtype)
-    out = []
-    for name, p in params:
-        p = jnp.asarray(p)
-        if p.ndim != 0:
-            raise ValueError(f"{fn}: `{name}` must be a scalar; got shape {tuple(p.shape)}")
-        if not jnp.issubdtype(p.dtype, jnp.floating):
-            raise TypeError(f"{fn}: `{name}` must be a float scalar; got dtype {p.dtype}")
-        out.append(p.astype(dtype))
-    return x.astype(dtype), y.astype(dtype), w, dtype, out
-
-
 @_public.front_door
-def init_clip_params(temperature: float = 0.07) -> dict:
-    """CLIP's initial learnable temperature: ``{"log_temperature": log(0.07)}``."""
-    check_positive(temperature, "temperature", "init_clip_params")
-    return {"log_temperature": jnp.asarray(math.log(temperature), jnp.float32)}
-
-
-@_public.front_door
-def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> dict:
-    """SigLIP's initial values: ``{"t_prime": log 10, "bias": -10}``."""
-    for name, value in (("t_prime", t_prime), ("bias", bias)):
-        shape = jnp.shape(value)
-        if shape != ():
-            raise ValueError(f"init_siglip_params: `{name}` must be a scalar; got shape {tuple(shape)}")
-    return {"t_prime": jnp.asarray(t_prime, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
-
-
-@_public.front_door
-def clip_loss(
-    image_emb: ArrayLike,
-    text_emb: ArrayLike,
-    log_temperature: ArrayLike,
+def contrastive_loss(
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
     *,
-    max_logit_scale: Scalar = 100.0,
-    normalize: bool = True,
-    reduction: ReductionLike = "mean",
+    pos_margin: Scalar = 0.0,
+    neg_margin: Scalar = 1.0,
+    distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
     where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
     block_size: int | None = None,
+) -> Array:
+    r"""Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006).
+
+    .. math::
+        L_{pos} = [d_{ap} - m_{pos}]_+ ,\qquad L_{neg} = [m_{neg} - d_{an}]_+
+
+    (sides swap for similarities). Positive and negative pair losses are reduced separately
+    with ``reduction`` and summed, as PML does.
+
+    PML: ``ContrastiveLoss(pos_margin=0, neg_margin=1)``, distance ``LpDistance()``, reducer
+    ``AvgNonZeroReducer``. Deliberate difference: PML returns 0 when the tuple has at most one
+    positive and one negative pair; jaxmetric computes the loss for them.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
+    """
+    fn = "contrastive_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+
+    return finish(evaluate(b, distance, red, _hinges(distance, pos_margin, neg_margin), block_size=block_size, fn=fn), b.dtype)
+
+
+def _hinges(distance, pos_margin, neg_margin):
+    """The contrastive terms: a hinge on every positive and every negative pair, reduced
+    separately (PML's ``MultipleReducers``)."""
+
+    def elements(mat, pos, neg, aw):
+        pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
+        neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
+        return [(pos_losses, pos), (neg_losses, neg)], None
+
+    return elements
+
+
+@_public.front_door
+def snr_contrastive_loss(
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
+    *,
+    pos_margin: Scalar = 0.0,
+    neg_margin: Scalar = 1.0,
+    distance: BaseDistance = SNRDistance(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
-    r"""Symmetric InfoNCE of CLIP (Radford et al., ICML 2021) with a learnable temperature.
-
-    With :math:`s_{ij} = \hat x_i\cdot\hat y_j / \tau`, :math:`\tau = e^{\text{log\_temperature}}`:
+    r"""Signal-to-noise-ratio contrastive loss (Yuan, Chen, Yang, Mei & Yang, "Signal-to-Noise
+    Ratio: A Robust Distance Metric for Deep Metric Learning", CVPR 2019): the contrastive loss
+    with :math:`d = \mathrm{Var}(x_a - x_r)/\mathrm{Var}(x_a)`,
 
     .. math::
-        \ell_i = \tfrac12\Big[\big(\log\textstyle\sum_j e^{s_{ij}} - s_{ii}\big)
-                 + \big(\log\textstyle\sum_j e^{s_{ji}} - s_{ii}\big)\Big]
+        L_{pos} = [d_{ap} - m_{pos}]_+ ,\qquad L_{neg} = [m_{neg} - d_{an}]_+
 
-    and the loss is the mean of :math:`\ell_i` (image-to-text and text-to-image cross-entropy
-    averaged). The logit scale :math:`1/\tau` is clipped at ``max_logit_scale`` (100, as in the
-    paper; ``None`` for no clip); above it the gradient to ``log_temperature`` is 0.
+    each reduced with ``reduction`` and summed.
 
-    Args:
-      image_emb, text_emb: ``[B, D]``; row ``i`` of each is a matching pair.
-      log_temperature: scalar, learnable; initialise with :func:`init_clip_params`
-        (``log 0.07``). OpenCLIP's ``logit_scale`` parameter is ``-log_temperature``.
-      normalize: L2-normalise the embeddings (CLIP does).
-      reduction: over the ``[B]`` per-pair losses (``"none"`` returns them).
-      where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+    PML: ``SignalToNoiseRatioContrastiveLoss(pos_margin=0, neg_margin=1)``, ``SNRDistance()``
+    (asserted), ``AvgNonZeroReducer`` per sub-loss. Deliberate difference: PML returns 0 when
+    every index list has at most one entry; jaxmetric computes the loss.
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: both towers are gathered;
-        each device computes, for its rows ``i``, the image-to-text term of image ``i`` against every
-        text and the text-to-image term of text ``i`` against every image, so the reduced shares
-        add up to the single-device loss on the concatenated batch (``"none"``: this device's rows).
-      block_size: rows per block (static): memory ``O(B D + block_size R)`` in forward and
-        backward (never the ``[B, R]`` logits), same value and gradient. Any reduction.
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
     """
-    fn = "clip_loss"
+    fn = "snr_contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)
-    if max_logit_scale is not None:
-        check_positive(max_logit_scale, "max_logit_scale", fn)
-    x, y, w, dtype, (lt,) = _two_views(fn, image_emb, text_emb, ("image_emb", "text_emb"), where, [("log_temperature", log_temperature)])
-    if normalize:
-        x, y = l2_normalize(x), l2_normalize(y)
-    if max_logit_scale is None:
-        scale = jnp.exp(-lt)
-    else:  # clipped in log space: no exp overflow (and no inf * 0 gradient) for a very small log_temperature
-        scale = jnp.exp(jnp.minimum(-lt, jnp.log(jnp.asarray(max_logit_scale, dtype))))
-    # Each device owns its rows i: the image-to-text term of image i (against every text) and
-    # the text-to-image term of text i (against every image), so the shares add up to the
-    # global loss. Without axis_name the gathered sets are the local ones.
-    xg, yg, wg = dist.gather(x, axis_name), dist.gather(y, axis_name), dist.gather(w, axis_name)
-
-    def per_row(xb, yb, wb):
-        valid = wb[:, None] * wg[None, :]
-        diag = scale * jnp.sum(xb * yb, axis=1)
-        i2t = masked_logsumexp(scale * (xb @ yg.T), valid, axis=1) - diag
-        t2i = masked_logsumexp(scale * (yb @ xg.T), valid, axis=1) - diag
-        return jnp.where(wb > 0, 0.5 * (i2t + t2i), 0.0)
-
-    losses = map_row_blocks(per_row, (x, y, w), block_size, fn=fn)
-    return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
+    check_distance(distance, fn, kind=SNRDistance)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    return finish(evaluate(b, distance, red, _hinges(distance, pos_margin, neg_margin), fn=fn), b.dtype)
 
 
 @_public.front_door
-def siglip_loss(x: ArrayLike, y: ArrayLike, t_prime: ArrayLike, bias: ArrayLike, *, normalize: bool = True, reduction: ReductionLike = "mean", where: ArrayLike | None = None, block_size: int | None = None, axis_name: AxisName | None = None) -> Array:
-    r"""Pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image
-    Pre-Training", ICCV 2023):
+def ntxent_loss(
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
+    *,
+    temperature: Scalar = 0.07,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
+    r"""NT-Xent / InfoNCE (Chen et al., SimCLR 2020; van den Oord et al., 2018), per
+    positive pair :math:`(a, p)`:
 
     .. math::
-        -\frac{1}{|B|}\sum_i\sum_j \log\sigma\big(z_{ij}\,(t\,\hat x_i\cdot\hat y_j + b)\big),
-        \qquad t = e^{t'},\; z_{ij} = 1 \text{ if } i = j \text{ else } -1
+        -\log \frac{e^{s_{ap}/\tau}}{e^{s_{ap}/\tau} + \sum_{n\in N_a} e^{s_{an}/\tau}}
+        = \operatorname{softplus}\Big(\log\sum_{n\in N_a} e^{s_{an}/\tau} - s_{ap}/\tau\Big)
 
-    Per-row sums :math:`\ell_i = -\sum_j \log\sigma(\cdot)` are reduced with ``reduction``
-    (``"mean"`` gives the paper's :math:`1/|B|`).
+    Other positives of the anchor are not in the denominator (unlike :func:`supcon_loss`).
+    Distances are negated. Pair multiplicities count in the mean and in the negative sum,
+    as PML's index lists do.
 
-    Args:
-      x, y: ``[B, D]`` image and text embeddings; row ``i`` of each is the matching pair.
-      t_prime: scalar log-scale :math:`t'` (learnable; paper init ``log 10``).
-      bias: scalar :math:`b` (learnable; paper init ``-10``). See :func:`init_siglip_params`.
-      where: bool ``[B]``: real pairs; padded rows are neither queries nor candidates.
+    PML: ``NTXentLoss(temperature=0.07)``, ``CosineSimilarity``, ``MeanReducer`` over
+    positive pairs. jaxmetric leaves out PML's ``+ finfo.tiny`` inside the log (it only
+    matters when a pair's probability underflows, where PML's gradient is lost).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: ``y`` is gathered and each
-        device sums its rows ``i`` against every column (the positive at ``i``'s global index); the
-        value equals the single-device loss on the concatenated batch.
-      block_size: rows per block (static): memory ``O(B D + block_size R)`` in forward and
-        backward, same value and gradient. Any reduction.
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
-    fn = "siglip_loss"
+    fn = "ntxent_loss"
     red = reduce.resolve(reduction, fn=fn)
-    x, y, w, dtype, (tp, b) = _two_views(fn, x, y, ("x", "y"), where, [("t_prime", t_prime), ("bias", bias)])
-    if normalize:
-        x, y = l2_normalize(x), l2_normalize(y)
-    yg, wg = dist.gather(y, axis_name), dist.gather(w, axis_name)
-    cols = jnp.arange(yg.shape[0])
-    rows = dist.global_rows(x.shape[0], axis_name)
+    check_distance(distance, fn)
+    check_positive(temperature, "temperature", fn)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
 
-    def per_row(xb, wb, rb):
-        logits = jnp.exp(tp) * (xb @ yg.T) + b
-        sign = jnp.where(rb[:, None] == cols[None, :], 1.0, -1.0).astype(dtype)
-        valid = wb[:, None] * wg[None, :]
-        terms = jnp.where(valid > 0, -jax.nn.log_sigmoid(sign * logits), 0.0)
-        return jnp.sum(terms, axis=1)
+    def elements(mat, pos, neg, aw):
+        logits = (mat if distance.is_inverted else -mat) / temperature
+        neg_lse = masked_logsumexp(logits, neg)[:, None]
+        has_neg = has_any(neg, axis=1)[:, None]
+        return [(jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0), pos)], None
 
-    losses = map_row_blocks(per_row, (x, w, rows), block_size, fn=fn)
-    return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
+
+
+@_public.front_door
+def supcon_loss(
+    embeddings: ArrayLike,
+    labels_or_mask: LabelsOrMask,
+    *,
+    temperature: Scalar = 0.1,
+    distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None,
+    block_size: int | None = None,
+) -> Array:
+    r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), per anchor :math:`i`:
+
+    .. math::
+        -\frac{1}{\sum_p w_{ip}} \sum_{p\in P_i} w_{ip}\Big[s_{ip}/\tau -
+        \log\sum_{k\in P_i\cup N_i} e^{s_{ik}/\tau}\Big]
+
+    Weighted positives (multi-label rules) weigh the average. Anchors without positives give
+    0. As in PML, a batch with no positive pair or no negative pair at all gives 0.
+
+    PML: ``SupConLoss(temperature=0.1)``, ``CosineSimilarity``, ``AvgNonZeroReducer``.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
+    """
+    fn = "supcon_loss"
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    check_positive(temperature, "temperature", fn)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+
+    def elements(mat, pos, neg, aw):
+        logits = (mat if distance.is_inverted else -mat) / temperature
+        pos_w = clip_weights(pos)
+        members = ((pos > 0) | (neg > 0)).astype(logits.dtype)
+        log_prob = logits - masked_logsumexp(logits, members)[:, None]
+        weighted = jnp.sum(jnp.where(pos_w > 0, pos_w * log_prob, 0.0), axis=1)
+        mean_log_prob = reduce.safe_divide(weighted, jnp.sum(pos_w, axis=1))
+        # PML gives 0 for a batch with no positive pair or no negative pair at all.
+        return [(-mean_log_prob, aw)], [pos, neg]
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 def _jaccard(a, b, dtype):
@@ -260,7 +303,7 @@ def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
     check_positive(temperature, "temperature", fn)
     if sigma is not None:
         check_positive(sigma, "sigma", fn)
-    x, y, w, dtype, _ = _two_views(fn, x, y, ("x", "y"), where)
+    x, y, w, dtype, _ = _pairs.two_views(fn, x, y, ("x", "y"), where)
     n = x.shape[0]
     xn, yn = l2_normalize(x), l2_normalize(y)
     # Local rows (both views of this device's samples) against both views of the global batch.
@@ -329,45 +372,3 @@ def dclw_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, sigma: S
         :math:`e^{\langle z^{(1)}_k, z^{(2)}_k\rangle/\sigma}`) runs over the global batch.
     """
     return _dcl("dclw_loss", x, y, temperature, sigma, reduction, where, axis_name)
-
-
-@_public.front_door
-def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: Scalar = 1e-5, where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
-    r"""Barlow Twins (Zbontar et al., ICML 2021):
-
-    .. math::
-        \sum_i (1 - C_{ii})^2 + \lambda\sum_i\sum_{j\ne i} C_{ij}^2,\qquad
-        C = \tfrac1N \tilde x^\top \tilde y
-
-    where :math:`\tilde x, \tilde y` are the views normalised per dimension over the batch,
-    :math:`(x - \mu)/\sqrt{\sigma^2 + \epsilon}` with the biased variance -- the authors'
-    ``BatchNorm1d(affine=False)`` in training mode (``eps=1e-5``). ``lambd`` is the paper's
-    :math:`\lambda = 5\cdot10^{-3}`. With ``where`` the statistics and :math:`N` count the real
-    rows only; no real row gives 0.
-
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the batch statistics
-        (count, means, variances) and the cross-correlation sums are summed over devices, so
-        :math:`C` and the value are the concatenated batch's.
-    """
-    fn = "barlow_twins_loss"
-    check_positive(eps, "eps", fn)
-    x, y, w, dtype, _ = _two_views(fn, x, y, ("x", "y"), where)
-    # Batch statistics (means, variances, the cross-correlation) are sums over the rows: with
-    # axis_name they are summed over devices, so C is the global batch's.
-    count = dist.psum(jnp.sum(w), axis_name)
-    inv = reduce.safe_divide(jnp.asarray(1.0, dtype), count)
-
-    def bn(z):
-        mu = dist.psum(jnp.sum(w[:, None] * z, axis=0), axis_name) * inv
-        zc = (z - mu) * w[:, None]
-        var = dist.psum(jnp.sum(zc * zc, axis=0), axis_name) * inv
-        return zc / jnp.sqrt(var + eps)
-
-    c = dist.psum(bn(x).T @ bn(y), axis_name) * inv
-    d = c.shape[0]
-    off = 1.0 - jnp.eye(d, dtype=dtype)
-    on_diag = jnp.sum((1.0 - jnp.diagonal(c)) ** 2)
-    off_diag = jnp.sum(off * c * c)
-    value = jnp.where(count > 0, on_diag + lambd * off_diag, 0.0)
-    return finish(value, dtype)

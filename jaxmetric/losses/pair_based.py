@@ -1,9 +1,11 @@
-"""Pair-based losses: every term is a function of anchor-to-reference similarities.
+"""Pair-based losses: every term is a function of anchor-to-reference similarities, each
+positive and negative pair weighted (multi-similarity, circle) or hinged separately (intra-pair
+variance, threshold-consistent margin).
 
 All take ``(embeddings, labels_or_mask)`` where ``labels_or_mask`` is class ids ``[B]``,
 multi-hot ``[B, C]`` (positive = shares a label), a :class:`~jaxmetric.PairMask` or a
-:class:`~jaxmetric.TripletMask` (converted to pairs as PML's ``convert_to_pairs``). Names,
-hyperparameters and defaults are PML 2.9's.
+:class:`~jaxmetric.TripletMask` (converted to pairs as PML's ``convert_to_pairs``); pair
+multiplicities count, as PML's index lists do. Names, hyperparameters and defaults are PML 2.9's.
 """
 from __future__ import annotations
 
@@ -13,60 +15,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric import _pairs, _public, reduce
-from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
-from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses._rows import evaluate
+from jaxmetric import distributed
 from jaxmetric._checks import check_distance, check_positive
+from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
+from jaxmetric.distances import CosineSimilarity
+from jaxmetric.losses._rows import evaluate
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
-
-@_public.front_door
-def contrastive_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    pos_margin: Scalar = 0.0,
-    neg_margin: Scalar = 1.0,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    block_size: int | None = None,
-) -> Array:
-    r"""Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006).
-
-    .. math::
-        L_{pos} = [d_{ap} - m_{pos}]_+ ,\qquad L_{neg} = [m_{neg} - d_{an}]_+
-
-    (sides swap for similarities). Positive and negative pair losses are reduced separately
-    with ``reduction`` and summed, as PML does.
-
-    PML: ``ContrastiveLoss(pos_margin=0, neg_margin=1)``, distance ``LpDistance()``, reducer
-    ``AvgNonZeroReducer``. Deliberate difference: PML returns 0 when the tuple has at most one
-    positive and one negative pair; jaxmetric computes the loss for them.
-
-    Returns:
-      Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
-
-    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
-    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
-    """
-    fn = "contrastive_loss"
-    red = reduce.resolve(reduction, fn=fn)
-    check_distance(distance, fn)
-    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-
-    def elements(mat, pos, neg, aw):
-        pos_losses = jax.nn.relu(distance.margin(mat, pos_margin))
-        neg_losses = jax.nn.relu(distance.margin(neg_margin, mat))
-        return [(pos_losses, pos), (neg_losses, neg)], None
-
-    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 @_public.front_door
@@ -165,12 +122,19 @@ def circle_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
+def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None):
+    if red == "none":
+        return finish(jnp.where(pos_w > 0, pos_losses, 0.0) + jnp.where(neg_w > 0, neg_losses, 0.0), dtype)
+    return finish(reduce.apply(red, pos_losses, pos_w, axis_name) + reduce.apply(red, neg_losses, neg_w, axis_name), dtype)
+
+
 @_public.front_door
-def ntxent_loss(
+def intra_pair_variance_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
     *,
-    temperature: Scalar = 0.07,
+    pos_eps: Scalar = 0.01,
+    neg_eps: Scalar = 0.01,
     distance: BaseDistance = CosineSimilarity(),
     reduction: ReductionLike = "mean",
     ref_emb: ArrayLike | None = None,
@@ -178,84 +142,99 @@ def ntxent_loss(
     where: ArrayLike | None = None,
     ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
-    block_size: int | None = None,
 ) -> Array:
-    r"""NT-Xent / InfoNCE (Chen et al., SimCLR 2020; van den Oord et al., 2018), per
-    positive pair :math:`(a, p)`:
+    r"""Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss",
+    ICCV 2019, eq. 6). With :math:`\mu^+`, :math:`\mu^-` the means of the positive and negative
+    pair similarities over the whole batch (gradients flow through them):
 
     .. math::
-        -\log \frac{e^{s_{ap}/\tau}}{e^{s_{ap}/\tau} + \sum_{n\in N_a} e^{s_{an}/\tau}}
-        = \operatorname{softplus}\Big(\log\sum_{n\in N_a} e^{s_{an}/\tau} - s_{ap}/\tau\Big)
+        L_{pos} = [(1-\epsilon^+)\mu^+ - s_{ap}]_+^2 ,\qquad L_{neg} = [s_{an} - (1+\epsilon^-)\mu^-]_+^2
 
-    Other positives of the anchor are not in the denominator (unlike :func:`supcon_loss`).
-    Distances are negated. Pair multiplicities count in the mean and in the negative sum,
-    as PML's index lists do.
+    each reduced with ``reduction`` and summed. For distances the directions flip:
+    :math:`[d_{ap} - (1+\epsilon^+)\mu^+]_+^2` and :math:`[(1-\epsilon^-)\mu^- - d_{an}]_+^2`.
 
-    PML: ``NTXentLoss(temperature=0.07)``, ``CosineSimilarity``, ``MeanReducer`` over
-    positive pairs. jaxmetric leaves out PML's ``+ finfo.tiny`` inside the log (it only
-    matters when a pair's probability underflows, where PML's gradient is lost).
+    PML: ``IntraPairVarianceLoss(pos_eps=0.01, neg_eps=0.01)``, ``CosineSimilarity``,
+    ``MeanReducer`` per sub-loss. Deliberate difference: PML returns 0 when every index list
+    has at most one entry; jaxmetric computes the loss.
 
-    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
-    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+
+    With ``axis_name``, :math:`\mu^+` and :math:`\mu^-` are global means (``psum`` of the sums
+    and counts).
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
     """
-    fn = "ntxent_loss"
+    fn = "intra_pair_variance_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
-    check_positive(temperature, "temperature", fn)
-    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    mat = distance(b.emb, b.ref)
 
-    def elements(mat, pos, neg, aw):
-        logits = (mat if distance.is_inverted else -mat) / temperature
-        neg_lse = masked_logsumexp(logits, neg)[:, None]
-        has_neg = has_any(neg, axis=1)[:, None]
-        return [(jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0), pos)], None
+    def mean_over(w):  # over the global batch with axis_name: psum of sums and counts
+        num = distributed.psum(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), axis_name)
+        den = distributed.psum(jax.lax.stop_gradient(jnp.sum(w)), axis_name)
+        return reduce.safe_divide(num, den)
 
-    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
+    mu_pos, mu_neg = mean_over(b.pos), mean_over(b.neg)
+    if distance.is_inverted:
+        pos_var = (1.0 - pos_eps) * mu_pos - mat
+        neg_var = mat - (1.0 + neg_eps) * mu_neg
+    else:
+        pos_var = mat - (1.0 + pos_eps) * mu_pos
+        neg_var = (1.0 - neg_eps) * mu_neg - mat
+    return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype, axis_name)
 
 
 @_public.front_door
-def supcon_loss(
+def threshold_consistent_margin_loss(
     embeddings: ArrayLike,
     labels_or_mask: LabelsOrMask,
     *,
-    temperature: Scalar = 0.1,
+    lambda_plus: Scalar = 1.0,
+    lambda_minus: Scalar = 1.0,
+    margin_plus: Scalar = 0.9,
+    margin_minus: Scalar = 0.5,
     distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "avg_nonzero",
+    reduction: ReductionLike = "mean",
     ref_emb: ArrayLike | None = None,
     ref_labels: ArrayLike | None = None,
     where: ArrayLike | None = None,
     ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
-    block_size: int | None = None,
 ) -> Array:
-    r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), per anchor :math:`i`:
+    r"""Threshold-consistent margin loss (Zhang, Wu, Wang, Xiong, Li & Wang, "Threshold-
+    Consistent Margin Loss for Open-World Deep Metric Learning", arXiv 2307.04047, 2023):
 
     .. math::
-        -\frac{1}{\sum_p w_{ip}} \sum_{p\in P_i} w_{ip}\Big[s_{ip}/\tau -
-        \log\sum_{k\in P_i\cup N_i} e^{s_{ik}/\tau}\Big]
+        \lambda^+ \operatorname*{mean}_{(a,p):\, s_{ap}\le m^+} (m^+ - s_{ap})
+        + \lambda^- \operatorname*{mean}_{(a,n):\, s_{an}\ge m^-} (s_{an} - m^-)
 
-    Weighted positives (multi-label rules) weigh the average. Anchors without positives give
-    0. As in PML, a batch with no positive pair or no negative pair at all gives 0.
+    with cosine similarities :math:`s`; an empty side gives 0. ``reduction`` reduces each
+    side over its selected pairs (the default ``"mean"`` is the formula above; ``"sum"`` sums).
+    Meant as a regulariser added to another loss.
 
-    PML: ``SupConLoss(temperature=0.1)``, ``CosineSimilarity``, ``AvgNonZeroReducer``.
+    PML: ``ThresholdConsistentMarginLoss(lambda_plus=1.0, lambda_minus=1.0, margin_plus=0.9,
+    margin_minus=0.5)``, ``CosineSimilarity`` (asserted), already reduced (PML's reducer has no
+    effect). Deliberate difference: with ``ref_emb`` PML reads the positives and negatives from
+    ``embeddings`` at the reference indices (ignoring ``ref_emb``); jaxmetric reads them from
+    ``ref_emb``. Both agree without ``ref_emb``.
 
-    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
-    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
+    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
+    anchors and the references are gathered over that axis; every device returns the loss of
+    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
+    Both means are over the global batch's selected pairs.
+
+    Returns:
+      Scalar loss (``"none"``: the ``[B, R]`` per-pair terms, times the lambdas).
     """
-    fn = "supcon_loss"
+    fn = "threshold_consistent_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
-    check_distance(distance, fn)
-    check_positive(temperature, "temperature", fn)
-    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
-
-    def elements(mat, pos, neg, aw):
-        logits = (mat if distance.is_inverted else -mat) / temperature
-        pos_w = clip_weights(pos)
-        members = ((pos > 0) | (neg > 0)).astype(logits.dtype)
-        log_prob = logits - masked_logsumexp(logits, members)[:, None]
-        weighted = jnp.sum(jnp.where(pos_w > 0, pos_w * log_prob, 0.0), axis=1)
-        mean_log_prob = reduce.safe_divide(weighted, jnp.sum(pos_w, axis=1))
-        # PML gives 0 for a batch with no positive pair or no negative pair at all.
-        return [(-mean_log_prob, aw)], [pos, neg]
-
-    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
+    check_distance(distance, fn, kind=CosineSimilarity)
+    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
+    s = distance(b.emb, b.ref)
+    pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
+    neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
+    return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype, axis_name)

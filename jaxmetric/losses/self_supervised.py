@@ -1,4 +1,5 @@
-"""Self-supervised losses between two views of a batch."""
+"""Non-contrastive self-supervised losses between two views of a batch: VICReg (PML 2.9's
+``VICRegLoss``) and Barlow Twins (beyond PML)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -6,7 +7,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, reduce
+from jaxmetric import _checks, _pairs, _public, reduce
 from jaxmetric import distributed as dist
 from jaxmetric._checks import check_positive
 from jaxmetric._ops import finish
@@ -118,4 +119,46 @@ def vicreg_loss(
         reduce.apply(red, invariance, w, axis_name)  # raises: a callable cannot be summed over devices
     # The per-sample invariance term is the only one over (local) rows; the others are global.
     value = reduce.apply(red, invariance, w, axis_name) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
+    return finish(value, dtype)
+
+
+@_public.front_door
+def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: Scalar = 1e-5, where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
+    r"""Barlow Twins (Zbontar et al., ICML 2021):
+
+    .. math::
+        \sum_i (1 - C_{ii})^2 + \lambda\sum_i\sum_{j\ne i} C_{ij}^2,\qquad
+        C = \tfrac1N \tilde x^\top \tilde y
+
+    where :math:`\tilde x, \tilde y` are the views normalised per dimension over the batch,
+    :math:`(x - \mu)/\sqrt{\sigma^2 + \epsilon}` with the biased variance -- the authors'
+    ``BatchNorm1d(affine=False)`` in training mode (``eps=1e-5``). ``lambd`` is the paper's
+    :math:`\lambda = 5\cdot10^{-3}`. With ``where`` the statistics and :math:`N` count the real
+    rows only; no real row gives 0.
+
+    Scale:
+      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the batch statistics
+        (count, means, variances) and the cross-correlation sums are summed over devices, so
+        :math:`C` and the value are the concatenated batch's.
+    """
+    fn = "barlow_twins_loss"
+    check_positive(eps, "eps", fn)
+    x, y, w, dtype, _ = _pairs.two_views(fn, x, y, ("x", "y"), where)
+    # Batch statistics (means, variances, the cross-correlation) are sums over the rows: with
+    # axis_name they are summed over devices, so C is the global batch's.
+    count = dist.psum(jnp.sum(w), axis_name)
+    inv = reduce.safe_divide(jnp.asarray(1.0, dtype), count)
+
+    def bn(z):
+        mu = dist.psum(jnp.sum(w[:, None] * z, axis=0), axis_name) * inv
+        zc = (z - mu) * w[:, None]
+        var = dist.psum(jnp.sum(zc * zc, axis=0), axis_name) * inv
+        return zc / jnp.sqrt(var + eps)
+
+    c = dist.psum(bn(x).T @ bn(y), axis_name) * inv
+    d = c.shape[0]
+    off = 1.0 - jnp.eye(d, dtype=dtype)
+    on_diag = jnp.sum((1.0 - jnp.diagonal(c)) ** 2)
+    off_diag = jnp.sum(off * c * c)
+    value = jnp.where(count > 0, on_diag + lambd * off_diag, 0.0)
     return finish(value, dtype)
