@@ -1,8 +1,11 @@
 """Shared helpers of the per-family PML 2.9 parity tests (float64, value and gradients).
 
 Batch data, PML miner outputs as index tuples and masks, and ``parity`` (PML's value and
-gradients against a JAX loss): tests/test_angle_lifted_pair_margin.py, test_margin_based.py,
-test_softmax_based.py, test_angle_lifted_margin_softmax_properties.py.
+gradients against a JAX loss), and the four parity checks every pair-list loss passes (labels
+with default and other settings, a reference set, PML miners' tuples as masks, a mask with a
+reference set): tests/test_lifted.py, test_angular.py, test_tuplet_margin.py,
+test_pair_based.py, test_snr_contrastive.py, test_margin_based.py, test_softmax_based.py,
+test_loss_properties.py.
 
 PML in float64 throughout (``pml_float64``, ``pml``), cached jitted JAX value and gradients
 (``jvg``), ``check`` and random index tuples: tests/test_listwise.py, test_histogram.py,
@@ -18,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmetric as jm
-from pml_utils import assert_close, jax_value_and_grads, pml_value_and_grads, torch
+from pml_utils import assert_close, jax_value_and_grads, pml_miners, pml_value_and_grads, torch
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 B, R, DIM, NCLS = 12, 16, 6, 4
 
@@ -145,3 +149,39 @@ def random_triplets(rng, labels, n=20):
     labels = np.asarray(labels)
     negs = [rng.choice(np.nonzero(labels != labels[a])[0]) for a in a1]
     return a1, p, np.asarray(negs)
+
+
+# ------------------------------------------------------------ parity checks of a pair-list loss
+# ``fn`` is the jaxmetric loss, ``cls`` the PML loss class, ``settings`` a list of
+# ``(jaxmetric kwargs, PML kwargs)`` non-default settings.
+
+def parity_labels_defaults_and_settings(fn, cls, settings, seed=1):
+    emb, lab, _, _ = data(seed)
+    parity(lambda e: fn(e, jnp.asarray(lab)), cls(), emb, lab)
+    for jkw, pkw in settings:
+        parity(lambda e: fn(e, jnp.asarray(lab), **jkw), cls(**pkw), emb, lab)
+
+
+def parity_ref_emb(fn, cls, seed=2):
+    emb, lab, ref, rlab = data(seed)
+    parity(lambda e, r: fn(e, jnp.asarray(lab), ref_emb=r, ref_labels=jnp.asarray(rlab)), cls(), emb, lab, ref=ref, ref_labels=rlab)
+
+
+def parity_miner_masks(fn, cls, miner, seed=3):
+    """PML is given the mined tuple only (no labels): the tuple alone defines the pairs."""
+    emb, lab, _, _ = data(seed)
+    m = pml_miners.MultiSimilarityMiner(epsilon=0.2) if miner == "ms" else pml_miners.TripletMarginMiner(margin=0.3)
+    tup = mine(m, emb, lab)
+    assert len(tup[0]) > 1
+    parity(lambda e: fn(e, mask_of(tup, B)), cls(), emb, None, indices_tuple=tup)
+
+
+def parity_miner_mask_with_ref(fn, cls, seed=4):
+    """Positives restricted to reference rows >= B, so that PML's lifted index quirk (query row
+    p) cannot apply; then both definitions agree."""
+    emb, lab, ref, rlab = data(seed)
+    a1, p, a2, n = (x.numpy() for x in lmu.get_all_pairs_indices(torch.tensor(lab), torch.tensor(rlab)))
+    keep = p >= B
+    tup = (a1[keep], p[keep], a2, n)
+    parity(lambda e, r: fn(e, mask_of(tup, B, R), ref_emb=r), cls(), emb, None, indices_tuple=tup, ref=ref)
+

@@ -1,7 +1,8 @@
-"""Properties of the angle-based, lifted, pair-margin, margin-based and softmax-over-the-batch
-losses: jit (of a padded batch) equals eager, vmap equals a loop, edge batches (one class, all
-distinct; with PML parity), zero vectors and duplicates, padded batches (`where`), multi-hot
-labels, dtypes and input errors."""
+"""Properties checked together for twelve PML losses (angular, lifted, generalized lifted, N-pairs,
+SNR contrastive, intra-pair variance, tuplet margin, NCA, margin, ranked list, threshold-consistent
+margin, instance): jit (of a padded batch) equals eager, vmap equals a loop, edge batches (one
+class, all distinct; with PML parity), zero vectors and duplicates, padded batches (`where`),
+multi-hot labels, dtypes and input errors."""
 import jax
 import jax.numpy as jnp
 import numpy as np
