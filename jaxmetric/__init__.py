@@ -15,18 +15,7 @@ from jaxmetric.distances import (
 )
 from jaxmetric.masks import PairMask, TripletMask, from_indices, pair_mask, to_pairs
 from jaxmetric import miners
-from jaxmetric.miners import (
-    angular_miner,
-    batch_easy_hard_miner,
-    batch_hard_miner,
-    distance_weighted_miner,
-    embeddings_already_packaged_as_triplets,
-    hdc_miner,
-    multi_similarity_miner,
-    pair_margin_miner,
-    triplet_margin_miner,
-    uniform_histogram_miner,
-)
+from jaxmetric.miners import *  # noqa: F403 -- every miner is re-exported flat; its list lives in miners.py
 from jaxmetric.reduce import Reduction, threshold
 from jaxmetric import regularizers, wrappers
 from jaxmetric.reduce import class_weighted, divisor, per_anchor
@@ -92,16 +81,7 @@ __all__ = [
     "datasets",
     "metrics",
     "miners",
-    "angular_miner",
-    "batch_easy_hard_miner",
-    "batch_hard_miner",
-    "distance_weighted_miner",
-    "embeddings_already_packaged_as_triplets",
-    "hdc_miner",
-    "multi_similarity_miner",
-    "pair_margin_miner",
-    "triplet_margin_miner",
-    "uniform_histogram_miner",
+    *miners.__all__,
     *_losses.__all__,
     "checks",
     "checkify_finite",

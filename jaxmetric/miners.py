@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import dataclasses
 import functools
 import math
 
@@ -63,23 +64,67 @@ __all__ = [
 _sg = jax.lax.stop_gradient
 
 
-def _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name=None):
-    """Resolves the inputs and returns ``(batch, mat, pos, neg)`` with ``pos``/``neg`` the
-    candidate pair weights and ``mat`` the (gradient-free) distance matrix. With ``axis_name``
-    the local rows are the anchors and the references are gathered (``[B_local, R_global]``)."""
+@dataclasses.dataclass(frozen=True)
+class _MinerInputs:
+    """A miner's inputs, checked and resolved once, all gradient-free: the batch, the candidate
+    pair weights ``pos``/``neg`` (``[B, R]``) and the distance matrix ``mat`` (None for a miner
+    that computes no distance). ``n_local`` is set when the whole batch was gathered over
+    ``axis_name``: :meth:`own_rows` then cuts a result down to this device's anchors."""
+
+    batch: _pairs.Batch
+    mat: jax.Array | None
+    pos: jax.Array
+    neg: jax.Array
+    axis_name: AxisName | None = None
+    n_local: int | None = None
+
+    def select(self, pos_sel, neg_sel) -> PairMask:
+        """The candidate pairs where ``pos_sel``/``neg_sel`` hold, with their input weights
+        (``None``: every candidate pair of that side)."""
+        return PairMask(pos=_keep(pos_sel, self.pos), neg=_keep(neg_sel, self.neg))
+
+    def own_rows(self, out):
+        """``out`` (mined on the gathered whole batch) reduced to this device's rows,
+        ``[B_local, R_global]``; ``out`` itself when nothing was gathered whole."""
+        if self.n_local is None:
+            return out
+        rows = functools.partial(distributed.local_rows, n_local=self.n_local, axis_name=self.axis_name)
+        if isinstance(out, PairMask):
+            return PairMask(pos=rows(out.pos), neg=rows(out.neg))
+        return TripletMask.from_lists(rows(out.p_idx), rows(out.n_idx), rows(out.weights), num_refs=out.num_refs)
+
+
+def _keep(sel, w):
+    return w if sel is None else jnp.where(sel & (w > 0), w, jnp.zeros((), w.dtype))
+
+
+def _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name,
+                  *, whole_batch: bool = False) -> _MinerInputs:
+    """The one preamble of the miners: checks ``distance`` (None: no distance matrix) and the
+    inputs, and resolves the candidate pairs.
+
+    With ``axis_name`` the local rows are the anchors and the references are gathered
+    (``[B_local, R_global]``). ``whole_batch`` is for the miners whose selection depends on
+    statistics of every pair of the batch, or that draw at random: every input is gathered, the
+    miner runs on the global batch (identical on every device, so equal to the single-device
+    mask) and keeps this device's rows with :meth:`_MinerInputs.own_rows`."""
     if distance is not None:
         check_distance(distance, fn)
+    n_local = None
+    if whole_batch and axis_name is not None:
+        n_local = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
+        embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where = _gather_whole_batch(
+            fn, axis_name, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where)
     b = _pairs.from_inputs(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where,
-        axis_name=axis_name,
+        axis_name=None if n_local is not None else axis_name,  # a gathered batch is global already
     )
     mat = None if distance is None else distance(_sg(b.emb), _sg(b.ref))
-    return b, mat, _sg(b.pos), _sg(b.neg)
+    return _MinerInputs(batch=b, mat=mat, pos=_sg(b.pos), neg=_sg(b.neg), axis_name=axis_name, n_local=n_local)
 
 
-def _gather_inputs(fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name):
-    """The global batch's miner inputs (every device's rows, gathered over ``axis_name``), for
-    the miners whose selection depends on statistics of every pair of the batch."""
+def _gather_whole_batch(fn, axis_name, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where):
+    """Every device's rows of the miner inputs, gathered over ``axis_name``."""
     if isinstance(labels_or_mask, TripletMask):
         raise ValueError(
             f"{fn}: with `axis_name` pass labels or a PairMask (a TripletMask is not gathered); "
@@ -91,22 +136,6 @@ def _gather_inputs(fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, r
 
     lm = PairMask(pos=g(labels_or_mask.pos), neg=g(labels_or_mask.neg)) if isinstance(labels_or_mask, PairMask) else g(labels_or_mask)
     return g(embeddings), lm, g(ref_emb), g(ref_labels), g(where), g(ref_where)
-
-
-def _mine_globally(miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name, **kw):
-    """Runs ``miner`` on the gathered global batch (identical on every device, so equal to the
-    single-device mask) and returns this device's rows: ``[B_local, R_global]``."""
-    n = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
-    e, lm, re, rl, wh, rwh = _gather_inputs(fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
-    out = miner(e, lm, ref_emb=re, ref_labels=rl, where=wh, ref_where=rwh, **kw)
-    rows = functools.partial(distributed.local_rows, n_local=n, axis_name=axis_name)
-    if isinstance(out, PairMask):
-        return PairMask(pos=rows(out.pos), neg=rows(out.neg))
-    return TripletMask.from_lists(rows(out.p_idx), rows(out.n_idx), rows(out.weights), num_refs=out.num_refs)
-
-
-def _keep(sel, w):
-    return jnp.where(sel & (w > 0), w, jnp.zeros((), w.dtype))
 
 
 def _check_lp2(distance, fn):
@@ -165,12 +194,10 @@ def pair_margin_miner(
     ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "pair_margin_miner"
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
     if distance.is_inverted:
-        pos_sel, neg_sel = mat < pos_margin, mat > neg_margin
-    else:
-        pos_sel, neg_sel = mat > pos_margin, mat < neg_margin
-    return PairMask(pos=_keep(pos_sel, pos), neg=_keep(neg_sel, neg))
+        return inputs.select(inputs.mat < pos_margin, inputs.mat > neg_margin)
+    return inputs.select(inputs.mat > pos_margin, inputs.mat < neg_margin)
 
 
 @_public.front_door(nonfinite=False)
@@ -202,7 +229,8 @@ def multi_similarity_miner(
     ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "multi_similarity_miner"
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
+    mat, pos, neg = inputs.mat, inputs.pos, inputs.neg
     inf = jnp.asarray(jnp.inf, mat.dtype)
     if distance.is_inverted:
         hardest_neg = jnp.max(jnp.where(neg > 0, mat, -inf), axis=1, keepdims=True)
@@ -214,7 +242,7 @@ def multi_similarity_miner(
         hardest_pos = jnp.max(jnp.where(pos > 0, mat, -inf), axis=1, keepdims=True)
         pos_sel = mat + epsilon > hardest_neg
         neg_sel = mat - epsilon < hardest_pos
-    return PairMask(pos=_keep(pos_sel, pos), neg=_keep(neg_sel, neg))
+    return inputs.select(pos_sel, neg_sel)
 
 
 @functools.partial(jax.jit, static_argnames=("largest",))
@@ -266,15 +294,13 @@ def hdc_miner(
     fn = "hdc_miner"
     if isinstance(filter_percentage, (int, float)) and not 0 <= filter_percentage <= 1:
         raise ValueError(f"{fn}: `filter_percentage` must be in [0, 1]; got {filter_percentage!r}")
-    if axis_name is not None:
-        return _mine_globally(hdc_miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name,
-                              filter_percentage=filter_percentage, distance=distance)
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name,
+                           whole_batch=True)
     inv = distance.is_inverted
-    return PairMask(
-        pos=_weighted_top(mat, pos, filter_percentage, largest=not inv),
-        neg=_weighted_top(mat, neg, filter_percentage, largest=inv),
-    )
+    return inputs.own_rows(PairMask(
+        pos=_weighted_top(inputs.mat, inputs.pos, filter_percentage, largest=not inv),
+        neg=_weighted_top(inputs.mat, inputs.neg, filter_percentage, largest=inv),
+    ))
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,15 +370,13 @@ def batch_easy_hard_miner(
     ``axis_name``: mines the local anchors against the references gathered over the axis,
     ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
-    return _easy_hard(
-        "batch_easy_hard_miner", embeddings, labels_or_mask, pos_strategy, neg_strategy, allowed_pos_range,
-        allowed_neg_range, distance, ref_emb, ref_labels, where, ref_where, axis_name,
-    )
+    fn = "batch_easy_hard_miner"
+    _check_strategies(pos_strategy, neg_strategy, fn)
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
+    return _easy_hard(inputs, pos_strategy, neg_strategy, allowed_pos_range, allowed_neg_range, distance.is_inverted, fn)
 
 
-def _easy_hard(fn, embeddings, labels_or_mask, pos_strategy, neg_strategy, allowed_pos_range, allowed_neg_range,
-               distance, ref_emb, ref_labels, where, ref_where, axis_name) -> PairMask:
-    """:func:`batch_easy_hard_miner` under the public name ``fn`` (for error messages)."""
+def _check_strategies(pos_strategy, neg_strategy, fn):
     if pos_strategy not in _STRATEGIES or neg_strategy not in _STRATEGIES:
         raise ValueError(
             f"{fn}: `pos_strategy` and `neg_strategy` must each be one of {list(_STRATEGIES)}; "
@@ -362,13 +386,17 @@ def _easy_hard(fn, embeddings, labels_or_mask, pos_strategy, neg_strategy, allow
         raise ValueError(f'{fn}: `pos_strategy` and `neg_strategy` cannot both be "semihard"')
     if (pos_strategy == "all" and neg_strategy == "semihard") or (neg_strategy == "all" and pos_strategy == "semihard"):
         raise ValueError(f'{fn}: "semihard" cannot be used in combination with "all"; got pos_strategy={pos_strategy!r}, neg_strategy={neg_strategy!r}')
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
-    inv = distance.is_inverted
-    far, near = ("min", "max") if inv else ("max", "min")
+
+
+def _easy_hard(inputs: _MinerInputs, pos_strategy, neg_strategy, allowed_pos_range, allowed_neg_range, inverted, fn) -> PairMask:
+    """The per-anchor selection of :func:`batch_easy_hard_miner` (strategies checked), under
+    the public name ``fn`` (for error messages)."""
+    mat = inputs.mat
+    far, near = ("min", "max") if inverted else ("max", "min")
     pos_x = {"hard": far, "semihard": far, "easy": near}.get(pos_strategy)
     neg_x = {"hard": near, "semihard": near, "easy": far}.get(neg_strategy)
-    pos_ok = (pos > 0) & _in_range(mat, allowed_pos_range, "allowed_pos_range", fn)
-    neg_ok = (neg > 0) & _in_range(mat, allowed_neg_range, "allowed_neg_range", fn)
+    pos_ok = (inputs.pos > 0) & _in_range(mat, allowed_pos_range, "allowed_pos_range", fn)
+    neg_ok = (inputs.neg > 0) & _in_range(mat, allowed_neg_range, "allowed_neg_range", fn)
 
     def semihard(ok, xtype, thr):
         # PML drops candidates on the wrong side of the other side's chosen distance.
@@ -387,13 +415,15 @@ def _easy_hard(fn, embeddings, labels_or_mask, pos_strategy, neg_strategy, allow
         if neg_strategy != "all":
             n_val, n_idx, n_found = _pick(mat, neg_ok, neg_x)
 
-    r = mat.shape[1]
     if pos_strategy != "all" and neg_strategy != "all":
         keep = p_found & n_found
         p_found, n_found = keep, keep
-    out_pos = pos if pos_strategy == "all" else _keep(jax.nn.one_hot(p_idx, r, dtype=bool) & p_found[:, None], pos)
-    out_neg = neg if neg_strategy == "all" else _keep(jax.nn.one_hot(n_idx, r, dtype=bool) & n_found[:, None], neg)
-    return PairMask(pos=out_pos, neg=out_neg)
+
+    def chosen(strategy, idx, found):
+        # "all" keeps every candidate; otherwise the chosen reference of each anchor that found one.
+        return None if strategy == "all" else jax.nn.one_hot(idx, mat.shape[1], dtype=bool) & found[:, None]
+
+    return inputs.select(chosen(pos_strategy, p_idx, p_found), chosen(neg_strategy, n_idx, n_found))
 
 
 @_public.front_door(nonfinite=False)
@@ -427,10 +457,9 @@ def batch_hard_miner(
     ``axis_name``: mines the local anchors against the references gathered over the axis,
     ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
-    return _easy_hard(
-        "batch_hard_miner", embeddings, labels_or_mask, "hard", "hard", allowed_pos_range, allowed_neg_range,
-        distance, ref_emb, ref_labels, where, ref_where, axis_name,
-    )
+    fn = "batch_hard_miner"
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
+    return _easy_hard(inputs, "hard", "hard", allowed_pos_range, allowed_neg_range, distance.is_inverted, fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,9 +506,9 @@ def triplet_margin_miner(
     """
     fn = "triplet_margin_miner"
     _checks.check_choice(type_of_triplets, _TRIPLET_TYPES, "type_of_triplets", fn=fn)
-    b, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where, axis_name)
-    x = -mat if distance.is_inverted else mat
-    dt = mat.dtype
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
+    x = -inputs.mat if distance.is_inverted else inputs.mat
+    dt = inputs.mat.dtype
     m = jnp.asarray(margin, dt)
     inf = jnp.asarray(jnp.inf, dt)
     lo, hi = {
@@ -488,7 +517,7 @@ def triplet_margin_miner(
         "semihard": (jnp.zeros((), dt), m),
         "easy": (m, inf),
     }[type_of_triplets]
-    return TripletMask.from_margin(pos, neg, x, lo, hi)
+    return TripletMask.from_margin(inputs.pos, inputs.neg, x, lo, hi)
 
 
 @_public.front_door(nonfinite=False)
@@ -524,9 +553,11 @@ def angular_miner(
     """
     fn = "angular_miner"
     _check_lp2(distance, fn)
-    b, _, pos, neg = _prepare(fn, embeddings, labels_or_mask, None, ref_emb, ref_labels, where, ref_where, axis_name)
+    # The angle is computed from the embeddings themselves: no distance matrix.
+    inputs = _miner_inputs(fn, None, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
+    b = inputs.batch
     rad = jnp.asarray(angle, b.dtype) * jnp.asarray(math.pi / 180.0, b.dtype)
-    return TripletMask.from_angle(pos, neg, _sg(b.emb), _sg(b.ref), rad)
+    return TripletMask.from_angle(inputs.pos, inputs.neg, _sg(b.emb), _sg(b.ref), rad)
 
 
 @_public.front_door(nonfinite=False)
@@ -644,12 +675,11 @@ def distance_weighted_miner(
     fn = "distance_weighted_miner"
     _check_lp2(distance, fn)
     _check_key(key, fn)
-    if axis_name is not None:
-        return _mine_globally(distance_weighted_miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where,
-                              axis_name, cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff, key=key, distance=distance)
-    b, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
-    d = float(b.emb.shape[1])
-    mat = jnp.maximum(mat, cutoff)
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name,
+                           whole_batch=True)
+    pos, neg = inputs.pos, inputs.neg
+    d = float(inputs.batch.emb.shape[1])
+    mat = jnp.maximum(inputs.mat, cutoff)
     # The log-density's domain is 0 < d < 2; rounding puts antipodal rows at 2.0000002 in
     # float32, and cutoff may be 0: take the logs only inside it (outside, log_w was not finite).
     arg = 1.0 - 0.25 * mat**2
@@ -662,7 +692,7 @@ def distance_weighted_miner(
     has_neg = jnp.isfinite(row_max[:, 0])
     wn = jnp.where(ok, jnp.exp(log_w - jnp.where(has_neg[:, None], row_max, 0.0)), 0.0)
     n_pos = jnp.sum(pos > 0, axis=1)
-    k_a = n_pos + (1 if b.same_set else 0)
+    k_a = n_pos + (1 if inputs.batch.same_set else 0)
     anchor_ok = (n_pos > 0) & has_neg
     r = mat.shape[1]
     kp, kn = jax.random.split(key)
@@ -670,7 +700,7 @@ def distance_weighted_miner(
     n_idx = _sample_rows(kn, wn, r)
     slot = jnp.arange(r)[None, :]
     w = ((slot < k_a[:, None]) & anchor_ok[:, None]).astype(mat.dtype)
-    return TripletMask.from_lists(p_idx, n_idx, w, num_refs=r)
+    return inputs.own_rows(TripletMask.from_lists(p_idx, n_idx, w, num_refs=r))
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins", "per_bin"))
@@ -732,13 +762,10 @@ def uniform_histogram_miner(
     _static_pos_int(pos_per_bin, "pos_per_bin", fn)
     _static_pos_int(neg_per_bin, "neg_per_bin", fn)
     _check_key(key, fn)
-    if axis_name is not None:
-        return _mine_globally(uniform_histogram_miner, fn, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where,
-                              axis_name, num_bins=num_bins, pos_per_bin=pos_per_bin, neg_per_bin=neg_per_bin, key=key,
-                              distance=distance)
-    _, mat, pos, neg = _prepare(fn, embeddings, labels_or_mask, distance, ref_emb, ref_labels, where, ref_where)
+    inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name,
+                           whole_batch=True)
     kp, kn = jax.random.split(key)
-    return PairMask(
-        pos=_histogram_pairs(kp, mat, pos, num_bins, pos_per_bin),
-        neg=_histogram_pairs(kn, mat, neg, num_bins, neg_per_bin),
-    )
+    return inputs.own_rows(PairMask(
+        pos=_histogram_pairs(kp, inputs.mat, inputs.pos, num_bins, pos_per_bin),
+        neg=_histogram_pairs(kn, inputs.mat, inputs.neg, num_bins, neg_per_bin),
+    ))
