@@ -177,6 +177,19 @@ class TripletMask(Selection):
             p, n = _triplets.angle_pair_counts(pos, neg, self.query, self.ref, self.angle)
         return PairMask(pos=p, neg=n)
 
+    def anchor_blocks(self):
+        """``(weights_of, rows, shared)``: the dense weights of a block of anchors are
+        ``weights_of(*(r[block] for r in rows), *shared)``, ``[blk, R, R]``. A triplet loss
+        sums over anchor blocks with it, whatever the form, without the whole cube."""
+        form = self.form
+        if form == "dense":
+            return _same, (self.weights,), ()
+        if form == "list":
+            return _triplets.list_cube, (self.p_idx, self.n_idx, self.weights), (self.num_refs,)
+        if form == "margin":
+            return _triplets.margin_cube, (self.pos, self.neg, self.x), (self.lo, self.hi)
+        return _triplets.angle_cube, (self.pos, self.neg, self.query), (self.ref, self.angle)
+
     def to_dense(self) -> jax.Array:
         """The ``[B, R, R]`` weights (float). Memory ``B R^2``: for inspection and small batches."""
         form = self.form
@@ -188,6 +201,10 @@ class TripletMask(Selection):
         if form == "margin":
             return _triplets.margin_cube(pos, neg, self.x, self.lo, self.hi)
         return _triplets.angle_cube(pos, neg, self.query, self.ref, self.angle)
+
+
+def _same(weights):
+    return weights
 
 
 def as_float(w: jax.Array) -> jax.Array:

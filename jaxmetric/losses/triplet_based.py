@@ -107,26 +107,6 @@ def _factored_weights(wp, wn):
     return wp[:, :, None] * wn[:, None, :]
 
 
-def _dense_weights(cube):
-    return cube
-
-
-def _angle_weights(p, n, q, rf, ang):
-    return _triplets.angle_cube(p, n, q, rf, ang)
-
-
-def _mask_weight_fn(tm):
-    """``(weight_fn, rows, shared)`` giving a TripletMask's dense weights block by block."""
-    form = tm.form
-    if form == "dense":
-        return _dense_weights, (tm.weights,), ()
-    if form == "margin":
-        return _triplets.margin_cube, (tm.pos, tm.neg, tm.x), (tm.lo, tm.hi)
-    if form == "angle":
-        return _angle_weights, (tm.pos, tm.neg, tm.query), (tm.ref, tm.angle)
-    raise AssertionError(form)
-
-
 def _margin_form_partial(red, x, x_pn, tm, margin, nonzero_only, smooth_loss):
     """The sorted path for a margin-form mask, or the exact blocked path when the loss's
     distances are not monotone in the mask's (decided on device)."""
@@ -137,7 +117,7 @@ def _margin_form_partial(red, x, x_pn, tm, margin, nonzero_only, smooth_loss):
 def _margin_form_partial_jit(kind, low, high, x, x_pn, tm, margin, nonzero_only, smooth_loss):
     red = reduce.Reduction(kind, low, high)
     num, den, ok = _hinge_sorted_margin(x, tm, margin, nonzero_only)
-    weight_fn, rows, shared = _mask_weight_fn(tm)
+    weight_fn, rows, shared = tm.anchor_blocks()
     return jax.lax.cond(
         ok,
         lambda: (num, den),
@@ -279,7 +259,7 @@ def triplet_margin_loss(
     elif tm.form == "margin" and simple:
         num, den = _margin_form_partial(red, x, x_pn, tm, margin, red.low is not None, smooth_loss)
     else:
-        weight_fn, rows, shared = _mask_weight_fn(tm)
+        weight_fn, rows, shared = tm.anchor_blocks()
         num, den = _blocked_partial(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared)
     return finish(reduce.finalize(red, num, den, axis_name), b.dtype)
 
