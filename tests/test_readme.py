@@ -67,6 +67,7 @@ def test_make_test_recipe_per_interpreter(tmp_path):
         assert out.returncode == 0, out.stderr
         assert f'tools/venv.sh ensure "{args[-1].split("=")[-1] if "=" in args[-1] else "python3"}" "{venv}"' in out.stdout
         assert f"{venv}/bin/python -m pytest" in out.stdout and "--cov-fail-under=90" in out.stdout
+        assert "COVERAGE_CORE=" in out.stdout  # sys.monitoring where the interpreter has it
 
 
 def test_make_env_is_a_users_shell_inside_make_test_python312(monkeypatch):
