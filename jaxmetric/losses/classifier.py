@@ -59,11 +59,24 @@ def _cosine(emb, w):
     return l2_normalize(emb) @ l2_normalize(w).T
 
 
+def _rows(w):
+    """The ``(C, D)`` class matrix, or ``(C, K, D)`` sub-centers as ``(C * K, D)`` class-major
+    rows (PML's ``W.t()``: what the regularizer receives)."""
+    if w.ndim == 2:
+        return w
+    c, k, d = w.shape
+    return w.reshape(c * k, d)
+
+
+def _closest_center(cos, k: int):
+    """``[n, C * K]`` cosines to class-major sub-center rows -> ``max_k`` ``[n, C]``."""
+    n, ck = cos.shape
+    return jnp.max(cos.reshape(n, ck // k, k), axis=2)
+
+
 def _subcenter_cosine(emb, w3):
     """``max_k cos(x_i, w_{c,k})`` ``[B, C]`` for centers ``(C, K, D)``."""
-    c, k, d = w3.shape
-    cos = _cosine(emb, w3.reshape(c * k, d)).reshape(emb.shape[0], c, k)
-    return jnp.max(cos, axis=2)
+    return _closest_center(_cosine(emb, _rows(w3)), w3.shape[1])
 
 
 def _with_target(cos, labels, target):
@@ -81,6 +94,12 @@ def _arc_margin(cos_t, margin_rad):
     :math:`\cos\theta - m \sin m` (keeps it decreasing in :math:`\theta`)."""
     theta = safe_acos(cos_t)
     return jnp.where(theta <= math.pi - margin_rad, jnp.cos(theta + margin_rad), jnp.cos(theta) - margin_rad * jnp.sin(margin_rad))
+
+
+def _arc_margin_degrees(cos_t, margin_deg):
+    """:func:`_arc_margin` for a margin in degrees (PML's unit), in the cosines' dtype (float64
+    margins for float64 inputs)."""
+    return _arc_margin(cos_t, jnp.deg2rad(jnp.asarray(margin_deg, cos_t.dtype)))
 
 
 def _check_int_margin(margin, fn):
@@ -111,23 +130,59 @@ def _lsoftmax_target(cos_t, m: int):
     return sign * _cos_multiple_angle(cos_t, m) - 2.0 * k
 
 
-def _finish_ce(fn, red, logits_fn, x, weight_regularizer, w_reg, weight_reg_weight, block_size):
-    """Cross-entropy of ``logits_fn(emb, labels) -> [n, C]`` per sample (over row blocks with
-    ``block_size``), reduced over the (global, with ``axis_name``) batch, plus the regularizer."""
-    losses = cm.sample_losses(lambda e, y: cm.cross_entropy(logits_fn(e, y), y), x, block_size, fn)
-    return _finish_samples(fn, red, losses, x, weight_regularizer, w_reg, weight_reg_weight)
-
-
-def _finish_samples(fn, red, losses, x, weight_regularizer, w_reg, weight_reg_weight):
-    value = cm.reduce_samples(red, losses, x)
-    value = cm.add_regularizer(value, weight_regularizer, w_reg, weight_reg_weight, fn)
-    return cm.finish(value, x)
-
-
 def _common(fn, reduction, weight_regularizer):
     red = reduce.resolve(reduction, fn=fn)
     cm.check_regularizer(weight_regularizer, red, fn)
     return red
+
+
+def _loss_from_samples(fn, red, x, per_sample, *, weight_regularizer, weight_reg_weight, block_size):
+    """``per_sample(emb, labels) -> [n]`` losses (over row blocks with ``block_size``), reduced
+    over the (global, with ``axis_name``) batch, plus the regularizer of the class rows."""
+    losses = cm.sample_losses(per_sample, x, block_size, fn)
+    value = cm.reduce_samples(red, losses, x)
+    value = cm.add_regularizer(value, weight_regularizer, _rows(x.weights), weight_reg_weight, fn)
+    return cm.finish(value, x)
+
+
+def _margin_softmax(fn, red, x, target_logit, *, scale, magnitudes=None, weight_regularizer, weight_reg_weight, block_size):
+    r"""Cross-entropy of the cosine logits ``scale * cos(x_i, w_c)`` whose target entry is
+    ``target_logit(cos_t [n], labels [n])``: the body every margin head shares.
+
+    ``cos`` is the max over sub-centers for ``(C, K, D)`` weights. ``magnitudes``:
+    ``"embeddings"`` also multiplies every logit by :math:`\lVert x_i\rVert` (SphereFace),
+    ``"embeddings and weights"`` by :math:`\lVert x_i\rVert \lVert w_c\rVert` (L-Softmax).
+    """
+    w_n = l2_normalize(_rows(x.weights))  # once, not per row block
+    w_norm = safe_norm(x.weights, axis=1) if magnitudes == "embeddings and weights" else None
+
+    def per_sample(e, y):
+        cos = l2_normalize(e) @ w_n.T
+        if x.weights.ndim == 3:
+            cos = _closest_center(cos, x.weights.shape[1])
+        logits = _with_target(cos, y, target_logit(_target(cos, y), y))
+        if magnitudes is not None:
+            e_norm = safe_norm(e, axis=1)[:, None]
+            logits = logits * (e_norm if w_norm is None else e_norm * w_norm[None, :])
+        return cm.cross_entropy(logits * scale, y)
+
+    return _loss_from_samples(
+        fn, red, x, per_sample, weight_regularizer=weight_regularizer, weight_reg_weight=weight_reg_weight, block_size=block_size
+    )
+
+
+def _cosine_head(
+    fn, red, embeddings, labels, weights, target_logit, *, scale, centers=None, magnitudes=None,
+    where, mask, sample_weights, weight_regularizer, weight_reg_weight, block_size, axis_name,
+):
+    """Validates the inputs (``centers``: ``cm.prepare``'s sub-center spec) and returns
+    their :func:`_margin_softmax`: a head is its hyperparameter checks, its target logit and
+    this one call."""
+    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, centers=centers, axis_name=axis_name)
+    return _margin_softmax(
+        fn, red, x, target_logit, scale=scale, magnitudes=magnitudes,
+        weight_regularizer=weight_regularizer, weight_reg_weight=weight_reg_weight, block_size=block_size,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,9 +227,12 @@ def normalized_softmax_loss(
     check_distance(distance, fn)
     check_positive(temperature, "temperature", fn)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+    # any distance, not a cosine with a target margin: the logits are written here
     w_n = distance.normalize(x.weights)
-    logits_fn = lambda e, y: _normalized_softmax_logits(e, w_n, temperature, distance)  # noqa: E731
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
+    per_sample = lambda e, y: cm.cross_entropy(_normalized_softmax_logits(e, w_n, temperature, distance), y)  # noqa: E731
+    return _loss_from_samples(
+        fn, red, x, per_sample, weight_regularizer=weight_regularizer, weight_reg_weight=weight_reg_weight, block_size=block_size
+    )
 
 
 def _normalized_softmax_logits(emb, w_normalized, temperature, distance):
@@ -227,15 +285,12 @@ def large_margin_softmax_loss(
     red = _common(fn, reduction, weight_regularizer)
     check_positive(scale, "scale", fn)
     m = _check_int_margin(margin, fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
-    w_n, w_norm = l2_normalize(x.weights), safe_norm(x.weights, axis=1)
-
-    def logits_fn(e, y):
-        cos = l2_normalize(e) @ w_n.T
-        logits = _with_target(cos, y, _lsoftmax_target(_target(cos, y), m))
-        return logits * (safe_norm(e, axis=1)[:, None] * w_norm[None, :]) * scale
-
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
+    return _cosine_head(
+        fn, red, embeddings, labels, weights, lambda cos_t, y: _lsoftmax_target(cos_t, m),
+        scale=scale, magnitudes="embeddings and weights",
+        where=where, mask=mask, sample_weights=sample_weights, weight_regularizer=weight_regularizer,
+        weight_reg_weight=weight_reg_weight, block_size=block_size, axis_name=axis_name,
+    )
 
 
 def _lsoftmax_magnitudes(emb, w):
@@ -278,15 +333,12 @@ def sphereface_loss(
     red = _common(fn, reduction, weight_regularizer)
     check_positive(scale, "scale", fn)
     m = _check_int_margin(margin, fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
-    w_n = l2_normalize(x.weights)
-
-    def logits_fn(e, y):
-        cos = l2_normalize(e) @ w_n.T
-        logits = _with_target(cos, y, _lsoftmax_target(_target(cos, y), m))
-        return logits * safe_norm(e, axis=1)[:, None] * scale
-
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
+    return _cosine_head(
+        fn, red, embeddings, labels, weights, lambda cos_t, y: _lsoftmax_target(cos_t, m),
+        scale=scale, magnitudes="embeddings",
+        where=where, mask=mask, sample_weights=sample_weights, weight_regularizer=weight_regularizer,
+        weight_reg_weight=weight_reg_weight, block_size=block_size, axis_name=axis_name,
+    )
 
 
 @_public.front_door
@@ -328,15 +380,11 @@ def arcface_loss(
     fn = "arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
     check_positive(scale, "scale", fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
-    w_n = l2_normalize(x.weights)
-    m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
-
-    def logits_fn(e, y):
-        cos = l2_normalize(e) @ w_n.T
-        return scale * _with_target(cos, y, _arc_margin(_target(cos, y), m))
-
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
+    return _cosine_head(
+        fn, red, embeddings, labels, weights, lambda cos_t, y: _arc_margin_degrees(cos_t, margin), scale=scale,
+        where=where, mask=mask, sample_weights=sample_weights, weight_regularizer=weight_regularizer,
+        weight_reg_weight=weight_reg_weight, block_size=block_size, axis_name=axis_name,
+    )
 
 
 @_public.front_door
@@ -371,14 +419,11 @@ def cosface_loss(
     fn = "cosface_loss"
     red = _common(fn, reduction, weight_regularizer)
     check_positive(scale, "scale", fn)
-    x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
-    w_n = l2_normalize(x.weights)
-
-    def logits_fn(e, y):
-        cos = l2_normalize(e) @ w_n.T
-        return scale * _with_target(cos, y, _target(cos, y) - margin)
-
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights, weight_reg_weight, block_size)
+    return _cosine_head(
+        fn, red, embeddings, labels, weights, lambda cos_t, y: cos_t - margin, scale=scale,
+        where=where, mask=mask, sample_weights=sample_weights, weight_regularizer=weight_regularizer,
+        weight_reg_weight=weight_reg_weight, block_size=block_size, axis_name=axis_name,
+    )
 
 
 @_public.front_door
@@ -422,19 +467,12 @@ def subcenter_arcface_loss(
     fn = "subcenter_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
     check_positive(scale, "scale", fn)
-    x = cm.prepare(
-        fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
-        centers=(sub_centers, 3, "sub_centers"), axis_name=axis_name,
+    return _cosine_head(
+        fn, red, embeddings, labels, weights, lambda cos_t, y: _arc_margin_degrees(cos_t, margin), scale=scale,
+        centers=(sub_centers, 3, "sub_centers"),
+        where=where, mask=mask, sample_weights=sample_weights, weight_regularizer=weight_regularizer,
+        weight_reg_weight=weight_reg_weight, block_size=block_size, axis_name=axis_name,
     )
-    m = jnp.deg2rad(jnp.asarray(margin, x.dtype))
-    c, k, d = x.weights.shape
-    w_n = l2_normalize(x.weights.reshape(c * k, d))
-
-    def logits_fn(e, y):
-        cos = jnp.max((l2_normalize(e) @ w_n.T).reshape(e.shape[0], c, k), axis=2)
-        return scale * _with_target(cos, y, _arc_margin(_target(cos, y), m))
-
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, block_size)
 
 
 @_public.front_door
@@ -555,6 +593,7 @@ def dynamic_arcface_loss(
     fn = "dynamic_arcface_loss"
     red = _common(fn, reduction, weight_regularizer)
     check_positive(scale, "scale", fn)
+    # validated here, not in _cosine_head: `class_counts` is checked against the class count
     x = cm.prepare(
         fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights,
         centers=(sub_centers, 3, "sub_centers"), axis_name=axis_name,
@@ -566,14 +605,10 @@ def dynamic_arcface_loss(
             f"got shape {tuple(margins.shape)}"
         )
     margins = margins.astype(x.dtype)
-    c, k, d = x.weights.shape
-    w_n = l2_normalize(x.weights.reshape(c * k, d))
-
-    def logits_fn(e, y):
-        cos = jnp.max((l2_normalize(e) @ w_n.T).reshape(e.shape[0], c, k), axis=2)
-        return scale * _with_target(cos, y, _arc_margin(_target(cos, y), margins[y]))
-
-    return _finish_ce(fn, red, logits_fn, x, weight_regularizer, x.weights.reshape(c * k, d), weight_reg_weight, block_size)
+    return _margin_softmax(
+        fn, red, x, lambda cos_t, y: _arc_margin(cos_t, margins[y]), scale=scale,
+        weight_regularizer=weight_regularizer, weight_reg_weight=weight_reg_weight, block_size=block_size,
+    )
 
 
 def _p2s_cosine(emb, w):
@@ -630,10 +665,13 @@ def p2sgrad_loss(
     fn = "p2sgrad_loss"
     red = _common(fn, reduction, weight_regularizer)
     x = cm.prepare(fn, embeddings, labels, weights, where=where, mask=mask, sample_weights=sample_weights, axis_name=axis_name)
+
+    # a squared error, not a cross-entropy, over its own (straight-through) cosines
     def per_sample(e, y):
         cos = _p2s_cosine(e, x.weights)
         onehot = jax.nn.one_hot(y, x.num_classes, dtype=x.dtype)
         return jnp.mean((cos - onehot) ** 2, axis=1)
 
-    losses = cm.sample_losses(per_sample, x, block_size, fn)
-    return _finish_samples(fn, red, losses, x, weight_regularizer, x.weights, weight_reg_weight)
+    return _loss_from_samples(
+        fn, red, x, per_sample, weight_regularizer=weight_regularizer, weight_reg_weight=weight_reg_weight, block_size=block_size
+    )
