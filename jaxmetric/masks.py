@@ -178,29 +178,23 @@ class TripletMask(Selection):
         return PairMask(pos=p, neg=n)
 
     def anchor_blocks(self):
-        """``(weights_of, rows, shared)``: the dense weights of a block of anchors are
+        """``(weights_of, rows, shared)``: the dense float weights of a block of anchors are
         ``weights_of(*(r[block] for r in rows), *shared)``, ``[blk, R, R]``. A triplet loss
         sums over anchor blocks with it, whatever the form, without the whole cube."""
         form = self.form
         if form == "dense":
-            return _same, (self.weights,), ()
+            return _same, (as_float(jnp.asarray(self.weights)),), ()
         if form == "list":
-            return _triplets.list_cube, (self.p_idx, self.n_idx, self.weights), (self.num_refs,)
+            return _triplets.list_cube, (self.p_idx, self.n_idx, as_float(self.weights)), (self.num_refs,)
         if form == "margin":
-            return _triplets.margin_cube, (self.pos, self.neg, self.x), (self.lo, self.hi)
-        return _triplets.angle_cube, (self.pos, self.neg, self.query), (self.ref, self.angle)
+            return _triplets.margin_cube, (*float_pair(self.pos, self.neg, self.x), self.x), (self.lo, self.hi)
+        pos, neg = float_pair(self.pos, self.neg, self.query)
+        return _triplets.angle_cube, (pos, neg, self.query), (self.ref, self.angle)
 
     def to_dense(self) -> jax.Array:
         """The ``[B, R, R]`` weights (float). Memory ``B R^2``: for inspection and small batches."""
-        form = self.form
-        if form == "dense":
-            return as_float(jnp.asarray(self.weights))
-        if form == "list":
-            return _triplets.list_cube(self.p_idx, self.n_idx, as_float(self.weights), self.num_refs)
-        pos, neg = float_pair(self.pos, self.neg, self.x if form == "margin" else self.query)
-        if form == "margin":
-            return _triplets.margin_cube(pos, neg, self.x, self.lo, self.hi)
-        return _triplets.angle_cube(pos, neg, self.query, self.ref, self.angle)
+        weights_of, rows, shared = self.anchor_blocks()
+        return weights_of(*rows, *shared)
 
 
 def _same(weights):
