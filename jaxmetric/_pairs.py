@@ -78,17 +78,8 @@ def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype, weights: bool =
 
 
 def from_inputs(
-    fn: str,
-    embeddings,
-    labels_or_mask,
-    *,
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    allow_triplets: bool | str = False,
-    axis_name=None,
-    contrast: bool = False,
+    fn: str, embeddings, labels_or_mask, *, ref_emb=None, ref_labels=None, where=None, ref_where=None,
+    allow_triplets: bool | str = False, axis_name=None, contrast: bool = False,
 ) -> Batch:
     """Validates and resolves the common loss inputs.
 

@@ -230,10 +230,8 @@ def _is_number(s: str) -> bool:
 
 
 def load_arff(
-    path: str | os.PathLike,
-    num_labels: int | None = None,
-    label_names: Sequence[str] | str | os.PathLike | None = None,
-    label_location: str = "end",
+    path: str | os.PathLike, num_labels: int | None = None,
+    label_names: Sequence[str] | str | os.PathLike | None = None, label_location: str = "end",
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Loads a multi-label data set in Mulan (or MEKA) ARFF format.
 
@@ -400,11 +398,7 @@ def _cached_file(name: str, filename: str, expected_sha: str | None, folder: Pat
 
 
 def fetch_mulan(
-    name: str,
-    *,
-    data_home: str | os.PathLike | None = None,
-    download: bool = True,
-    base_url: str | None = None,
+    name: str, *, data_home: str | os.PathLike | None = None, download: bool = True, base_url: str | None = None,
     timeout: float = 60.0,
 ) -> MulanDataset:
     """Loads a Mulan multi-label data set's train/test split, downloading it once into a cache.

@@ -357,14 +357,8 @@ def _knn(query, reference, *, k, distance, exclude_self, shape, axis_name):
 
 
 def knn(
-    query,
-    reference,
-    *,
-    k: int,
-    distance: BaseDistance = DEFAULT_KNN_DISTANCE,
-    exclude_self: bool = False,
-    block_size: int | None = None,
-    axis_name=None,
+    query, reference, *, k: int, distance: BaseDistance = DEFAULT_KNN_DISTANCE, exclude_self: bool = False,
+    block_size: int | None = None, axis_name=None,
 ):
     """Exact ``k`` nearest references of every query: ``(indices [Nq, k], distances [Nq, k])``.
 
@@ -716,26 +710,12 @@ def _mutual_information(name, labels, clusters):
 
 # ---------------------------------------------------------------------- main entry
 def get_accuracy(
-    query,
-    query_labels,
-    reference=None,
-    reference_labels=None,
-    *,
-    ref_includes_query: bool = False,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    avg_of_avgs: bool = False,
-    return_per_class: bool = False,
-    k: int | str | None = None,
-    recall_ks: Sequence[int] = (1, 2, 4, 8),
-    distance: BaseDistance = DEFAULT_KNN_DISTANCE,
-    label_comparison_fn: Callable | None = None,
-    block_size: int | None = None,
-    knn_backend: str = "jax",
-    kmeans_func: Callable | None = None,
-    seed: int = 0,
-    mesh: Any = None,
-    progress: Callable[[int, int], Any] | None = None,
+    query, query_labels, reference=None, reference_labels=None, *, ref_includes_query: bool = False,
+    include: Sequence[str] = (), exclude: Sequence[str] = (), avg_of_avgs: bool = False,
+    return_per_class: bool = False, k: int | str | None = None, recall_ks: Sequence[int] = (1, 2, 4, 8),
+    distance: BaseDistance = DEFAULT_KNN_DISTANCE, label_comparison_fn: Callable | None = None,
+    block_size: int | None = None, knn_backend: str = "jax", kmeans_func: Callable | None = None, seed: int = 0,
+    mesh: Any = None, progress: Callable[[int, int], Any] | None = None,
 ) -> dict[str, Any]:
     """Retrieval and clustering metrics of ``query`` against ``reference``, as a dict.
 
@@ -1125,14 +1105,8 @@ class EvaluationHook:
 
 # -------------------------------------------------------------- one-metric shortcuts
 def retrieval_metrics(
-    query,
-    query_labels,
-    reference=None,
-    reference_labels=None,
-    *,
-    distance: BaseDistance = DEFAULT_KNN_DISTANCE,
-    block_size: int | None = None,
-    **kwargs,
+    query, query_labels, reference=None, reference_labels=None, *, distance: BaseDistance = DEFAULT_KNN_DISTANCE,
+    block_size: int | None = None, **kwargs,
 ) -> dict[str, float]:
     """Precision@1, R-precision and MAP@R over the non-lone queries (the three metrics of
     Musgrave et al., "A Metric Learning Reality Check", ECCV 2020), as a dict.

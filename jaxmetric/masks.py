@@ -240,16 +240,9 @@ def _rule_similarity(rule: str, shared, na, nr):
 
 @_public.front_door(nonfinite=False)
 def pair_mask(
-    labels: ArrayLike,
-    ref_labels: ArrayLike | None = None,
-    *,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    exclude_self: bool | None = None,
-    rule: str = "any",
-    threshold: float | None = None,
-    weighted: bool = True,
-    negatives: str = "complement",
+    labels: ArrayLike, ref_labels: ArrayLike | None = None, *, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, exclude_self: bool | None = None, rule: str = "any",
+    threshold: float | None = None, weighted: bool = True, negatives: str = "complement",
 ) -> PairMask:
     """Builds the :class:`PairMask` of all positive and negative pairs from labels.
 
@@ -415,10 +408,7 @@ def _check_size(value, name: str, fn: str) -> int:
 
 @_public.front_door(nonfinite=False)
 def from_indices(
-    indices_tuple: Sequence[jax.Array],
-    batch_size: int,
-    num_refs: int | None = None,
-    *,
+    indices_tuple: Sequence[jax.Array], batch_size: int, num_refs: int | None = None, *,
     dtype: DTypeLike = jnp.float32,
 ) -> PairMask | TripletMask:
     """Converts a PML ``indices_tuple`` into a mask, so PML code ports line by line.
@@ -501,11 +491,7 @@ PAIRED_LAYOUTS = ("concat", "cross")
 
 @_public.front_door(nonfinite=False)
 def paired_mask(
-    pair_labels: ArrayLike,
-    *,
-    other_pairs: str = "negative",
-    same_side: str = "ignore",
-    layout: str = "concat",
+    pair_labels: ArrayLike, *, other_pairs: str = "negative", same_side: str = "ignore", layout: str = "concat",
     where: ArrayLike | None = None,
 ) -> PairMask:
     """The :class:`PairMask` of explicitly paired data: ``x1[i]`` and ``x2[i]`` with a pair

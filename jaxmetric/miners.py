@@ -165,17 +165,9 @@ def _static_pos_int(value, name, fn):
 
 @_public.front_door(nonfinite=False)
 def pair_margin_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    pos_margin: Scalar = 0.2,
-    neg_margin: Scalar = 0.8,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_margin: Scalar = 0.2, neg_margin: Scalar = 0.8,
+    distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Pairs that violate a margin: positives farther than ``pos_margin``, negatives closer
     than ``neg_margin``.
@@ -202,15 +194,9 @@ def pair_margin_miner(
 
 @_public.front_door(nonfinite=False)
 def multi_similarity_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    epsilon: Scalar = 0.1,
-    distance: BaseDistance = CosineSimilarity(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, epsilon: Scalar = 0.1,
+    distance: BaseDistance = CosineSimilarity(), ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Multi-similarity pair mining (Wang et al., "Multi-Similarity Loss with General Pair
@@ -263,16 +249,9 @@ def _weighted_top(vals, w, frac, largest: bool):
 
 @_public.front_door(nonfinite=False)
 def hdc_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    filter_percentage: Scalar = 0.5,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, filter_percentage: Scalar = 0.5,
+    distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Hard-aware deeply cascaded mining (Yuan, Yang & Zhang, "Hard-Aware Deeply Cascaded
     Embedding", ICCV 2017): over the whole batch, keep the hardest
@@ -332,19 +311,11 @@ def _in_range(mat, val_range, name, fn):
 
 @_public.front_door(nonfinite=False)
 def batch_easy_hard_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    pos_strategy: str = "easy",
-    neg_strategy: str = "semihard",
-    allowed_pos_range: tuple[float, float] | None = None,
-    allowed_neg_range: tuple[float, float] | None = None,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_strategy: str = "easy",
+    neg_strategy: str = "semihard", allowed_pos_range: tuple[float, float] | None = None,
+    allowed_neg_range: tuple[float, float] | None = None, distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Per anchor, one positive and one negative chosen by a strategy (Xuan, Stylianou & Pless,
     "Improved Embeddings with Easy Positive Triplet Mining", WACV 2020; Hermans et al. 2017).
@@ -428,17 +399,10 @@ def _easy_hard(inputs: _MinerInputs, pos_strategy, neg_strategy, allowed_pos_ran
 
 @_public.front_door(nonfinite=False)
 def batch_hard_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    allowed_pos_range: tuple[float, float] | None = None,
-    allowed_neg_range: tuple[float, float] | None = None,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, allowed_pos_range: tuple[float, float] | None = None,
+    allowed_neg_range: tuple[float, float] | None = None, distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Batch-hard mining (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person
     Re-Identification", 2017): per anchor the farthest positive and the closest negative
@@ -471,17 +435,9 @@ _TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 @_public.front_door(nonfinite=False)
 def triplet_margin_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    margin: Scalar = 0.2,
-    type_of_triplets: str = "all",
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar = 0.2, type_of_triplets: str = "all",
+    distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> TripletMask:
     r"""Triplets by their margin :math:`t_{apn} = d_{an} - d_{ap}` (:math:`s_{ap} - s_{an}` for
     similarities), FaceNet-style (Schroff, Kalenichenko & Philbin, CVPR 2015):
@@ -522,16 +478,9 @@ def triplet_margin_miner(
 
 @_public.front_door(nonfinite=False)
 def angular_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    angle: Scalar = 20,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, angle: Scalar = 20, distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> TripletMask:
     r"""Triplets whose angle at the negative exceeds ``angle`` degrees (Wang et al., "Deep
     Metric Learning with Angular Loss", ICCV 2017):
@@ -562,13 +511,8 @@ def angular_miner(
 
 @_public.front_door(nonfinite=False)
 def embeddings_already_packaged_as_triplets(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask | None = None,
-    *,
-    ref_emb: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask | None = None, *, ref_emb: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> TripletMask:
     """The batch is already ``(anchor, positive, negative)`` triplets: rows ``3i, 3i+1, 3i+2``.
 
@@ -630,17 +574,9 @@ def _sample_rows(key, w, k: int):
 
 @_public.front_door(nonfinite=False)
 def distance_weighted_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    cutoff: Scalar = 0.5,
-    nonzero_loss_cutoff: Scalar = 1.4,
-    key: Array | None = None,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, cutoff: Scalar = 0.5, nonzero_loss_cutoff: Scalar = 1.4,
+    key: Array | None = None, distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> TripletMask:
     r"""Distance-weighted sampling (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep
@@ -729,19 +665,10 @@ def _histogram_pairs(key, vals, w, num_bins: int, per_bin: int):
 
 @_public.front_door(nonfinite=False)
 def uniform_histogram_miner(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    num_bins: int = 100,
-    pos_per_bin: int = 10,
-    neg_per_bin: int = 10,
-    key: Array | None = None,
-    distance: BaseDistance = LpDistance(),
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, num_bins: int = 100, pos_per_bin: int = 10,
+    neg_per_bin: int = 10, key: Array | None = None, distance: BaseDistance = LpDistance(),
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> PairMask:
     r"""Pairs spread uniformly over the range of distances: the positive-pair distances are
     binned into ``num_bins`` equal-width bins between their minimum and maximum, and

@@ -115,11 +115,7 @@ def resolve(reduction: ReductionSpec, *, fn: str = "") -> ReductionSpec:
 
 
 def apply(
-    reduction: ReductionSpec,
-    losses: jax.Array,
-    weights: jax.Array,
-    axis_name=None,
-    context: "Context | None" = None,
+    reduction: ReductionSpec, losses: jax.Array, weights: jax.Array, axis_name=None, context: "Context | None" = None,
 ) -> jax.Array:
     """Reduces per-element ``losses`` with selection ``weights`` of the same shape.
 

@@ -250,16 +250,8 @@ class HierarchicalSampler:
     """
 
     def __init__(
-        self,
-        labels,
-        batch_size: int,
-        samples_per_class: int | str,
-        batches_per_super_tuple: int = 4,
-        super_classes_per_batch: int = 2,
-        inner_label: int = 0,
-        outer_label: int = 1,
-        *,
-        short_batches: str = "fill",
+        self, labels, batch_size: int, samples_per_class: int | str, batches_per_super_tuple: int = 4,
+        super_classes_per_batch: int = 2, inner_label: int = 0, outer_label: int = 1, *, short_batches: str = "fill",
         seed: int = 0,
     ):
         fn = "HierarchicalSampler"

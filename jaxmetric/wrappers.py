@@ -193,16 +193,9 @@ def _enqueue(state: CrossBatchMemoryState, embeddings, labels, enq):
 
 @_public.front_door
 def cross_batch_memory_loss(
-    loss_fn: Callable,
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    state: CrossBatchMemoryState,
-    *,
-    miner: Callable | None = None,
-    enqueue_mask: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    **loss_kwargs,
+    loss_fn: Callable, embeddings: ArrayLike, labels: ArrayLike, state: CrossBatchMemoryState, *,
+    miner: Callable | None = None, enqueue_mask: ArrayLike | None = None, where: ArrayLike | None = None,
+    axis_name: AxisName | None = None, **loss_kwargs,
 ) -> tuple[Array, CrossBatchMemoryState]:
     """Cross-batch memory (XBM): the batch's anchors against a memory of past embeddings.
 

@@ -127,17 +127,8 @@ def weights_from_mask(mask, batch: int, valid: jax.Array, fn: str, dtype, *, usi
 
 
 def prepare(
-    fn: str,
-    embeddings,
-    labels,
-    weights,
-    *,
-    where=None,
-    mask=None,
-    sample_weights=None,
-    centers: tuple[int | None, int, str] | None = None,
-    using_ref: bool = False,
-    axis_name=None,
+    fn: str, embeddings, labels, weights, *, where=None, mask=None, sample_weights=None,
+    centers: tuple[int | None, int, str] | None = None, using_ref: bool = False, axis_name=None,
     mask_arg: bool = True,
 ) -> Inputs:
     """Validates the common inputs and returns them in the compute dtype.

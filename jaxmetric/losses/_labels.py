@@ -20,20 +20,8 @@ def is_mask(x) -> bool:
 
 
 def resolve_labelled(
-    fn: str,
-    embeddings,
-    labels_or_mask,
-    *,
-    labels=None,
-    ref_emb=None,
-    ref_labels=None,
-    where=None,
-    ref_where=None,
-    required: bool = True,
-    why: str = "",
-    allow_triplets: bool = False,
-    need_ref: bool = True,
-    axis_name=None,
+    fn: str, embeddings, labels_or_mask, *, labels=None, ref_emb=None, ref_labels=None, where=None, ref_where=None,
+    required: bool = True, why: str = "", allow_triplets: bool = False, need_ref: bool = True, axis_name=None,
     contrast: bool = False,
 ):
     """``_pairs.resolve`` (``contrast`` passed on) plus the labels the formula needs.

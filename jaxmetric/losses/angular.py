@@ -29,17 +29,9 @@ def _row_shift(x, w):
 
 @_public.front_door
 def angular_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    alpha: Scalar = 40.0,
-    labels: ArrayLike | None = None,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, alpha: Scalar = 40.0, labels: ArrayLike | None = None,
+    distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Angular loss (Wang, Zhou, Wen, Liu & Lin, "Deep Metric Learning with Angular Loss",

@@ -191,20 +191,11 @@ def _cosine_head(
 
 @_public.front_door
 def normalized_softmax_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    temperature: Scalar = 0.05,
-    distance: BaseDistance = DotProductSimilarity(),
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, temperature: Scalar = 0.05,
+    distance: BaseDistance = DotProductSimilarity(), reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None, mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None, weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""NormSoftmax (Zhai & Wu, "Classification is a Strong Baseline for Deep Metric
     Learning", BMVC 2019): cross-entropy over temperature-scaled cosine logits,
@@ -242,20 +233,10 @@ def _normalized_softmax_logits(emb, w_normalized, temperature, distance):
 
 @_public.front_door
 def large_margin_softmax_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    margin: Scalar = 4,
-    scale: Scalar = 1.0,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 4, scale: Scalar = 1.0,
+    reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None, weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0, block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""L-Softmax (Liu et al., "Large-Margin Softmax Loss for Convolutional Neural Networks",
     ICML 2016). The target logit's angle is multiplied by the integer ``margin`` :math:`m`:
@@ -299,20 +280,10 @@ def _lsoftmax_magnitudes(emb, w):
 
 @_public.front_door
 def sphereface_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    margin: Scalar = 4,
-    scale: Scalar = 1.0,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 4, scale: Scalar = 1.0,
+    reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None, weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0, block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""SphereFace / A-Softmax (Liu et al., "SphereFace: Deep Hypersphere Embedding for Face
     Recognition", CVPR 2017): L-Softmax with normalised class weights,
@@ -343,20 +314,10 @@ def sphereface_loss(
 
 @_public.front_door
 def arcface_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    margin: Scalar = 28.6,
-    scale: Scalar = 64.0,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 28.6, scale: Scalar = 64.0,
+    reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None, weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0, block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""ArcFace (Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
     Recognition", CVPR 2019):
@@ -389,20 +350,10 @@ def arcface_loss(
 
 @_public.front_door
 def cosface_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    margin: Scalar = 0.35,
-    scale: Scalar = 64.0,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 0.35, scale: Scalar = 64.0,
+    reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None, weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0, block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""CosFace / AM-Softmax (Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face
     Recognition", CVPR 2018): the margin is subtracted in cosine space,
@@ -428,21 +379,11 @@ def cosface_loss(
 
 @_public.front_door
 def subcenter_arcface_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    margin: Scalar = 28.6,
-    scale: Scalar = 64.0,
-    sub_centers: int | None = None,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 28.6, scale: Scalar = 64.0,
+    sub_centers: int | None = None, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
+    mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None, weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Sub-center ArcFace (Deng et al., "Sub-center ArcFace: Boosting Face Recognition by
     Large-scale Noisy Web Faces", ECCV 2020): :func:`arcface_loss` where each class has
@@ -552,23 +493,12 @@ def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[flo
 
 @_public.front_door
 def dynamic_arcface_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    class_counts: ArrayLike,
-    *,
-    margin_bounds: tuple[float, float] = (0.05, 0.5),
-    power: Scalar = 0.25,
-    scale: Scalar = 64.0,
-    sub_centers: int | None = None,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, class_counts: ArrayLike, *,
+    margin_bounds: tuple[float, float] = (0.05, 0.5), power: Scalar = 0.25, scale: Scalar = 64.0,
+    sub_centers: int | None = None, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
+    mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None, weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Sub-center ArcFace with dynamic (per-class) margins for long-tailed data (Ha et al.,
     "Google Landmark Recognition 2020 Competition Third Place Solution", arXiv:2010.05350):
@@ -622,18 +552,10 @@ def _p2s_cosine(emb, w):
 
 @_public.front_door
 def p2sgrad_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, reduction: ReductionLike = "mean",
+    where: ArrayLike | None = None, mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None, weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""P2SGrad (Zhang et al., "P2SGrad: Refined Gradients for Optimizing Deep Face Models",
     CVPR 2019). Its gradient equals that of a mean squared error between the cosines and the

@@ -46,16 +46,9 @@ def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> 
 
 @_public.front_door
 def clip_loss(
-    image_emb: ArrayLike,
-    text_emb: ArrayLike,
-    log_temperature: ArrayLike,
-    *,
-    max_logit_scale: Scalar = 100.0,
-    normalize: bool = True,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    image_emb: ArrayLike, text_emb: ArrayLike, log_temperature: ArrayLike, *, max_logit_scale: Scalar = 100.0,
+    normalize: bool = True, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Symmetric InfoNCE of CLIP (Radford et al., ICML 2021) with a learnable temperature.
 

@@ -30,19 +30,10 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 @_public.front_door
 def contrastive_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    pos_margin: Scalar = 0.0,
-    neg_margin: Scalar = 1.0,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_margin: Scalar = 0.0, neg_margin: Scalar = 1.0,
+    distance: BaseDistance = LpDistance(), reduction: ReductionLike = "avg_nonzero", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006).
 
@@ -84,18 +75,10 @@ def _hinges(distance, pos_margin, neg_margin):
 
 @_public.front_door
 def snr_contrastive_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    pos_margin: Scalar = 0.0,
-    neg_margin: Scalar = 1.0,
-    distance: BaseDistance = SNRDistance(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_margin: Scalar = 0.0, neg_margin: Scalar = 1.0,
+    distance: BaseDistance = SNRDistance(), reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Signal-to-noise-ratio contrastive loss (Yuan, Chen, Yang, Mei & Yang, "Signal-to-Noise
     Ratio: A Robust Distance Metric for Deep Metric Learning", CVPR 2019): the contrastive loss
@@ -126,18 +109,10 @@ def snr_contrastive_loss(
 
 @_public.front_door
 def ntxent_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    temperature: Scalar = 0.07,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, temperature: Scalar = 0.07,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
+    axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""NT-Xent / InfoNCE (Chen et al., SimCLR 2020; van den Oord et al., 2018), per
     positive pair :math:`(a, p)`:
@@ -174,18 +149,10 @@ def ntxent_loss(
 
 @_public.front_door
 def supcon_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    temperature: Scalar = 0.1,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, temperature: Scalar = 0.1,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Supervised contrastive loss (Khosla et al., NeurIPS 2020), per anchor :math:`i`:
 
@@ -234,18 +201,10 @@ def _jaccard(a, b, dtype):
 
 @_public.front_door
 def multi_supcon_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    *,
-    temperature: Scalar = 0.1,
-    threshold: Scalar = 0.5,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, *, temperature: Scalar = 0.1, threshold: Scalar = 0.5,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Multi-label supervised contrastive loss (MultiSupCon), per anchor :math:`i`:
 

@@ -34,17 +34,9 @@ def _reduce_scalar(red, value, present):
 
 @_public.front_door
 def histogram_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    n_bins: int | None = None,
-    delta: Scalar | None = None,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, n_bins: int | None = None, delta: Scalar | None = None,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Histogram loss (Ustinova & Lempitsky, "Learning Deep Embeddings with Histogram Loss",
@@ -176,20 +168,10 @@ def _weigh(x, cdf, min_val, delta, num_bins):
 
 @_public.front_door
 def dynamic_soft_margin_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    state: DynamicSoftMarginState,
-    *,
-    min_val: Scalar = -2.0,
-    num_bins: int = 10,
-    momentum: Scalar = 0.01,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, state: DynamicSoftMarginState, *, min_val: Scalar = -2.0,
+    num_bins: int = 10, momentum: Scalar = 0.01, distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, block_size: int | None = None,
     axis_name: AxisName | None = None,
 ) -> tuple[Array, DynamicSoftMarginState]:
     r"""Dynamic soft margin loss (Zhang & Rusinkiewicz, "Learning Local Descriptors with a

@@ -25,17 +25,9 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 @_public.front_door
 def lifted_structure_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    neg_margin: Scalar = 1.0,
-    pos_margin: Scalar = 0.0,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, neg_margin: Scalar = 1.0, pos_margin: Scalar = 0.0,
+    distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Lifted structured loss (Oh Song, Xiang, Jegelka & Savarese, CVPR 2016), per positive
@@ -94,17 +86,9 @@ def lifted_structure_loss(
 
 @_public.front_door
 def generalized_lifted_structure_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    neg_margin: Scalar = 1.0,
-    pos_margin: Scalar = 0.0,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, neg_margin: Scalar = 1.0, pos_margin: Scalar = 0.0,
+    distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Generalized lifted structure loss (Hermans, Beyer & Leibe, "In Defense of the Triplet

@@ -74,18 +74,10 @@ def _pnp_sigmoid(x):
 
 @_public.front_door
 def fast_ap_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    num_bins: int = 10,
-    distance: BaseDistance = LpDistance(power=2),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    miner_output: PairMask | TripletMask | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, num_bins: int = 10,
+    distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
+    miner_output: PairMask | TripletMask | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""FastAP (Cakir, He, Xia, Kulis & Sclaroff, "Deep Metric Learning to Rank", CVPR 2019).
 
@@ -159,18 +151,10 @@ def fast_ap_loss(
 
 @_public.front_door
 def smooth_ap_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    temperature: Scalar = 0.01,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    miner_output: PairMask | TripletMask | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, temperature: Scalar = 0.01,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
+    miner_output: PairMask | TripletMask | None = None, block_size: int | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Smooth-AP (Brown, Xie, Kalogeiton & Zisserman, ECCV 2020).
@@ -236,21 +220,10 @@ def smooth_ap_loss(
 
 @_public.front_door
 def pnp_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    b: Scalar = 2,
-    alpha: Scalar = 1,
-    anneal: Scalar = 0.01,
-    variant: str = "O",
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, b: Scalar = 2, alpha: Scalar = 1, anneal: Scalar = 0.01,
+    variant: str = "O", distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""PNP loss (Li, Zhao, Wang, Gao, Lu & Tian, "Rethinking the Optimization of Average
     Precision: Only Penalizing Negative Instances before Positive Ones is Enough", AAAI 2022).

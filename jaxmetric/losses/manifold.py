@@ -82,21 +82,10 @@ def _hinge_lse(scores, own_col, margin):
 
 @_public.front_door
 def manifold_loss(
-    embeddings: ArrayLike,
-    meta_classes: int,
-    proxies: ArrayLike,
-    *,
-    lambdaC: Scalar = 1.0,
-    alpha: Scalar = 0.8,
-    margin: Scalar = 5e-4,
-    key: Array | None = None,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, meta_classes: int, proxies: ArrayLike, *, lambdaC: Scalar = 1.0, alpha: Scalar = 0.8,
+    margin: Scalar = 5e-4, key: Array | None = None, distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Manifold loss (Aziere & Todorovic, "Ensemble Deep Manifold Similarity Learning using
     Hard Proxies", CVPR 2019).

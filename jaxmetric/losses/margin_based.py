@@ -53,21 +53,10 @@ def _check_beta(beta, fn):
 
 @_public.front_door
 def margin_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    beta: Scalar = 1.2,
-    *,
-    margin: Scalar = 0.2,
-    nu: Scalar = 0.0,
-    triplets_per_anchor: str = "all",
-    key: Array | None = None,
-    labels: ArrayLike | None = None,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "divisor",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, beta: Scalar = 1.2, *, margin: Scalar = 0.2,
+    nu: Scalar = 0.0, triplets_per_anchor: str = "all", key: Array | None = None, labels: ArrayLike | None = None,
+    distance: BaseDistance = LpDistance(), reduction: ReductionLike = "divisor", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Margin loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
@@ -253,21 +242,10 @@ def _all_triplets(t: _MarginTerms, b, is_cube: bool):
 
 @_public.front_door
 def ranked_list_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    margin: Scalar,
-    Tn: Scalar,
-    imbalance: Scalar = 0.5,
-    alpha: Scalar | None = None,
-    Tp: Scalar = 0.0,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar, Tn: Scalar, imbalance: Scalar = 0.5,
+    alpha: Scalar | None = None, Tp: Scalar = 0.0, distance: BaseDistance = LpDistance(),
+    reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Ranked list loss (Wang, Hua, Kodirov, Hu, Garnier & Robertson, "Ranked List Loss for
     Deep Metric Learning", CVPR 2019), per anchor :math:`i` with boundary :math:`\alpha`

@@ -319,17 +319,9 @@ def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar | None = 
 
 @_public.front_door
 def asymmetric_loss(
-    logits: ArrayLike,
-    targets: ArrayLike,
-    *,
-    gamma_neg: Scalar = 4.0,
-    gamma_pos: Scalar = 0.0,
-    clip: Scalar = 0.05,
-    eps: Scalar = 1e-8,
-    stop_gradient_weight: bool = False,
-    label_mask: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    reduction: ReductionLike = "sum",
+    logits: ArrayLike, targets: ArrayLike, *, gamma_neg: Scalar = 4.0, gamma_pos: Scalar = 0.0, clip: Scalar = 0.05,
+    eps: Scalar = 1e-8, stop_gradient_weight: bool = False, label_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None, reduction: ReductionLike = "sum",
 ) -> Array:
     r"""Asymmetric loss, ASL (Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label
     Classification", ICCV 2021):
@@ -504,17 +496,9 @@ def splc_targets(logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, ep
 
 @_public.front_door
 def splc_loss(
-    logits: ArrayLike,
-    targets: ArrayLike,
-    *,
-    tau: Scalar = 0.6,
-    margin: Scalar = 1.0,
-    gamma: Scalar = 2.0,
-    epoch: ArrayLike | None = None,
-    change_epoch: int = 1,
-    label_mask: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    reduction: ReductionLike = "sum",
+    logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, margin: Scalar = 1.0, gamma: Scalar = 2.0,
+    epoch: ArrayLike | None = None, change_epoch: int = 1, label_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None, reduction: ReductionLike = "sum",
 ) -> Array:
     r"""Self-paced loss correction, SPLC (Zhang et al., arXiv 2112.07368): positives' logits
     are shifted by the margin, known negatives predicted with :math:`\sigma(x) > \tau` are
@@ -582,22 +566,10 @@ def poly_bce_loss(logits: ArrayLike, targets: ArrayLike, *, epsilon: Scalar = 2.
 
 @_public.front_door
 def distribution_balanced_loss(
-    logits: ArrayLike,
-    targets: ArrayLike,
-    class_counts: ArrayLike,
-    num_samples: int,
-    *,
-    alpha: Scalar = 0.1,
-    beta: Scalar = 10.0,
-    mu: Scalar = 0.2,
-    neg_scale: Scalar = 2.0,
-    init_bias: Scalar = 0.05,
-    focal: bool = True,
-    gamma: Scalar = 2.0,
-    balance_param: Scalar = 2.0,
-    label_mask: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    reduction: ReductionLike = "mean",
+    logits: ArrayLike, targets: ArrayLike, class_counts: ArrayLike, num_samples: int, *, alpha: Scalar = 0.1,
+    beta: Scalar = 10.0, mu: Scalar = 0.2, neg_scale: Scalar = 2.0, init_bias: Scalar = 0.05, focal: bool = True,
+    gamma: Scalar = 2.0, balance_param: Scalar = 2.0, label_mask: ArrayLike | None = None,
+    where: ArrayLike | None = None, reduction: ReductionLike = "mean",
 ) -> Array:
     r"""Distribution-Balanced loss, DB (Wu et al., "Distribution-Balanced Loss for Multi-Label
     Classification in Long-Tailed Datasets", ECCV 2020).

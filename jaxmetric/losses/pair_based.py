@@ -28,20 +28,10 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 @_public.front_door
 def multi_similarity_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    alpha: Scalar = 2.0,
-    beta: Scalar = 50.0,
-    base: Scalar = 0.5,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, alpha: Scalar = 2.0, beta: Scalar = 50.0,
+    base: Scalar = 0.5, distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Multi-similarity loss (Wang et al., CVPR 2019), per anchor :math:`i`:
 
@@ -75,19 +65,10 @@ def multi_similarity_loss(
 
 @_public.front_door
 def circle_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    m: Scalar = 0.4,
-    gamma: Scalar = 80.0,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
-    block_size: int | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, m: Scalar = 0.4, gamma: Scalar = 80.0,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Circle loss (Sun et al., CVPR 2020), per anchor :math:`i`:
 
@@ -130,17 +111,9 @@ def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None)
 
 @_public.front_door
 def intra_pair_variance_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    pos_eps: Scalar = 0.01,
-    neg_eps: Scalar = 0.01,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_eps: Scalar = 0.01, neg_eps: Scalar = 0.01,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss",
@@ -190,20 +163,10 @@ def intra_pair_variance_loss(
 
 @_public.front_door
 def threshold_consistent_margin_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    lambda_plus: Scalar = 1.0,
-    lambda_minus: Scalar = 1.0,
-    margin_plus: Scalar = 0.9,
-    margin_minus: Scalar = 0.5,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, lambda_plus: Scalar = 1.0, lambda_minus: Scalar = 1.0,
+    margin_plus: Scalar = 0.9, margin_minus: Scalar = 0.5, distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Threshold-consistent margin loss (Zhang, Wu, Wang, Xiong, Li & Wang, "Threshold-
     Consistent Margin Loss for Open-World Deep Metric Learning", arXiv 2307.04047, 2023):

@@ -41,20 +41,11 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 @_public.front_door
 def proxy_nca_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    softmax_scale: Scalar = 1.0,
-    distance: BaseDistance = LpDistance(power=2),
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, softmax_scale: Scalar = 1.0,
+    distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean", where: ArrayLike | None = None,
+    mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None, weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""ProxyNCA (Movshovitz-Attias et al., "No Fuss Distance Metric Learning using Proxies",
     ICCV 2017): NCA between each embedding and the class proxies :math:`p_c`,
@@ -107,21 +98,11 @@ def proxy_nca_loss(
 
 @_public.front_door
 def proxy_anchor_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    margin: Scalar = 0.1,
-    alpha: Scalar = 32.0,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 0.1, alpha: Scalar = 32.0,
+    distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", where: ArrayLike | None = None,
+    mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,
+    weight_regularizer: Callable[..., Array] | None = None, weight_reg_weight: Scalar = 1.0,
+    block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Proxy-Anchor loss (Kim et al., CVPR 2020). With :math:`P^+` the proxies of classes
     present in the batch, :math:`X_c^+` / :math:`X_c^-` the embeddings of / not of class
@@ -205,23 +186,11 @@ def _soft_triple_sim(emb, centers, gamma, distance):
 
 @_public.front_door
 def soft_triple_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    weights: ArrayLike,
-    *,
-    centers_per_class: int | None = None,
-    la: Scalar = 20.0,
-    gamma: Scalar = 0.1,
-    margin: Scalar = 0.01,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
-    mask: ArrayLike | None = None,
-    sample_weights: ArrayLike | None = None,
-    weight_regularizer: Callable[..., Array] | None = None,
-    weight_reg_weight: Scalar = 1.0,
-    block_size: int | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, centers_per_class: int | None = None,
+    la: Scalar = 20.0, gamma: Scalar = 0.1, margin: Scalar = 0.01, distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
+    sample_weights: ArrayLike | None = None, weight_regularizer: Callable[..., Array] | None = None,
+    weight_reg_weight: Scalar = 1.0, block_size: int | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""SoftTriple loss (Qian et al., "SoftTriple Loss: Deep Metric Learning Without Triplet
     Sampling", ICCV 2019). Each class has :math:`K` centers :math:`w_{c,k}`;

@@ -23,15 +23,8 @@ def _safe_sqrt(x):
 
 @_public.front_door
 def vicreg_loss(
-    embeddings: ArrayLike,
-    ref_emb: ArrayLike,
-    *,
-    invariance_lambda: Scalar = 25,
-    variance_mu: Scalar = 25,
-    covariance_v: Scalar = 1,
-    eps: Scalar = 1e-4,
-    reduction: ReductionLike = "mean",
-    where: ArrayLike | None = None,
+    embeddings: ArrayLike, ref_emb: ArrayLike, *, invariance_lambda: Scalar = 25, variance_mu: Scalar = 25,
+    covariance_v: Scalar = 1, eps: Scalar = 1e-4, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""VICReg (Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization

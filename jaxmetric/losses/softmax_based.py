@@ -25,17 +25,10 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 @_public.front_door
 def npairs_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    labels: ArrayLike | None = None,
-    distance: BaseDistance = DotProductSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, labels: ArrayLike | None = None,
+    distance: BaseDistance = DotProductSimilarity(), reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""N-pair loss (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
     Objective", NeurIPS 2016). One positive pair :math:`(a_c, p_c)` is taken per class
@@ -126,18 +119,10 @@ def _mask_sample_weights(mask, b, same_set, axis_name=None):
 
 @_public.front_door
 def nca_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    softmax_scale: Scalar = 1.0,
-    labels: ArrayLike | None = None,
-    distance: BaseDistance = LpDistance(power=2),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, softmax_scale: Scalar = 1.0,
+    labels: ArrayLike | None = None, distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean",
+    ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Neighbourhood components analysis loss (Goldberger, Roweis, Hinton & Salakhutdinov,
     NeurIPS 2004), per query :math:`i`:
@@ -197,17 +182,9 @@ def nca_loss(
 
 @_public.front_door
 def instance_loss(
-    embeddings: ArrayLike,
-    labels: ArrayLike,
-    *,
-    gamma: Scalar = 64.0,
-    distance: BaseDistance = CosineSimilarity(),
-    reduction: ReductionLike = "mean",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    embeddings: ArrayLike, labels: ArrayLike, *, gamma: Scalar = 64.0, distance: BaseDistance = CosineSimilarity(),
+    reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
+    where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
 ) -> Array:
     r"""Instance loss (Zheng, Zheng, Garrett, Yang, Xu & Shen, "Dual-Path Convolutional
     Image-Text Embeddings with Instance Loss", ACM TOMM 2020), as PML implements it: a

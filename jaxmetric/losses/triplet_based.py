@@ -172,20 +172,10 @@ def _hinge_sorted_margin(y, tm, margin, nonzero_only: bool):
 
 @_public.front_door
 def triplet_margin_loss(
-    embeddings: ArrayLike,
-    labels_or_mask: LabelsOrMask,
-    *,
-    margin: Scalar = 0.05,
-    swap: bool = False,
-    smooth_loss: bool = False,
-    triplets_per_anchor: str = "all",
-    key: Array | None = None,
-    distance: BaseDistance = LpDistance(),
-    reduction: ReductionLike = "avg_nonzero",
-    ref_emb: ArrayLike | None = None,
-    ref_labels: ArrayLike | None = None,
-    where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None,
+    embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar = 0.05, swap: bool = False,
+    smooth_loss: bool = False, triplets_per_anchor: str = "all", key: Array | None = None,
+    distance: BaseDistance = LpDistance(), reduction: ReductionLike = "avg_nonzero", ref_emb: ArrayLike | None = None,
+    ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
     axis_name: AxisName | None = None,
 ) -> Array:
     r"""Triplet margin loss (Weinberger & Saul 2009; Schroff et al., FaceNet, CVPR 2015):
