@@ -23,9 +23,10 @@ the anchor on axis 0 of its per-element losses.
 
 An empty selection gives 0 with a zero gradient, as PML's graph-connected zero.
 
-Built-in reductions are computed from two additive partial sums ``(num, den)``, so a loss can
-accumulate them over blocks of anchors (bounded memory) or over devices (``psum``) and
-finalize once.
+Every reduction but ``"none"`` and a plain callable is computed from two additive partial
+sums ``(num, den)`` (:func:`partial`, then :func:`finalize`), so a loss can accumulate them
+over blocks of anchors (bounded memory) or over devices (``psum``) and finalize once: the
+three context reductions combine with ``block_size`` and ``axis_name`` as ``"mean"`` does.
 """
 from __future__ import annotations
 
@@ -125,8 +126,8 @@ def apply(
     """
     if reduction == "none":
         return jnp.where(weights > 0, losses, 0.0)
-    if isinstance(reduction, Reduction):
-        return finalize(reduction, *reduction.partial(losses, weights), axis_name=axis_name)
+    if is_additive(reduction):
+        return finalize(reduction, *partial(reduction, losses, weights, context), axis_name=axis_name)
     if axis_name is not None:
         raise ValueError(
             "a callable `reduction` cannot be combined with `axis_name`: use a built-in reduction "
@@ -135,6 +136,14 @@ def apply(
     if isinstance(reduction, ContextReduction):
         return reduction(losses, weights, context)
     return reduction(losses, weights)
+
+
+def partial(reduction, losses: jax.Array, weights: jax.Array, context: "Context | None" = None) -> tuple[jax.Array, jax.Array]:
+    """The additive ``(num, den)`` of an additive reduction (see :func:`is_additive`) over these
+    elements; ``context`` describes the same anchors as axis 0 of ``losses``."""
+    if isinstance(reduction, Reduction):
+        return reduction.partial(losses, weights)
+    return reduction.partial(losses, weights, Context() if context is None else context)
 
 
 def finalize(reduction: Reduction, num: jax.Array, den: jax.Array, axis_name=None) -> jax.Array:
@@ -160,6 +169,13 @@ def global_any(x: jax.Array, axis_name=None) -> jax.Array:
 
 def is_builtin(reduction: ReductionSpec) -> bool:
     return isinstance(reduction, Reduction)
+
+
+def is_additive(reduction: ReductionSpec) -> bool:
+    """Whether ``reduction`` is computed from additive partial sums (:func:`partial`): every
+    :class:`Reduction`, :func:`class_weighted`, :func:`divisor`, and :func:`per_anchor` of an
+    additive inner reduction; not ``"none"`` and not a plain callable."""
+    return isinstance(reduction, Reduction) or (isinstance(reduction, ContextReduction) and reduction.additive)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,12 +211,22 @@ class Context:
 class ContextReduction:
     """Base class of reductions that read a :class:`Context`: ``red(losses, weights, context)``.
 
-    Subclasses implement :meth:`reduce`. Instances compare and hash by identity, so they can be
-    closed over or passed as a static argument even when they hold arrays.
+    Subclasses implement :meth:`partial` (additive ``(num, den)`` over a set of anchors) and
+    :meth:`finalize`, so a loss can sum the partials over blocks of anchors and devices; one that
+    cannot sets ``additive = False`` and overrides :meth:`reduce`. Instances compare and hash by
+    identity, so they can be closed over or passed as a static argument even when they hold arrays.
     """
 
-    def reduce(self, losses: jax.Array, weights: jax.Array, context: Context) -> jax.Array:  # pragma: no cover
+    additive = True
+
+    def partial(self, losses: jax.Array, weights: jax.Array, context: Context) -> tuple[jax.Array, jax.Array]:  # pragma: no cover
         raise NotImplementedError
+
+    def finalize(self, num: jax.Array, den: jax.Array) -> jax.Array:
+        return safe_divide(num, den)
+
+    def reduce(self, losses: jax.Array, weights: jax.Array, context: Context) -> jax.Array:
+        return self.finalize(*self.partial(losses, weights, context))
 
     def __call__(self, losses: jax.Array, weights: jax.Array, context: Context | None = None) -> jax.Array:
         return self.reduce(losses, weights, Context() if context is None else context)
@@ -229,7 +255,7 @@ class ClassWeighted(ContextReduction):
         _checks.check_weights(weights, "weights", "class_weighted")
         self.weights = _checks.poison_negative(weights)
 
-    def reduce(self, losses, weights, context):
+    def partial(self, losses, weights, context):
         labels = context.labels
         if labels is None:
             raise ValueError(
@@ -244,8 +270,7 @@ class ClassWeighted(ContextReduction):
             )
         cw = _anchor_broadcast(self.weights.astype(losses.dtype)[labels.astype(jnp.int32)], losses.ndim)
         w = weights.astype(losses.dtype)
-        num = jnp.sum(jnp.where(w > 0, w * cw * losses, 0.0))
-        return safe_divide(num, jnp.sum(w))
+        return jnp.sum(jnp.where(w > 0, w * cw * losses, 0.0)), jnp.sum(w)
 
     def __repr__(self):
         return f"class_weighted(weights of shape {tuple(self.weights.shape)})"
@@ -265,17 +290,29 @@ class PerAnchor(ContextReduction):
         if inner == "none" or isinstance(inner, PerAnchor):
             raise ValueError(f"per_anchor: `inner` must reduce to a scalar (a reduction other than 'none'); got {inner!r}")
         self.inner = resolve(inner, fn="per_anchor")
+        # Each anchor's mean is complete within its own row, so the partials add up whenever
+        # the inner reduction's do.
+        self.additive = is_additive(self.inner)
 
-    def reduce(self, losses, weights, context):
+    def _per_anchor(self, losses, weights, context):
+        """The ``[B]`` values and weights the inner reduction sees."""
         if losses.ndim == 1:
-            return apply(self.inner, losses, weights, context=context)
+            return losses, weights
         w = jnp.minimum(weights.astype(losses.dtype), 1.0)
         axes = tuple(range(1, losses.ndim))
         num = jnp.sum(jnp.where(w > 0, w * losses, 0.0), axis=axes)
-        per_anchor = safe_divide(num, jnp.sum(w, axis=axes))
         aw = context.anchor_weight
         aw = jnp.ones(losses.shape[:1], losses.dtype) if aw is None else aw.astype(losses.dtype)
-        return apply(self.inner, per_anchor, aw, context=context)
+        return safe_divide(num, jnp.sum(w, axis=axes)), aw
+
+    def partial(self, losses, weights, context):
+        return partial(self.inner, *self._per_anchor(losses, weights, context), context)
+
+    def finalize(self, num, den):
+        return self.inner.finalize(num, den)
+
+    def reduce(self, losses, weights, context):
+        return apply(self.inner, *self._per_anchor(losses, weights, context), context=context)
 
     def __repr__(self):
         return f"per_anchor(inner={self.inner!r})"
@@ -283,22 +320,27 @@ class PerAnchor(ContextReduction):
 
 class Divisor(ContextReduction):
     """PML's ``DivisorReducer``: ``sum_e w_e l_e / divisor``; 0 (zero gradient) when the
-    divisor is 0. The divisor is ``value`` when given, else the one the loss defines."""
+    divisor is 0. The divisor is ``value`` when given, else the one the loss defines (a count,
+    so it adds up over blocks and devices like the sum)."""
 
     def __init__(self, value=None):
         if isinstance(value, (int, float)) and value < 0:
             raise ValueError(f"divisor: `value` must be >= 0; got {value!r}")
         self.value = value
 
-    def reduce(self, losses, weights, context):
-        d = self.value if self.value is not None else context.divisor
-        if d is None:
+    def partial(self, losses, weights, context):
+        if self.value is None and context.divisor is None:
             raise ValueError(
                 "divisor: this loss defines no divisor; pass one explicitly, e.g. reduce.divisor(value)"
             )
         w = weights.astype(losses.dtype)
         num = jnp.sum(jnp.where(w > 0, w * losses, 0.0))
-        return safe_divide(num, jnp.asarray(d, losses.dtype))
+        # A given value is not summed over blocks or devices: it is applied once, in finalize.
+        den = jnp.zeros((), losses.dtype) if self.value is not None else jnp.asarray(context.divisor, losses.dtype)
+        return num, den
+
+    def finalize(self, num, den):
+        return safe_divide(num, den if self.value is None else jnp.asarray(self.value, num.dtype))
 
     def __repr__(self):
         return f"divisor({self.value!r})"

@@ -85,7 +85,7 @@ def test_block_size_errors():
     e, y = _data()
     with pytest.raises(ValueError, match="`block_size` must be None or a positive int; got 0"):
         jm.supcon_loss(e, y, block_size=0)
-    with pytest.raises(ValueError, match="`block_size` needs a built-in reduction"):
+    with pytest.raises(ValueError, match="`block_size` needs a reduction whose partial sums add up over blocks"):
         jm.supcon_loss(e, y, block_size=4, reduction="none")
 
 

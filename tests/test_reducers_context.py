@@ -224,3 +224,58 @@ def test_plain_callables_and_builtins_unchanged():
     custom = lambda l, w: jnp.sum(w * l)  # noqa: E731
     assert_close(jm.supcon_loss(emb, lab, reduction=custom), jm.supcon_loss(emb, lab, reduction="sum"))
     assert_close(reduce.apply(reduce.resolve("mean"), jnp.arange(3.0), jnp.ones(3), context=reduce.Context()), 1.0)
+
+
+ENGINE_LOSSES = {
+    "contrastive": jm.contrastive_loss,
+    "snr_contrastive": jm.snr_contrastive_loss,
+    "ntxent": jm.ntxent_loss,
+    "supcon": jm.supcon_loss,
+    "ms": jm.multi_similarity_loss,
+    "circle": jm.circle_loss,
+}
+ADDITIVE = {
+    "class_weighted": lambda: reduce.class_weighted(jnp.asarray(CW)),
+    "per_anchor": lambda: reduce.per_anchor(),
+    "per_anchor_nonzero": lambda: reduce.per_anchor("avg_nonzero"),
+    "per_anchor_class_weighted": lambda: reduce.per_anchor(reduce.class_weighted(jnp.asarray(CW))),
+    "divisor": lambda: reduce.divisor(3.0),
+}
+BLOCKABLE = [n for n in ENGINE_LOSSES if n != "snr_contrastive"]  # it takes no block_size
+
+
+@pytest.mark.parametrize("kind", ADDITIVE)
+@pytest.mark.parametrize("loss", BLOCKABLE)
+def test_context_reductions_add_up_over_blocks(loss, kind):
+    """Class-weighted, per-anchor and divisor reductions are additive: blocks of anchors give
+    the dense value and gradient, as "mean" does."""
+    fn, red = ENGINE_LOSSES[loss], ADDITIVE[kind]()
+    emb, lab = jnp.asarray(_data(12, b=11)), jnp.asarray(np.r_[LABELS, [2, 0, 1]])
+    dense = jax.value_and_grad(lambda e: fn(e, lab, reduction=red))(emb)
+    blocked = jax.jit(jax.value_and_grad(lambda e: fn(e, lab, reduction=red, block_size=4)))(emb)
+    assert float(dense[0]) != 0.0
+    assert_close(blocked[0], dense[0])
+    assert_close(blocked[1], dense[1])
+
+
+@pytest.mark.parametrize("kind", ADDITIVE)
+@pytest.mark.parametrize("loss", ENGINE_LOSSES)
+def test_context_reductions_add_up_over_devices(loss, kind):
+    """With ``axis_name`` every device returns the loss of the concatenated batch, and the
+    summed per-device gradients are the single-device gradient."""
+    fn, red = ENGINE_LOSSES[loss], ADDITIVE[kind]()
+    devices, per = 4, 3
+    emb, lab = jnp.asarray(_data(13, b=devices * per)), jnp.asarray(np.r_[LABELS, [2, 0, 1, 1]])
+    single, single_grad = jax.value_and_grad(lambda e: fn(e, lab, reduction=red))(emb)
+
+    def local(e, y):
+        return fn(e, y, reduction=red, axis_name="d")
+
+    values = jax.vmap(local, axis_name="d")(emb.reshape(devices, per, -1), lab.reshape(devices, per))
+    grads = jax.grad(lambda e: jnp.sum(jax.vmap(local, axis_name="d")(e, lab.reshape(devices, per))) / devices)(
+        emb.reshape(devices, per, -1)
+    )
+    assert float(single) != 0.0
+    for v in values:
+        assert_close(v, single)
+    assert_close(grads.reshape(emb.shape), single_grad)

@@ -28,9 +28,12 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
     """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss."""
     check_block_size(block_size, fn)
     axis_name = b.axis_name
-    if not reduce.is_builtin(red):
+    if not reduce.is_additive(red):
         if block_size is not None:
-            raise ValueError(f"{fn}: `block_size` needs a built-in reduction (its partial sums add up over blocks); got {red!r}")
+            raise ValueError(
+                f"{fn}: `block_size` needs a reduction whose partial sums add up over blocks (any but 'none' "
+                f"and a plain callable); got {red!r}"
+            )
         mat = distance(b.emb, b.ref)
         subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight)
         if red == "none":
@@ -42,14 +45,15 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
             value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
         return value
 
-    def partials(mat, pos, neg, aw):
+    def partials(mat, pos, neg, aw, labels):
         subs, gate = elements(mat, pos, neg, aw)
-        parts = [p for l, w in subs for p in red.partial(l, w)]
+        context = reduce.Context(labels=labels, anchor_weight=aw)
+        parts = [p for l, w in subs for p in reduce.partial(red, l, w, context)]
         counts = [] if gate is None else [jax.lax.stop_gradient(jnp.sum(g > 0).astype(mat.dtype)) for g in gate]
         return parts, counts
 
     if block_size is None:
-        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight)
+        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, b.labels)
     else:
         parts, counts = _scan_blocks(b, distance, partials, block_size)
     if axis_name is not None:
@@ -75,7 +79,8 @@ def _scan_blocks(b, distance, partials, block_size):
     def block(e_blk, r_blk, in_batch):
         # Padding rows (in_batch False) get a row index past the batch: zero weight.
         pos, neg, aw = b.block_masks(jnp.where(in_batch, r_blk, n))
-        return partials(distance(e_blk, b.ref), pos, neg, aw)
+        labels = None if b.labels is None else b.labels[r_blk]
+        return partials(distance(e_blk, b.ref), pos, neg, aw, labels)
 
     parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool)), block=block_size)
     return list(parts), list(counts)
