@@ -6,6 +6,7 @@ Value checks (multi-hot entries in {0, 1}) run only when the array is concrete.
 """
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any
 
@@ -298,3 +299,12 @@ def check_block_size(value, fn: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{fn}: `block_size` must be None or a positive int; got {value!r}")
     return int(value)
+
+
+def accepts_keyword(f, name: str) -> bool:
+    """Whether callable ``f`` takes a keyword ``name`` (or any keyword, ``**kwargs``)."""
+    try:
+        params = inspect.signature(f).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -69,10 +69,11 @@ def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str
 
     def arr(x, shape, what):
         x = jnp.asarray(x)
+        field = f"`{name}` ({type(mask).__name__}.{what})"
         if tuple(x.shape) != shape:
-            raise ValueError(f"{prefix}`{name}.{what}` must have shape {shape}; got shape {tuple(x.shape)}")
+            raise ValueError(f"{prefix}{field} must have shape {shape}; got shape {tuple(x.shape)} and dtype {x.dtype}")
         if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.number)):
-            raise TypeError(f"{prefix}`{name}.{what}` must be bool or numeric weights; got dtype {x.dtype}")
+            raise TypeError(f"{prefix}{field} must be bool or numeric weights; got dtype {x.dtype}")
         return x.astype(dtype)
 
     if isinstance(mask, PairMask):
@@ -87,7 +88,10 @@ def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str
         counts = jnp.sum(cube, (1, 2))
         cols = None if using_ref else jnp.sum(cube, (0, 2)) + jnp.sum(cube, (0, 1))
     else:
-        raise TypeError(f"{prefix}`{name}` must be a PairMask, a TripletMask or None; got {type(mask).__name__}")
+        raise TypeError(
+            f"{prefix}`{name}` must be a jaxmetric PairMask or TripletMask (e.g. from jaxmetric.from_indices) or None; "
+            f"got {type(mask).__name__}"
+        )
     if cols is not None:
         counts = counts + dist.local_rows(dist.psum(cols, axis_name), batch, axis_name)
     top = jnp.max(counts) if batch > 0 else jnp.zeros((), dtype)

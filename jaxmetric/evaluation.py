@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 from typing import Any, Callable, Sequence
 
@@ -683,28 +684,27 @@ def _average(values: np.ndarray, labels: np.ndarray, avg_of_avgs: bool, return_p
     return float(per_class.mean())
 
 
+def _sklearn(submodule: str):
+    """``sklearn.<submodule>``, imported when NMI or AMI is asked for: scikit-learn is an
+    optional dependency."""
+    try:
+        return importlib.import_module(f"sklearn.{submodule}")
+    except ImportError as e:
+        raise ImportError(
+            "jaxmetric.evaluation: NMI and AMI need scikit-learn (pip install scikit-learn), "
+            "which is not a dependency of jaxmetric; or exclude them: exclude=('NMI', 'AMI')"
+        ) from e
+
+
 def _cluster_labels(query, num_clusters, kmeans_func, seed):
     if kmeans_func is not None:
         return np.asarray(kmeans_func(query, num_clusters)).reshape(-1)
-    try:
-        from sklearn.cluster import KMeans  # noqa: PLC0415 -- an optional dependency, imported when used
-    except ImportError as e:
-        raise ImportError(
-            "jaxmetric.evaluation: NMI and AMI need scikit-learn (pip install scikit-learn), "
-            "which is not a dependency of jaxmetric; or exclude them: exclude=('NMI', 'AMI')"
-        ) from e
-    return KMeans(n_clusters=num_clusters, n_init="auto", random_state=seed).fit_predict(np.asarray(query, np.float64))
+    return _sklearn("cluster").KMeans(n_clusters=num_clusters, n_init="auto", random_state=seed).fit_predict(np.asarray(query, np.float64))
 
 
 def _mutual_information(name, labels, clusters):
-    try:
-        from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score  # noqa: PLC0415 -- an optional dependency, imported when used
-    except ImportError as e:
-        raise ImportError(
-            "jaxmetric.evaluation: NMI and AMI need scikit-learn (pip install scikit-learn), "
-            "which is not a dependency of jaxmetric; or exclude them: exclude=('NMI', 'AMI')"
-        ) from e
-    score = normalized_mutual_info_score if name == "NMI" else adjusted_mutual_info_score
+    metrics = _sklearn("metrics")
+    score = metrics.normalized_mutual_info_score if name == "NMI" else metrics.adjusted_mutual_info_score
     return float(score(labels, clusters))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import functools
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -176,14 +175,6 @@ def sparse_centers_regularizer(x: ArrayLike, num_classes: int, centers_per_class
     return _finish(reduce.apply(red, terms, pair_w, context=ctx), x.dtype)
 
 
-def _accepts_keyword(f, name: str) -> bool:
-    try:
-        params = inspect.signature(f).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 @_public.front_door
 def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Callable[..., Array], weight: Scalar = 1.0) -> Callable[..., Array]:
     r"""A loss function that adds ``weight * regularizer(embeddings)`` to ``loss_fn``.
@@ -203,7 +194,7 @@ def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Calla
         raise TypeError(f"with_embedding_regularizer: `loss_fn` must be callable; got {type(loss_fn).__name__}")
     if not callable(regularizer):
         raise TypeError(f"with_embedding_regularizer: `regularizer` must be callable; got {type(regularizer).__name__}")
-    reg_takes_where = _accepts_keyword(regularizer, "where")
+    reg_takes_where = _checks.accepts_keyword(regularizer, "where")
 
     @functools.wraps(loss_fn)
     def regularized(embeddings, *args, **kwargs):

@@ -22,6 +22,22 @@ from typing import Iterator
 import numpy as np
 
 
+def _shuffled_cycles(rng, groups: np.ndarray, per_batch: int, n: int):
+    """``n`` draws of ``per_batch`` distinct groups: the groups in shuffled order, cycle after
+    cycle; a draw that crosses the end of a cycle finishes it, then takes the first groups of a
+    new shuffled cycle that are not already in the draw (no group twice in a batch)."""
+    order = rng.permutation(groups)
+    pos = 0
+    for _ in range(n):
+        if pos + per_batch > len(order):
+            tail = order[pos:]
+            fresh = rng.permutation(groups)
+            order = np.concatenate([tail, fresh[~np.isin(fresh, tail)]])
+            pos = 0
+        yield order[pos : pos + per_batch]
+        pos += per_batch
+
+
 def _labels_to_indices(labels: np.ndarray) -> dict:
     order = np.argsort(labels, kind="stable")
     values, starts = np.unique(labels[order], return_index=True)
@@ -158,17 +174,7 @@ def m_per_class_batches(labels, m: int, batch_size: int, *, seed: int = 0, num_b
     index = _labels_to_indices(labels)
     rng = np.random.default_rng(seed)
     n = len(labels) // batch_size if num_batches is None else num_batches
-    order = rng.permutation(classes)
-    pos = 0
-    for _ in range(n):
-        if pos + per_batch > len(order):
-            # Finish this cycle's classes, then start a new shuffled cycle (no class twice in a batch).
-            tail = order[pos:]
-            fresh = rng.permutation(classes)
-            order = np.concatenate([tail, fresh[~np.isin(fresh, tail)]])
-            pos = 0
-        chosen = order[pos : pos + per_batch]
-        pos += per_batch
+    for chosen in _shuffled_cycles(rng, classes, per_batch, n):
         batch = [rng.choice(index[c.item()], size=m, replace=len(index[c.item()]) < m) for c in chosen]
         yield np.concatenate(batch)
 
@@ -203,16 +209,7 @@ def m_per_label_batches(labels, m: int, batch_size: int, *, seed: int = 0, num_b
     index = {c: np.flatnonzero(labels[:, c] > 0) for c in present.tolist()}
     rng = np.random.default_rng(seed)
     n = len(labels) // batch_size if num_batches is None else num_batches
-    order = rng.permutation(present)
-    pos = 0
-    for _ in range(n):
-        if pos + per_batch > len(order):
-            tail = order[pos:]
-            fresh = rng.permutation(present)
-            order = np.concatenate([tail, fresh[~np.isin(fresh, tail)]])
-            pos = 0
-        chosen = order[pos : pos + per_batch]
-        pos += per_batch
+    for chosen in _shuffled_cycles(rng, present, per_batch, n):
         taken: set = set()
         batch = []
         for c in chosen.tolist():

@@ -11,7 +11,6 @@ A *miner* here is any callable ``miner(embeddings, labels, *, ref_emb, ref_label
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import jax
@@ -169,14 +168,6 @@ def init_cross_batch_memory(memory_size: int, dim: int, label_shape: tuple = (),
     )
 
 
-def _accepts_keyword(f, name: str) -> bool:
-    try:
-        params = inspect.signature(f).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def _enqueue(state: CrossBatchMemoryState, embeddings, labels, enq):
     """Writes the rows with ``enq`` into consecutive slots; returns (state, slot per row)."""
     m = state.memory_size
@@ -269,7 +260,7 @@ def cross_batch_memory_loss(
         mask = pair_mask(labels, new_state.labels, where=query_where, ref_where=new_state.filled)
     else:
         mkw = dict(ref_emb=new_state.embeddings, ref_labels=new_state.labels, ref_where=new_state.filled)
-        if query_where is not None and _accepts_keyword(miner, "where"):
+        if query_where is not None and _checks.accepts_keyword(miner, "where"):
             mkw["where"] = query_where
         mask = miner(embeddings, labels, **mkw)
         if not isinstance(mask, (PairMask, TripletMask)):
@@ -368,7 +359,7 @@ def multiple_losses(
                 if isinstance(labels_or_mask, (PairMask, TripletMask)):
                     raise ValueError(f"{fn}: with a miner for loss {k!r}, pass labels, not a {type(labels_or_mask).__name__}")
                 mkw = {a: kwargs[a] for a in ("ref_emb", "ref_labels", "where", "ref_where") if kwargs.get(a) is not None}
-                if kwargs.get("axis_name") is not None and _accepts_keyword(miner, "axis_name"):
+                if kwargs.get("axis_name") is not None and _checks.accepts_keyword(miner, "axis_name"):
                     mkw["axis_name"] = kwargs["axis_name"]
                 mask = miner(embeddings, labels_or_mask, **mkw)
                 lkw = {a: v for a, v in kwargs.items() if a != "ref_labels"}

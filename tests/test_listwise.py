@@ -187,8 +187,8 @@ def test_bad_inputs():
         (ValueError, "fast_ap_loss: `labels` must have 6 rows", lambda: jm.fast_ap_loss(emb, labels[:5])),
         (TypeError, "fast_ap_loss: `labels` as class ids must have an integer dtype", lambda: jm.fast_ap_loss(emb, labels.astype(jnp.float32))),
         (ValueError, "pnp_loss: `embeddings` must be a 2-D float array", lambda: jm.pnp_loss(emb[0], labels)),
-        (ValueError, r"smooth_ap_loss: `miner_output.pos` must have shape \(6, 6\)", lambda: jm.smooth_ap_loss(emb, labels, miner_output=jm.PairMask(jnp.ones((5, 6)), jnp.ones((5, 6))))),
-        (TypeError, "fast_ap_loss: `miner_output` must be a PairMask", lambda: jm.fast_ap_loss(emb, labels, miner_output=jnp.ones((6, 6)))),
+        (ValueError, r"smooth_ap_loss: `miner_output` \(PairMask.pos\) must have shape \(6, 6\)", lambda: jm.smooth_ap_loss(emb, labels, miner_output=jm.PairMask(jnp.ones((5, 6)), jnp.ones((5, 6))))),
+        (TypeError, "fast_ap_loss: `miner_output` must be a jaxmetric PairMask or TripletMask", lambda: jm.fast_ap_loss(emb, labels, miner_output=jnp.ones((6, 6)))),
         (ValueError, "fast_ap_loss: `reduction` must be one of", lambda: jm.fast_ap_loss(emb, labels, reduction="avg")),
     ]
     for exc, msg, call in cases:

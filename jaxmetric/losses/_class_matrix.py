@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmetric import _checks, distributed as dist, reduce
+from jaxmetric._ops import selection_weights
 from jaxmetric.losses._rows import map_row_blocks
-from jaxmetric.masks import PairMask, TripletMask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,32 +98,7 @@ def weights_from_mask(mask, batch: int, valid: jax.Array, fn: str, dtype, *, usi
     is this device's rows against the global batch (``[B, R]`` / ``[B, R, R]``); counts and the
     maximum are global.
     """
-    v = valid
-    vr = dist.gather(v, axis_name)
-    r = vr.shape[0]
-    if isinstance(mask, PairMask):
-        pos, neg = jnp.asarray(mask.pos), jnp.asarray(mask.neg)
-        for nm, m in (("PairMask.pos", pos), ("PairMask.neg", neg)):
-            if m.shape != (batch, r):
-                raise ValueError(f"{fn}: `mask` ({nm}) must have shape ({batch}, {r}); got {_describe(m)}")
-        vv = v[:, None] * vr[None, :]
-        pos, neg = pos.astype(dtype) * vv, neg.astype(dtype) * vv
-        counts = jnp.sum(pos, 1) + jnp.sum(neg, 1)
-        cols = None if using_ref else jnp.sum(pos, 0) + jnp.sum(neg, 0)
-    elif isinstance(mask, TripletMask):
-        w = jnp.asarray(mask.weights)
-        if w.shape != (batch, r, r):
-            raise ValueError(f"{fn}: `mask` (TripletMask.weights) must have shape ({batch}, {r}, {r}); got {_describe(w)}")
-        w = w.astype(dtype) * v[:, None, None] * vr[None, :, None] * vr[None, None, :]
-        counts = jnp.sum(w, (1, 2))
-        cols = None if using_ref else jnp.sum(w, (0, 2)) + jnp.sum(w, (0, 1))
-    else:
-        raise TypeError(f"{fn}: `mask` must be a jaxmetric PairMask or TripletMask (e.g. from jaxmetric.from_indices); got {type(mask).__name__}")
-    if cols is not None:
-        counts = counts + dist.local_rows(dist.psum(cols, axis_name), batch, axis_name)
-    top = jnp.max(counts) if batch > 0 else jnp.zeros((), dtype)
-    top = dist.pmax(top, axis_name)
-    return jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 1.0)
+    return selection_weights(mask, batch, valid, dtype, prefix=f"{fn}: ", name="mask", using_ref=using_ref, axis_name=axis_name)
 
 
 def prepare(

@@ -133,10 +133,10 @@ def ntxent_loss(
     ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "ntxent_loss"
-    red = reduce.resolve(reduction, fn=fn)
-    check_distance(distance, fn)
-    check_positive(temperature, "temperature", fn)
-    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    red, b = _softmax_inputs(
+        fn, embeddings, labels_or_mask, temperature, distance, reduction,
+        ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name,
+    )
 
     def elements(mat, pos, neg, aw):
         logits = (mat if distance.is_inverted else -mat) / temperature
@@ -145,6 +145,15 @@ def ntxent_loss(
         return [(jnp.where(has_neg, jax.nn.softplus(neg_lse - logits), 0.0), pos)], None
 
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
+
+
+def _softmax_inputs(fn, embeddings, labels_or_mask, temperature, distance, reduction, **inputs):
+    """The checks and the pairs of a softmax over the references at ``temperature`` (NT-Xent,
+    SupCon): the reduction, and the pairs with the self-pairs left out of the contrast."""
+    red = reduce.resolve(reduction, fn=fn)
+    check_distance(distance, fn)
+    check_positive(temperature, "temperature", fn)
+    return red, _pairs.from_inputs(fn, embeddings, labels_or_mask, contrast=True, **inputs)
 
 
 @_public.front_door
@@ -169,10 +178,10 @@ def supcon_loss(
     ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "supcon_loss"
-    red = reduce.resolve(reduction, fn=fn)
-    check_distance(distance, fn)
-    check_positive(temperature, "temperature", fn)
-    b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
+    red, b = _softmax_inputs(
+        fn, embeddings, labels_or_mask, temperature, distance, reduction,
+        ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name,
+    )
 
     def elements(mat, pos, neg, aw):
         logits = (mat if distance.is_inverted else -mat) / temperature

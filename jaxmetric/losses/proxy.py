@@ -17,6 +17,15 @@ Shared keywords:
 * ``where``: bool ``[B]``, padded rows contribute nothing.
 * ``weight_regularizer``: any callable ``W -> scalar`` (e.g. from :mod:`jaxmetric.regularizers`),
   added as ``weight_reg_weight * weight_regularizer(W)``, PML's ``WeightRegularizerMixin``.
+* ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)`` the value is the
+  single-device loss on the concatenated batch and the gradients (the embeddings' layers and
+  ``weights``) are exact after ``pmean``; a ``mask`` is then ``[B_local, B_global]``. ProxyNCA and
+  SoftTriple reduce their per-sample losses over the global batch (partial sums ``psum``-ed),
+  so uneven ``where`` padding across devices stays exact; ProxyAnchor combines its per-proxy
+  log-sum-exps over devices (below).
+* ``block_size`` (static): ProxyNCA and SoftTriple compute the ``[B, C]`` logits block by block
+  of rows, memory ``O(B D + C D + block_size C)``, any reduction; ProxyAnchor blocks over
+  proxies (below). Blocks are rematerialised in the backward pass: same value and gradient.
 """
 from __future__ import annotations
 
@@ -69,16 +78,8 @@ def proxy_nca_loss(
     target probability underflows to exactly 0 (huge ``softmax_scale``); jaxmetric works in
     log space and keeps it with its finite loss.
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.proxy`.
     """
     fn = "proxy_nca_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -216,16 +217,8 @@ def soft_triple_loss(
     margin=0.01)``, ``CosineSimilarity`` (a similarity is required), ``MeanReducer``; centers
     initialised ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(C K), 1/sqrt(C K)).
 
-    Scale:
-      axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: the per-sample losses
-        are reduced over the global batch (partial sums ``psum``-ed), so uneven ``where``
-        padding across devices stays exact;
-        the value is the single-device loss on the concatenated batch and the gradients (the
-        embeddings' layers and ``weights``) are exact after ``pmean``. A ``mask`` is then
-        ``[B_local, B_global]``.
-      block_size: rows per block (static): the ``[B, C]`` logits are computed block by block
-        (rematerialised in the backward pass), memory ``O(B D + C D + block_size C)``, same value
-        and gradient. Any reduction.
+    Shared keywords (``mask``, ``sample_weights``, ``where``, ``weight_regularizer``,
+    ``weight_reg_weight``, ``axis_name``, ``block_size``): :mod:`jaxmetric.losses.proxy`.
     """
     fn = "soft_triple_loss"
     red = reduce.resolve(reduction, fn=fn)
