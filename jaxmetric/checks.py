@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from jaxmetric import _public
+from jaxmetric._src.front_door import without_bounds
 
 __all__ = ["checkify_finite"]
 
@@ -116,7 +116,7 @@ def checkify_finite(fn: Callable, *, errors: frozenset = frozenset(), name: str 
 
     def _checked(*args, **kwargs):
         for arg_name, value in _named_arguments(sig, args, kwargs):
-            for path, leaf in _float_leaves(_public.without_bounds(value)):
+            for path, leaf in _float_leaves(without_bounds(value)):
                 _check_all(jnp.isfinite(leaf), leaf, f"{fn_name}: `{arg_name}{path}` must be finite (no NaN or inf); got "
                            f"{{bad}} at flat index {{index}} of an array of shape {tuple(leaf.shape)}")
         return fn(*args, **kwargs)

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxmetric import _checks, distributed
+from jaxmetric._src import collectives, validate
 from jaxmetric.distances import BaseDistance, CosineSimilarity, DotProductSimilarity, LpDistance
 
 #: Squared Euclidean on raw embeddings: the ordering of faiss.IndexFlatL2, PML's default kNN.
@@ -307,8 +307,8 @@ def _merge_shards(top, idx, axis_name, kk: int):
     scores still go to the lower index)."""
     # Every device's [b, kk] lists side by side, [b, n_devices * kk] in device order, typed as the
     # same on every device (out_specs=P()): the replicated row gather of the transposes.
-    top, pos = _top_k(distributed.gather_replicated(top.T, axis_name).T, kk)
-    return top, jnp.take_along_axis(distributed.gather_replicated(idx.T, axis_name).T, pos, axis=1)
+    top, pos = _top_k(collectives.gather_replicated(top.T, axis_name).T, kk)
+    return top, jnp.take_along_axis(collectives.gather_replicated(idx.T, axis_name).T, pos, axis=1)
 
 
 def _drop_self(top, idx, rows, k: int):
@@ -327,7 +327,7 @@ def _search_block(q, rows, valid, reference, offsets, *, kind, distance, k, excl
     kk = k + int(exclude_self)
     top, idx = _block_top_k(q, reference, offsets, kind=kind, distance=distance, kk=kk, shape=shape, valid=valid, axis_name=axis_name)
     if axis_name is not None:
-        idx = idx + distributed.row_offset(reference.shape[0], axis_name)
+        idx = idx + collectives.row_offset(reference.shape[0], axis_name)
         top, idx = _merge_shards(top, idx, axis_name, kk)
     if exclude_self:
         top, idx = _drop_self(top, idx, rows, k)
@@ -381,11 +381,11 @@ def knn(
     the neighbours of a search over the whole reference set.
     """
     fn = "knn"
-    query = _checks.check_embeddings(query, "query", fn=fn)
-    reference = _checks.check_embeddings(reference, "reference", fn=fn)
+    query = validate.check_embeddings(query, "query", fn=fn)
+    reference = validate.check_embeddings(reference, "reference", fn=fn)
     if reference.shape[1] != query.shape[1]:
         raise ValueError(f"{fn}: `reference` must have dim {query.shape[1]} like `query`; got shape {tuple(reference.shape)}")
-    n_ref = reference.shape[0] * distributed.axis_size(axis_name)
+    n_ref = reference.shape[0] * collectives.axis_size(axis_name)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > n_ref - int(bool(exclude_self)):
         raise ValueError(
             f"{fn}: `k` must be an int in [1, {n_ref - int(bool(exclude_self))}] (the reference set size"
@@ -659,13 +659,13 @@ def _as_labels(labels, n: int, name: str, fn: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim not in (1, 2) or labels.shape[0] != n:
         raise ValueError(f"{fn}: `{name}` must be class ids [{n}] or multi-hot [{n}, num_classes]; got shape {labels.shape}")
-    _checks.check_labels(labels, n, name, fn=fn)
+    validate.check_labels(labels, n, name, fn=fn)
     return labels
 
 
 def _as_embeddings(x, name: str, fn: str) -> jax.Array:
     # A JAX array (no host copy of the embeddings; NumPy inputs are copied to the device once).
-    return jnp.asarray(_checks.check_embeddings(x if hasattr(x, "shape") else np.asarray(x), name, fn=fn))
+    return jnp.asarray(validate.check_embeddings(x if hasattr(x, "shape") else np.asarray(x), name, fn=fn))
 
 
 # ------------------------------------------------------------------------ averaging
@@ -774,7 +774,7 @@ def get_accuracy(
     if avg_of_avgs and return_per_class:
         raise ValueError(f"{fn}: `avg_of_avgs` and `return_per_class` are mutually exclusive; got both True")
     _check_k(k, fn)
-    _checks.check_choice(knn_backend, KNN_BACKENDS, "knn_backend", fn=fn)
+    validate.check_choice(knn_backend, KNN_BACKENDS, "knn_backend", fn=fn)
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"{fn}: `mesh` must be None or a jax.sharding.Mesh; got {type(mesh).__name__}")
     if mesh is not None and knn_backend == "faiss":

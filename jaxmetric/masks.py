@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public, _triplets, checks
-from jaxmetric._selections import Selection
+from jaxmetric._src import triplets as _triplets, validate
+from jaxmetric import checks
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.selections import Selection
 from jaxmetric.reduce import safe_divide
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
@@ -219,7 +221,7 @@ NEGATIVE_RULES = ("complement", "disjoint")
 def _overlap_stats(labels: jax.Array, ref_labels: jax.Array):
     """``shared[i, j] = |y_i ∧ y_j|`` and the label-set sizes ``|y_i|``, ``|y_j|`` (float32,
     float64 for float64 labels)."""
-    dtype = _checks.compute_dtype(labels, ref_labels)
+    dtype = validate.compute_dtype(labels, ref_labels)
     a = labels.astype(dtype)
     r = ref_labels.astype(dtype)
     shared = a @ r.T
@@ -238,7 +240,7 @@ def _rule_similarity(rule: str, shared, na, nr):
     return jnp.where(ok, shared / jnp.sqrt(jnp.where(ok, prod, 1.0)), 0.0)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def pair_mask(
     labels: ArrayLike, ref_labels: ArrayLike | None = None, *, where: ArrayLike | None = None,
     ref_where: ArrayLike | None = None, exclude_self: bool | None = None, rule: str = "any",
@@ -285,8 +287,8 @@ def pair_mask(
       (float32; float64 for float64 labels) for the weighted rules with ``weighted=True``.
     """
     fn = "pair_mask"
-    _checks.check_choice(rule, PAIR_RULES, "rule", fn=fn)
-    _checks.check_choice(negatives, NEGATIVE_RULES, "negatives", fn=fn)
+    validate.check_choice(rule, PAIR_RULES, "rule", fn=fn)
+    validate.check_choice(negatives, NEGATIVE_RULES, "negatives", fn=fn)
     if threshold is not None:
         if rule in ("any", "exact"):
             raise ValueError(f"{fn}: `threshold` is only used by rules 'jaccard', 'dice', 'cosine' and 'shared_count'; got threshold={threshold!r} with rule={rule!r}")
@@ -301,7 +303,7 @@ def pair_mask(
         raise ValueError(
             f"{fn}: `labels` must be class ids [B] or multi-hot [B, C]; got shape {tuple(labels.shape)}"
         )
-    labels = _checks.check_labels(labels, labels.shape[0], "labels", fn=fn)
+    labels = validate.check_labels(labels, labels.shape[0], "labels", fn=fn)
     same_set = ref_labels is None
     if same_set:
         ref_labels = labels
@@ -310,7 +312,7 @@ def pair_mask(
     else:
         if not hasattr(ref_labels, "shape"):
             ref_labels = jnp.asarray(ref_labels)
-        ref_labels = _checks.check_labels(ref_labels, ref_labels.shape[0], "ref_labels", fn=fn)
+        ref_labels = validate.check_labels(ref_labels, ref_labels.shape[0], "ref_labels", fn=fn)
         if ref_labels.ndim != labels.ndim or (labels.ndim == 2 and ref_labels.shape[1] != labels.shape[1]):
             raise ValueError(
                 f"{fn}: `ref_labels` must be of the same kind as `labels` ({'[R]' if labels.ndim == 1 else f'[R, {labels.shape[1]}]'}); "
@@ -318,8 +320,8 @@ def pair_mask(
             )
     if exclude_self is None:
         exclude_self = same_set
-    where = _checks.check_where(where, labels.shape[0], "where", fn=fn)
-    ref_where = _checks.check_where(ref_where, ref_labels.shape[0], "ref_where", fn=fn)
+    where = validate.check_where(where, labels.shape[0], "where", fn=fn)
+    ref_where = validate.check_where(ref_where, ref_labels.shape[0], "ref_where", fn=fn)
 
     if labels.ndim == 1:
         pos = labels[:, None] == ref_labels[None, :]
@@ -368,7 +370,7 @@ def _check_index_array(x, name: str, fn: str, bound: int, bound_name: str) -> ja
         x = jnp.asarray(x)
     if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{fn}: `{name}` must be a 1-D integer index array; got shape {tuple(x.shape)} dtype {x.dtype}")
-    if _checks.is_concrete(x) and x.size:
+    if validate.is_concrete(x) and x.size:
         v = np.asarray(x)
         bad = np.flatnonzero((v < -1) | (v >= bound))
         if bad.size:
@@ -406,7 +408,7 @@ def _check_size(value, name: str, fn: str) -> int:
     return int(value)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def from_indices(
     indices_tuple: Sequence[jax.Array], batch_size: int, num_refs: int | None = None, *,
     dtype: DTypeLike = jnp.float32,
@@ -453,7 +455,7 @@ def from_indices(
     else:
         _check_lengths(fn, arrays, names)
     # Traced indices: an out-of-range entry poisons the mask (NaN weights) instead of vanishing.
-    traced = [(x, nm) for x, nm in zip(arrays, names) if not _checks.is_concrete(x)]
+    traced = [(x, nm) for x, nm in zip(arrays, names) if not validate.is_concrete(x)]
     ok = None
     for x, nm in traced:
         bound, bound_name = bounds.get(nm, (num_refs, refs_name))
@@ -477,7 +479,7 @@ def from_indices(
     return TripletMask(weights=poisoned(w))
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def to_pairs(mask: PairMask | TripletMask) -> PairMask:
     """A :class:`PairMask` of the pairs a mask implies (triplets converted as PML does)."""
     if not isinstance(mask, (PairMask, TripletMask)):
@@ -489,7 +491,7 @@ PAIRED_OPTIONS = ("negative", "ignore")
 PAIRED_LAYOUTS = ("concat", "cross")
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def paired_mask(
     pair_labels: ArrayLike, *, other_pairs: str = "negative", same_side: str = "ignore", layout: str = "concat",
     where: ArrayLike | None = None,
@@ -525,22 +527,22 @@ def paired_mask(
       ``PairMask`` with bool ``pos`` and ``neg``: ``[2B, 2B]`` (concat) or ``[B, B]`` (cross).
     """
     fn = "paired_mask"
-    _checks.check_choice(other_pairs, PAIRED_OPTIONS, "other_pairs", fn=fn)
-    _checks.check_choice(same_side, PAIRED_OPTIONS, "same_side", fn=fn)
-    _checks.check_choice(layout, PAIRED_LAYOUTS, "layout", fn=fn)
+    validate.check_choice(other_pairs, PAIRED_OPTIONS, "other_pairs", fn=fn)
+    validate.check_choice(same_side, PAIRED_OPTIONS, "same_side", fn=fn)
+    validate.check_choice(layout, PAIRED_LAYOUTS, "layout", fn=fn)
     if not hasattr(pair_labels, "shape"):
         pair_labels = jnp.asarray(pair_labels)
     if pair_labels.ndim != 1:
         raise ValueError(f"{fn}: `pair_labels` must be a 1-D array [B] of 0/1 pair labels; got shape {tuple(pair_labels.shape)}")
     if not (pair_labels.dtype == jnp.bool_ or jnp.issubdtype(pair_labels.dtype, jnp.number)):
         raise TypeError(f"{fn}: `pair_labels` must be bool, integer or float 0/1; got dtype {pair_labels.dtype}")
-    if pair_labels.dtype != jnp.bool_ and _checks.is_concrete(pair_labels):
+    if pair_labels.dtype != jnp.bool_ and validate.is_concrete(pair_labels):
         v = np.asarray(pair_labels)
         bad = ~((v == 0) | (v == 1))
         if bad.any():
             raise ValueError(f"{fn}: `pair_labels` must hold only 0 and 1; got shape {tuple(v.shape)} with value {v[bad].flat[0].item()!r}")
     b = pair_labels.shape[0]
-    where = _checks.check_where(where, b, "where", fn=fn)
+    where = validate.check_where(where, b, "where", fn=fn)
     y = pair_labels.astype(bool)
     eye = jnp.eye(b, dtype=bool)
     cross_pos = eye & y[None, :]  # [i, i] with y[i] = 1 (y indexed by the column = row)

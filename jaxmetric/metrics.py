@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public
+from jaxmetric._src import validate
+from jaxmetric._src.front_door import front_door
 
 F1_AVERAGES = ("micro", "macro", "samples", "weighted", None)
 AP_AVERAGES = ("micro", "macro", "samples", "weighted", None)
@@ -52,26 +53,26 @@ def _as_array(x):
 def _check_binary(x, name: str, fn: str, shape=None) -> jax.Array:
     x = _as_array(x)
     if x.ndim != 2:
-        raise ValueError(f"{fn}: `{name}` must be a 2-D multi-hot array [n_samples, n_labels]; got {_checks._describe(x)}")
+        raise ValueError(f"{fn}: `{name}` must be a 2-D multi-hot array [n_samples, n_labels]; got {validate._describe(x)}")
     if shape is not None and tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{fn}: `{name}` must have the shape of `y_true` {tuple(shape)}; got {_checks._describe(x)}")
+        raise ValueError(f"{fn}: `{name}` must have the shape of `y_true` {tuple(shape)}; got {validate._describe(x)}")
     if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
-        raise TypeError(f"{fn}: `{name}` must be bool, int or float {{0, 1}}; got {_checks._describe(x)}")
-    _checks.check_nonempty(x, name, fn)
-    if x.dtype != jnp.bool_ and _checks.is_concrete(x):
+        raise TypeError(f"{fn}: `{name}` must be bool, int or float {{0, 1}}; got {validate._describe(x)}")
+    validate.check_nonempty(x, name, fn)
+    if x.dtype != jnp.bool_ and validate.is_concrete(x):
         v = np.asarray(x)
         bad = ~((v == 0) | (v == 1))
         if bad.any():
-            raise ValueError(f"{fn}: `{name}` must hold only 0 and 1; got {_checks._describe(x)} with value {v[bad].flat[0].item()!r}")
+            raise ValueError(f"{fn}: `{name}` must hold only 0 and 1; got {validate._describe(x)} with value {v[bad].flat[0].item()!r}")
     return x
 
 
 def _check_score(x, shape, fn: str) -> jax.Array:
     x = _as_array(x)
     if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"{fn}: `y_score` must have the shape of `y_true` {tuple(shape)}; got {_checks._describe(x)}")
+        raise ValueError(f"{fn}: `y_score` must have the shape of `y_true` {tuple(shape)}; got {validate._describe(x)}")
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
-        raise TypeError(f"{fn}: `y_score` must be a float (or int) array of scores; got {_checks._describe(x)}")
+        raise TypeError(f"{fn}: `y_score` must be a float (or int) array of scores; got {validate._describe(x)}")
     return x
 
 
@@ -80,10 +81,10 @@ def _check_weight(w, n: int, fn: str, dtype):
         return None
     w = _as_array(w)
     if tuple(w.shape) != (n,):
-        raise ValueError(f"{fn}: `sample_weight` must have shape ({n},); got {_checks._describe(w)}")
+        raise ValueError(f"{fn}: `sample_weight` must have shape ({n},); got {validate._describe(w)}")
     if not (w.dtype == jnp.bool_ or jnp.issubdtype(w.dtype, jnp.number)):
-        raise TypeError(f"{fn}: `sample_weight` must be numeric (or bool); got {_checks._describe(w)}")
-    _checks.check_weights(w, "sample_weight", fn)
+        raise TypeError(f"{fn}: `sample_weight` must be numeric (or bool); got {validate._describe(w)}")
+    validate.check_weights(w, "sample_weight", fn)
     return w.astype(dtype)
 
 
@@ -126,7 +127,7 @@ def _score_inputs(fn, y_true, y_score, sample_weight):
 # thresholded predictions
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def hamming_loss(y_true, y_pred, *, sample_weight=None) -> jax.Array:
     r""":math:`\frac{1}{nL}\sum_{i,j}[\hat y_{ij}\ne y_{ij}]` (sample-weighted as sklearn)."""
     fn = "hamming_loss"
@@ -135,7 +136,7 @@ def hamming_loss(y_true, y_pred, *, sample_weight=None) -> jax.Array:
     return _average(wrong, w).astype(dtype)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def subset_accuracy(y_true, y_pred, *, sample_weight=None) -> jax.Array:
     r"""Exact-match ratio :math:`\frac1n\sum_i[\hat y_i=y_i]` (sklearn's ``accuracy_score`` on
     multi-label input; ``zero_one_loss`` is one minus it)."""
@@ -170,7 +171,7 @@ def _nanaverage(values, weights=None):
     return jnp.where(ws != 0, weighted, plain)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def f1_score(y_true, y_pred, *, average="micro", zero_division="warn", sample_weight=None) -> jax.Array:
     r"""F1 score of multi-label predictions, as ``sklearn.metrics.f1_score``.
 
@@ -186,7 +187,7 @@ def f1_score(y_true, y_pred, *, average="micro", zero_division="warn", sample_we
       sample_weight: ``[n]`` weights of the rows.
     """
     fn = "f1_score"
-    _checks.check_choice(average, F1_AVERAGES, "average", fn=fn)
+    validate.check_choice(average, F1_AVERAGES, "average", fn=fn)
     zd = _zero_division_value(zero_division, fn)
     t, p, w, dtype = _binary_inputs(fn, y_true, y_pred, sample_weight)
     axis = 1 if average == "samples" else 0
@@ -237,7 +238,7 @@ def _binary_ap_rows(scores, rel, weight=None):
     return _safe_div(jnp.sum(rel_w * precision, axis=-1), total), total > 0
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def average_precision(y_true, y_score, *, average="macro", drop_empty=False, sample_weight=None) -> jax.Array:
     r"""Average precision (non-interpolated, as ``sklearn.metrics.average_precision_score``):
 
@@ -257,7 +258,7 @@ def average_precision(y_true, y_score, *, average="macro", drop_empty=False, sam
       sample_weight: ``[n]`` row weights.
     """
     fn = "average_precision"
-    _checks.check_choice(average, AP_AVERAGES, "average", fn=fn)
+    validate.check_choice(average, AP_AVERAGES, "average", fn=fn)
     t, s, w, dtype = _score_inputs(fn, y_true, y_score, sample_weight)
     s = s.astype(dtype)
     if average == "micro":
@@ -281,7 +282,7 @@ def average_precision(y_true, y_score, *, average="macro", drop_empty=False, sam
     return _average(ap, aw).astype(dtype)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def label_ranking_average_precision(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""Label ranking average precision (``sklearn.metrics.label_ranking_average_precision_score``):
 
@@ -302,7 +303,7 @@ def label_ranking_average_precision(y_true, y_score, *, sample_weight=None) -> j
     return _average(per_row, w).astype(dtype)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def coverage_error(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""Coverage error (``sklearn.metrics.coverage_error``): how far down the ranking one must
     go to cover every true label, :math:`\frac1n\sum_i\max_{j:y_{ij}=1}\mathrm{rank}_{ij}`
@@ -319,7 +320,7 @@ def coverage_error(y_true, y_score, *, sample_weight=None) -> jax.Array:
     return _average(cov, w).astype(dtype)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def label_ranking_loss(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""Ranking loss (``sklearn.metrics.label_ranking_loss``): per row, the fraction of
     (true, false) label pairs with :math:`f_{true}\le f_{false}` (ties count as mis-ordered).
@@ -335,7 +336,7 @@ def label_ranking_loss(y_true, y_score, *, sample_weight=None) -> jax.Array:
     return _average(per_row, w).astype(dtype)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def one_error(y_true, y_score, *, sample_weight=None) -> jax.Array:
     r"""One-error: :math:`\frac1n\sum_i[\arg\max_j f_{ij}\notin y_i]` — the fraction of rows
     whose top-scored label is not a true label (ties: the first maximal label, as

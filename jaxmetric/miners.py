@@ -39,10 +39,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _pairs, _public, _triplets, distributed
+from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets, validate
+from jaxmetric._src.front_door import front_door
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric.masks import PairMask, TripletMask
-from jaxmetric._checks import check_distance
+from jaxmetric._src.validate import check_distance
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, Scalar
@@ -88,7 +89,7 @@ class _MinerInputs:
         ``[B_local, R_global]``; ``out`` itself when nothing was gathered whole."""
         if self.n_local is None:
             return out
-        rows = functools.partial(distributed.local_rows, n_local=self.n_local, axis_name=self.axis_name)
+        rows = functools.partial(collectives.local_rows, n_local=self.n_local, axis_name=self.axis_name)
         if isinstance(out, PairMask):
             return PairMask(pos=rows(out.pos), neg=rows(out.neg))
         return TripletMask.from_lists(rows(out.p_idx), rows(out.n_idx), rows(out.weights), num_refs=out.num_refs)
@@ -112,7 +113,7 @@ def _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels,
         check_distance(distance, fn)
     n_local = None
     if whole_batch and axis_name is not None:
-        n_local = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
+        n_local = validate.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
         embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where = _gather_whole_batch(
             fn, axis_name, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where)
     b = _pairs.from_inputs(
@@ -132,7 +133,7 @@ def _gather_whole_batch(fn, axis_name, embeddings, labels_or_mask, ref_emb, ref_
         )
 
     def g(x):
-        return None if x is None else distributed.gather(_sg(jnp.asarray(x)), axis_name)
+        return None if x is None else collectives.gather(_sg(jnp.asarray(x)), axis_name)
 
     lm = PairMask(pos=g(labels_or_mask.pos), neg=g(labels_or_mask.neg)) if isinstance(labels_or_mask, PairMask) else g(labels_or_mask)
     return g(embeddings), lm, g(ref_emb), g(ref_labels), g(where), g(ref_where)
@@ -163,7 +164,7 @@ def _static_pos_int(value, name, fn):
 # --------------------------------------------------------------------------------------------
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def pair_margin_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_margin: Scalar = 0.2, neg_margin: Scalar = 0.8,
     distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
@@ -192,7 +193,7 @@ def pair_margin_miner(
     return inputs.select(inputs.mat > pos_margin, inputs.mat < neg_margin)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def multi_similarity_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, epsilon: Scalar = 0.1,
     distance: BaseDistance = CosineSimilarity(), ref_emb: ArrayLike | None = None,
@@ -247,7 +248,7 @@ def _weighted_top(vals, w, frac, largest: bool):
     return jnp.zeros_like(wf).at[order].set(take).reshape(shape)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def hdc_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, filter_percentage: Scalar = 0.5,
     distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
@@ -309,7 +310,7 @@ def _in_range(mat, val_range, name, fn):
     return (mat >= val_range[0]) & (mat <= val_range[1])
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def batch_easy_hard_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_strategy: str = "easy",
     neg_strategy: str = "semihard", allowed_pos_range: tuple[float, float] | None = None,
@@ -397,7 +398,7 @@ def _easy_hard(inputs: _MinerInputs, pos_strategy, neg_strategy, allowed_pos_ran
     return inputs.select(chosen(pos_strategy, p_idx, p_found), chosen(neg_strategy, n_idx, n_found))
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def batch_hard_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, allowed_pos_range: tuple[float, float] | None = None,
     allowed_neg_range: tuple[float, float] | None = None, distance: BaseDistance = LpDistance(),
@@ -433,7 +434,7 @@ def batch_hard_miner(
 _TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def triplet_margin_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar = 0.2, type_of_triplets: str = "all",
     distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
@@ -461,7 +462,7 @@ def triplet_margin_miner(
     ``[B_local, R_global]`` (:ref:`miners with axis_name <miners-axis-name>`).
     """
     fn = "triplet_margin_miner"
-    _checks.check_choice(type_of_triplets, _TRIPLET_TYPES, "type_of_triplets", fn=fn)
+    validate.check_choice(type_of_triplets, _TRIPLET_TYPES, "type_of_triplets", fn=fn)
     inputs = _miner_inputs(fn, distance, embeddings, labels_or_mask, ref_emb, ref_labels, where, ref_where, axis_name)
     x = -inputs.mat if distance.is_inverted else inputs.mat
     dt = inputs.mat.dtype
@@ -476,7 +477,7 @@ def triplet_margin_miner(
     return TripletMask.from_margin(inputs.pos, inputs.neg, x, lo, hi)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def angular_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, angle: Scalar = 20, distance: BaseDistance = LpDistance(),
     ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
@@ -509,7 +510,7 @@ def angular_miner(
     return TripletMask.from_angle(inputs.pos, inputs.neg, _sg(b.emb), _sg(b.ref), rad)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def embeddings_already_packaged_as_triplets(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask | None = None, *, ref_emb: ArrayLike | None = None,
     where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
@@ -527,17 +528,17 @@ def embeddings_already_packaged_as_triplets(
     as losses called with the same ``axis_name`` expect.
     """
     fn = "embeddings_already_packaged_as_triplets"
-    emb = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    emb = validate.check_embeddings(embeddings, "embeddings", fn=fn)
     bsz = emb.shape[0]
     if bsz % 3 != 0:
         raise ValueError(f"{fn}: `embeddings` must have a multiple of 3 rows (anchor, positive, negative); got shape {tuple(emb.shape)}")
     r = bsz
     if ref_emb is not None:
-        r = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn).shape[0]
+        r = validate.check_embeddings(ref_emb, "ref_emb", fn=fn).shape[0]
         if r < bsz:
             raise ValueError(f"{fn}: `ref_emb` must have at least {bsz} rows (positives and negatives index it); got {r}")
-    where = _checks.check_where(where, bsz, "where", fn=fn)
-    ref_where = _checks.check_where(ref_where if ref_emb is not None else where, r, "ref_where", fn=fn)
+    where = validate.check_where(where, bsz, "where", fn=fn)
+    ref_where = validate.check_where(ref_where if ref_emb is not None else where, r, "ref_where", fn=fn)
     a = jnp.arange(bsz)
     p_idx = jnp.minimum(a + 1, r - 1)[:, None]
     n_idx = jnp.minimum(a + 2, r - 1)[:, None]
@@ -547,8 +548,8 @@ def embeddings_already_packaged_as_triplets(
     if ref_where is not None:
         w = w * ref_where[p_idx[:, 0]] * ref_where[n_idx[:, 0]]
     if axis_name is not None:  # indices into the gathered references
-        off = distributed.row_offset(r, axis_name)
-        p_idx, n_idx, r = p_idx + off, n_idx + off, r * distributed.axis_size(axis_name)
+        off = collectives.row_offset(r, axis_name)
+        p_idx, n_idx, r = p_idx + off, n_idx + off, r * collectives.axis_size(axis_name)
     return TripletMask.from_lists(p_idx, n_idx, w[:, None], num_refs=r)
 
 
@@ -572,7 +573,7 @@ def _sample_rows(key, w, k: int):
     return jnp.minimum(idx, last[:, None])
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def distance_weighted_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, cutoff: Scalar = 0.5, nonzero_loss_cutoff: Scalar = 1.4,
     key: Array | None = None, distance: BaseDistance = LpDistance(), ref_emb: ArrayLike | None = None,
@@ -663,7 +664,7 @@ def _histogram_pairs(key, vals, w, num_bins: int, per_bin: int):
     return (out * jnp.where(valid, wf, 0.0)).reshape(shape)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def uniform_histogram_miner(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, num_bins: int = 100, pos_per_bin: int = 10,
     neg_per_bin: int = 10, key: Array | None = None, distance: BaseDistance = LpDistance(),

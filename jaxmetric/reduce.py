@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Callable, Union
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, distributed
+from jaxmetric._src import collectives, validate
+from jaxmetric._src.front_door import front_door
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import ArrayLike, Scalar
@@ -78,7 +79,7 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def threshold(low: float | None = None, high: float | None = None) -> Reduction:
     """PML's ``ThresholdReducer(low, high)``: mean of the elements with ``low < l < high``."""
     if low is None and high is None:
@@ -154,8 +155,8 @@ def finalize(reduction: Reduction, num: jax.Array, den: jax.Array, axis_name=Non
     equals the single-device gradient of the loss on the concatenated batch.
     """
     if axis_name is not None:
-        num = distributed.psum(num, axis_name)
-        den = distributed.psum(jax.lax.stop_gradient(den), axis_name)
+        num = collectives.psum(num, axis_name)
+        den = collectives.psum(jax.lax.stop_gradient(den), axis_name)
     return reduction.finalize(num, den)
 
 
@@ -163,7 +164,7 @@ def global_any(x: jax.Array, axis_name=None) -> jax.Array:
     """``any(x > 0)`` over the local array and, with ``axis_name``, over every device."""
     count = jnp.sum(x > 0)
     if axis_name is not None:
-        count = distributed.psum(count, axis_name)
+        count = collectives.psum(count, axis_name)
     return count > 0
 
 
@@ -252,8 +253,8 @@ class ClassWeighted(ContextReduction):
             raise ValueError(f"class_weighted: `weights` must be a 1-D array [num_classes]; got shape {tuple(weights.shape)}")
         if not (jnp.issubdtype(weights.dtype, jnp.floating) or jnp.issubdtype(weights.dtype, jnp.integer)):
             raise TypeError(f"class_weighted: `weights` must be numeric; got dtype {weights.dtype}")
-        _checks.check_weights(weights, "weights", "class_weighted")
-        self.weights = _checks.poison_negative(weights)
+        validate.check_weights(weights, "weights", "class_weighted")
+        self.weights = validate.poison_negative(weights)
 
     def partial(self, losses, weights, context):
         labels = context.labels
@@ -346,20 +347,20 @@ class Divisor(ContextReduction):
         return f"divisor({self.value!r})"
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def class_weighted(weights: ArrayLike) -> ClassWeighted:
     """PML's ``ClassWeightedReducer(weights)``; ``weights[c]`` scales the elements whose anchor
     has class ``c``. Needs class-id labels in the loss call."""
     return ClassWeighted(weights)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def per_anchor(inner: ReductionSpec = "mean") -> PerAnchor:
     """PML's ``PerAnchorReducer(reducer=inner)``: mean per anchor, then ``inner`` over anchors."""
     return PerAnchor(inner)
 
 
-@_public.front_door(nonfinite=False)
+@front_door(nonfinite=False)
 def divisor(value: Scalar | None = None) -> Divisor:
     """PML's ``DivisorReducer``: sum divided by ``value`` or by the loss's own divisor."""
     return Divisor(value)

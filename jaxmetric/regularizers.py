@@ -21,7 +21,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public, reduce
+from jaxmetric import reduce
+from jaxmetric._src import validate
+from jaxmetric._src.front_door import front_door, wrap
 from jaxmetric.distances import l2_normalize, safe_norm
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
@@ -30,10 +32,10 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 
 def _prepare(x, fn: str, where):
-    x = _checks.check_embeddings(x, "x", fn=fn)
-    dtype = _checks.compute_dtype(x)
+    x = validate.check_embeddings(x, "x", fn=fn)
+    dtype = validate.compute_dtype(x)
     x = x.astype(dtype)
-    where = _checks.check_where(where, x.shape[0], "where", fn=fn)
+    where = validate.check_where(where, x.shape[0], "where", fn=fn)
     row_w = jnp.ones((x.shape[0],), dtype) if where is None else where.astype(dtype)
     return x, row_w
 
@@ -47,7 +49,7 @@ def _finish(value, dtype):
     return jnp.asarray(value).astype(dtype)
 
 
-@_public.front_door
+@front_door
 def lp_regularizer(x: ArrayLike, *, p: Scalar = 2, power: Scalar = 1, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Norm penalty, per row :math:`\|x_i\|_p^{\,\text{power}}`, averaged.
 
@@ -66,7 +68,7 @@ def lp_regularizer(x: ArrayLike, *, p: Scalar = 2, power: Scalar = 1, reduction:
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-@_public.front_door
+@front_door
 def zero_mean_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Per row :math:`|\sum_d x_{id}|`, averaged (Yuan et al., "Signal-to-noise ratio: a robust
     distance metric for deep metric learning", CVPR 2019).
@@ -81,7 +83,7 @@ def zero_mean_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", wh
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-@_public.front_door
+@front_door
 def center_invariant_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""Center-invariant term (Wu et al., "Deep face recognition with center invariant loss",
     ACM MM workshops 2017), per class weight :math:`w_i`:
@@ -104,7 +106,7 @@ def center_invariant_regularizer(x: ArrayLike, *, reduction: ReductionLike = "me
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-@_public.front_door
+@front_door
 def regular_face_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean", where: ArrayLike | None = None) -> Array:
     r"""RegularFace (Zhao et al., CVPR 2019), per class weight :math:`w_i`:
 
@@ -130,7 +132,7 @@ def regular_face_regularizer(x: ArrayLike, *, reduction: ReductionLike = "mean",
     return _finish(_reduce_rows(red, terms, row_w), x.dtype)
 
 
-@_public.front_door
+@front_door
 def sparse_centers_regularizer(x: ArrayLike, num_classes: int, centers_per_class: int, *, reduction: ReductionLike | None = None, where: ArrayLike | None = None) -> Array:
     r"""SoftTriple's center-merging term (Qian et al., ICCV 2019). ``x`` holds
     ``num_classes * centers_per_class`` centers, class-major (rows ``c*K .. c*K+K-1`` belong to
@@ -175,7 +177,7 @@ def sparse_centers_regularizer(x: ArrayLike, num_classes: int, centers_per_class
     return _finish(reduce.apply(red, terms, pair_w, context=ctx), x.dtype)
 
 
-@_public.front_door
+@front_door
 def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Callable[..., Array], weight: Scalar = 1.0) -> Callable[..., Array]:
     r"""A loss function that adds ``weight * regularizer(embeddings)`` to ``loss_fn``.
 
@@ -194,7 +196,7 @@ def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Calla
         raise TypeError(f"with_embedding_regularizer: `loss_fn` must be callable; got {type(loss_fn).__name__}")
     if not callable(regularizer):
         raise TypeError(f"with_embedding_regularizer: `regularizer` must be callable; got {type(regularizer).__name__}")
-    reg_takes_where = _checks.accepts_keyword(regularizer, "where")
+    reg_takes_where = validate.accepts_keyword(regularizer, "where")
 
     @functools.wraps(loss_fn)
     def regularized(embeddings, *args, **kwargs):
@@ -212,4 +214,4 @@ def with_embedding_regularizer(loss_fn: Callable[..., Array], regularizer: Calla
         return value + weight * reg
 
     # Behind the front door like every loss (any array type, NaN in -> NaN out).
-    return _public.wrap(regularized)
+    return wrap(regularized)

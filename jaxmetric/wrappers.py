@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public
-from jaxmetric import distributed as dist
+from jaxmetric._src import collectives, validate
+from jaxmetric._src.front_door import front_door, wrap
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
@@ -39,7 +39,7 @@ def _stack_views(views, fn: str) -> list:
         raise TypeError(f"{fn}: `views` must be an array [V, B, D] or a sequence of [B, D] arrays; got {type(views).__name__}")
     if len(views) < 2:
         raise ValueError(f"{fn}: `views` must hold at least 2 views; got {len(views)}")
-    views = [_checks.check_embeddings(v, f"views[{i}]", fn=fn) for i, v in enumerate(views)]
+    views = [validate.check_embeddings(v, f"views[{i}]", fn=fn) for i, v in enumerate(views)]
     shape = tuple(views[0].shape)
     for i, v in enumerate(views[1:], start=1):
         if tuple(v.shape) != shape:
@@ -47,7 +47,7 @@ def _stack_views(views, fn: str) -> list:
     return views
 
 
-@_public.front_door
+@front_door
 def multi_view_loss(loss_fn: Callable[..., Array], views: Sequence[ArrayLike], *, symmetric: bool = True, where: ArrayLike | None = None, axis_name: AxisName | None = None, **loss_kwargs) -> Array:
     """Self-supervised loss over ``V >= 2`` augmented views of the same ``B`` samples.
 
@@ -75,13 +75,13 @@ def multi_view_loss(loss_fn: Callable[..., Array], views: Sequence[ArrayLike], *
     """
     fn = "multi_view_loss"
     views = _stack_views(views, fn)
-    _checks.check_choice(bool(symmetric), (True, False), "symmetric", fn=fn)
+    validate.check_choice(bool(symmetric), (True, False), "symmetric", fn=fn)
     for k in ("ref_emb", "ref_labels", "ref_where"):
         if k in loss_kwargs:
             raise ValueError(f"{fn}: `{k}` is built from the views; got it in loss_kwargs")
     n_views, b = len(views), views[0].shape[0]
-    where = _checks.check_where(where, b, "where", fn=fn)
-    ids = jnp.arange(b, dtype=jnp.int32) + jnp.asarray(dist.row_offset(b, axis_name), jnp.int32)
+    where = validate.check_where(where, b, "where", fn=fn)
+    ids = jnp.arange(b, dtype=jnp.int32) + jnp.asarray(collectives.row_offset(b, axis_name), jnp.int32)
     if axis_name is not None:
         loss_kwargs["axis_name"] = axis_name
     if symmetric:
@@ -96,14 +96,14 @@ def multi_view_loss(loss_fn: Callable[..., Array], views: Sequence[ArrayLike], *
     )
 
 
-@_public.front_door
+@front_door
 def self_supervised_loss(loss_fn: Callable[..., Array], embeddings: ArrayLike, ref_emb: ArrayLike, *, symmetric: bool = True, where: ArrayLike | None = None, axis_name: AxisName | None = None, **loss_kwargs) -> Array:
     """PML's ``SelfSupervisedLoss``: ``embeddings[i]`` and ``ref_emb[i]`` are two views of sample
     ``i`` (a positive pair); every other pairing is negative. Two-view case of
     :func:`multi_view_loss` (see there for ``symmetric`` and ``axis_name``)."""
     fn = "self_supervised_loss"
-    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
-    ref_emb = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+    embeddings = validate.check_embeddings(embeddings, "embeddings", fn=fn)
+    ref_emb = validate.check_embeddings(ref_emb, "ref_emb", fn=fn)
     if ref_emb.shape != embeddings.shape:
         raise ValueError(
             f"{fn}: `ref_emb` must have the shape of `embeddings`, {tuple(embeddings.shape)}; got shape {tuple(ref_emb.shape)}"
@@ -142,7 +142,7 @@ class CrossBatchMemoryState:
         return jnp.sum(self.filled.astype(jnp.int32))
 
 
-@_public.front_door
+@front_door
 def init_cross_batch_memory(memory_size: int, dim: int, label_shape: tuple = (), label_dtype: DTypeLike = jnp.int32, dtype: DTypeLike = jnp.float32) -> CrossBatchMemoryState:
     """An empty :class:`CrossBatchMemoryState` with ``memory_size`` slots of ``dim`` floats.
 
@@ -182,7 +182,7 @@ def _enqueue(state: CrossBatchMemoryState, embeddings, labels, enq):
     return new, slot
 
 
-@_public.front_door
+@front_door
 def cross_batch_memory_loss(
     loss_fn: Callable, embeddings: ArrayLike, labels: ArrayLike, state: CrossBatchMemoryState, *,
     miner: Callable | None = None, enqueue_mask: ArrayLike | None = None, where: ArrayLike | None = None,
@@ -226,23 +226,23 @@ def cross_batch_memory_loss(
     for k in ("ref_emb", "ref_labels", "ref_where"):
         if k in loss_kwargs:
             raise ValueError(f"{fn}: `{k}` is the memory; got it in loss_kwargs")
-    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    embeddings = validate.check_embeddings(embeddings, "embeddings", fn=fn)
     b, m = embeddings.shape[0], state.memory_size
     if embeddings.shape[1] != state.embeddings.shape[1]:
         raise ValueError(f"{fn}: `embeddings` must have dim {state.embeddings.shape[1]} (the memory's); got shape {tuple(embeddings.shape)}")
-    ndev = dist.axis_size(axis_name)
+    ndev = collectives.axis_size(axis_name)
     if b * ndev > m:
         what = "batch" if axis_name is None else f"global batch ({ndev} devices x {b})"
         raise ValueError(f"{fn}: the batch must fit in the memory ({what} <= memory_size = {m}); got batch {b * ndev}")
     if m % ndev:
         raise ValueError(f"{fn}: with `axis_name`, `memory_size` ({m}) must be divisible by the number of devices ({ndev})")
-    labels = _checks.check_labels(labels, b, "labels", fn=fn)
+    labels = validate.check_labels(labels, b, "labels", fn=fn)
     if tuple(labels.shape[1:]) != tuple(state.labels.shape[1:]):
         raise ValueError(
             f"{fn}: `labels` must have shape {(b,) + tuple(state.labels.shape[1:])} (as the memory's labels); got shape {tuple(labels.shape)}"
         )
-    where = _checks.check_where(where, b, "where", fn=fn)
-    enqueue_mask = _checks.check_where(enqueue_mask, b, "enqueue_mask", fn=fn)
+    where = validate.check_where(where, b, "where", fn=fn)
+    enqueue_mask = validate.check_where(enqueue_mask, b, "enqueue_mask", fn=fn)
 
     real = jnp.ones((b,), bool) if where is None else where
     if enqueue_mask is None:
@@ -252,15 +252,15 @@ def cross_batch_memory_loss(
     if axis_name is None:
         new_state, slot = _enqueue(state, embeddings, labels, enq)
     else:  # every device enqueues the global batch: the memories stay identical
-        g = lambda a: dist.gather_replicated(a, axis_name)  # noqa: E731
+        g = lambda a: collectives.gather_replicated(a, axis_name)  # noqa: E731
         new_state, slot_g = _enqueue(state, g(jax.lax.stop_gradient(embeddings)), g(labels), g(enq))
-        slot = dist.local_rows(slot_g, b, axis_name)
+        slot = collectives.local_rows(slot_g, b, axis_name)
 
     if miner is None:
         mask = pair_mask(labels, new_state.labels, where=query_where, ref_where=new_state.filled)
     else:
         mkw = dict(ref_emb=new_state.embeddings, ref_labels=new_state.labels, ref_where=new_state.filled)
-        if query_where is not None and _checks.accepts_keyword(miner, "where"):
+        if query_where is not None and validate.accepts_keyword(miner, "where"):
             mkw["where"] = query_where
         mask = miner(embeddings, labels, **mkw)
         if not isinstance(mask, (PairMask, TripletMask)):
@@ -283,7 +283,7 @@ def cross_batch_memory_loss(
         kw["where"] = query_where
     ref, ref_where = new_state.embeddings, new_state.filled
     if axis_name is not None:  # the loss gathers the references: give it this device's shard
-        ref, ref_where = dist.local_rows(ref, m // ndev, axis_name), dist.local_rows(ref_where, m // ndev, axis_name)
+        ref, ref_where = collectives.local_rows(ref, m // ndev, axis_name), collectives.local_rows(ref_where, m // ndev, axis_name)
         kw["axis_name"] = axis_name
     loss = loss_fn(embeddings, mask, ref_emb=ref, ref_where=ref_where, **kw)
     return loss, new_state
@@ -294,7 +294,7 @@ def cross_batch_memory_loss(
 # ------------------------------------------------------------------------------------------
 
 
-@_public.front_door
+@front_door
 def multiple_losses(
     losses: Sequence[Callable[..., Array]] | Mapping[str, Callable[..., Array]],
     weights: ArrayLike | Sequence[Scalar] | Mapping[str, Scalar] | None = None,
@@ -359,7 +359,7 @@ def multiple_losses(
                 if isinstance(labels_or_mask, (PairMask, TripletMask)):
                     raise ValueError(f"{fn}: with a miner for loss {k!r}, pass labels, not a {type(labels_or_mask).__name__}")
                 mkw = {a: kwargs[a] for a in ("ref_emb", "ref_labels", "where", "ref_where") if kwargs.get(a) is not None}
-                if kwargs.get("axis_name") is not None and _checks.accepts_keyword(miner, "axis_name"):
+                if kwargs.get("axis_name") is not None and validate.accepts_keyword(miner, "axis_name"):
                     mkw["axis_name"] = kwargs["axis_name"]
                 mask = miner(embeddings, labels_or_mask, **mkw)
                 lkw = {a: v for a, v in kwargs.items() if a != "ref_labels"}
@@ -368,4 +368,4 @@ def multiple_losses(
         return total
 
     # The sum is a loss too: behind the front door (any array type, NaN in -> NaN out).
-    return _public.wrap(combined, name=fn)
+    return wrap(combined, name=fn)

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "jaxmetric"
 OPTIONAL_DEPENDENCIES = {"faiss", "sklearn", "tqdm"}
 # The modules whose public functions take user input (losses, miners, masks, reductions,
 # regularizers, wrappers, multi-label metrics): each such function goes through
-# jaxmetric/_public.py.
+# jaxmetric/_src/front_door.py.
 API_MODULES = ["jaxmetric.masks", "jaxmetric.reduce", "jaxmetric.metrics", "jaxmetric.miners",
                "jaxmetric.regularizers", "jaxmetric.wrappers"] + sorted(
     f"jaxmetric.losses.{p.stem}" for p in (PACKAGE / "losses").glob("*.py") if not p.stem.startswith("_"))
@@ -103,8 +103,8 @@ def test_every_public_function_is_behind_the_front_door():
     functions = _public_functions()
     assert len(functions) > 100
     missing = [name for name, obj in functions.items()
-               if not getattr(getattr(obj, "__code__", None), "co_filename", "").endswith("_public.py")]
-    assert not missing, f"not decorated with @_public.front_door: {missing}"
+               if not getattr(getattr(obj, "__code__", None), "co_filename", "").endswith("front_door.py")]
+    assert not missing, f"not decorated with @front_door: {missing}"
 
 
 def test_no_function_body_over_80_lines():
@@ -124,10 +124,10 @@ def test_no_function_body_over_80_lines():
 COLLECTIVES = {"psum", "pmean", "pmax", "pmin", "all_gather", "ppermute", "psum_scatter", "all_to_all", "axis_index", "axis_size"}
 
 
-def test_only_distributed_calls_collectives():
+def test_only_collectives_calls_collectives():
     calls = []
     for _, path, tree in _modules():
-        if path.name == "distributed.py":
+        if path.name == "collectives.py":
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in COLLECTIVES and isinstance(node.value, ast.Attribute) and node.value.attr == "lax":
@@ -136,15 +136,15 @@ def test_only_distributed_calls_collectives():
 
 
 def test_one_block_loop():
-    """Every loss's ``block_size`` runs through jaxmetric/_blocks.map_blocks; evaluation's kNN
+    """Every loss's ``block_size`` runs through jaxmetric/_src/blocks.map_blocks; evaluation's kNN
     search has its own query loop."""
     loops = []
     for _, path, tree in _modules():
-        if path.name in ("_blocks.py", "evaluation.py"):
+        if path.name in ("blocks.py", "evaluation.py"):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in ("map", "scan", "fori_loop", "while_loop") and getattr(node.value, "attr", None) == "lax":
-                if node.attr == "fori_loop" and path.name == "_triplets.py":
+                if node.attr == "fori_loop" and path.name == "triplets.py":
                     continue  # the binary search of first_false, not a loop over blocks
                 loops.append(f"{path.relative_to(ROOT)}:{node.lineno} lax.{node.attr}")
     assert not loops, loops

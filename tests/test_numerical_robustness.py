@@ -101,7 +101,7 @@ def test_float16_gradients_saturate_instead_of_overflowing():
     # float32 and bfloat16 inputs are untouched
     for dt in (jnp.float32, jnp.bfloat16):
         xd = x16.astype(dt)
-        assert jm._checks.saturate_grad(xd) is xd
+        assert jm.validate.saturate_grad(xd) is xd
 
 
 def _angle_rule_f64(x, labels, angle_deg):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxmetric
-from jaxmetric.losses._class_matrix import safe_acos
+from jaxmetric._src.class_matrix import safe_acos
 
 B, D, C = 8, 4, 3
 COUNTS = np.array([40, 3, 9])

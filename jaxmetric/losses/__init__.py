@@ -44,7 +44,6 @@ from jaxmetric.losses.classifier import (
     subcenter_arcface_outliers,
 )
 from jaxmetric.losses.class_weights import class_logits, init_class_weights
-from jaxmetric.losses import multilabel
 from jaxmetric.losses.multilabel import (
     asymmetric_loss,
     bce_loss,
@@ -113,5 +112,16 @@ __all__ = [
     "snr_contrastive_loss",
     "threshold_consistent_margin_loss",
     "tuplet_margin_loss",
-    *multilabel.__all__,
+    "asymmetric_loss",
+    "bce_loss",
+    "class_balanced_weights",
+    "distribution_balanced_loss",
+    "focal_loss",
+    "hill_loss",
+    "poly_bce_loss",
+    "pos_weight_from_counts",
+    "splc_loss",
+    "splc_targets",
+    "two_way_loss",
+    "zlpr_loss",
 ]

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public, reduce
-from jaxmetric._checks import check_distance, check_positive
-from jaxmetric._ops import finish, has_any
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.validate import check_distance, check_positive
+from jaxmetric._src.numerics import finish, has_any
 from jaxmetric.distances import LpDistance, l2_normalize
-from jaxmetric.losses._labels import relation, resolve_labelled
+from jaxmetric._src.labels import relation, resolve_labelled
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -27,7 +28,7 @@ def _row_shift(x, w):
     return jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
 
 
-@_public.front_door
+@front_door
 def angular_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, alpha: Scalar = 40.0, labels: ArrayLike | None = None,
     distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,

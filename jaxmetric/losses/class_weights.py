@@ -33,9 +33,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _public
+from jaxmetric._src import class_matrix as cm, validate
+from jaxmetric._src.front_door import front_door
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance, l2_normalize, safe_norm
-from jaxmetric.losses import _class_matrix as cm
 from jaxmetric.losses import classifier as _clf
 from jaxmetric.losses import proxy as _proxy
 
@@ -59,7 +59,7 @@ KINDS = (
 _CENTER_KINDS = {"soft_triple": ("centers_per_class", 10), "subcenter_arcface": ("sub_centers", 3), "dynamic_arcface": ("sub_centers", 3)}
 
 
-@_public.front_door
+@front_door
 def init_class_weights(key: Array, num_classes: int, dim: int, *, kind: str, centers_per_class: int | None = None, sub_centers: int | None = None, dtype: DTypeLike = jnp.float32) -> Array:
     """A class matrix for the loss ``kind`` with PML's initialisation (see the module table).
 
@@ -73,7 +73,7 @@ def init_class_weights(key: Array, num_classes: int, dim: int, *, kind: str, cen
       dtype: float dtype of the result (float32 by default, also with bf16 models).
     """
     fn = "init_class_weights"
-    _checks.check_choice(kind, KINDS, "kind", fn=fn)
+    validate.check_choice(kind, KINDS, "kind", fn=fn)
     for name, val in (("num_classes", num_classes), ("dim", dim)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{fn}: `{name}` must be a positive int; got {val!r}")
@@ -117,7 +117,7 @@ _LOGIT_DEFAULTS = {
 }
 
 
-@_public.front_door
+@front_door
 def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hyperparameters) -> Array:
     """PML's ``get_logits``: ``[B, num_classes]`` class scores for inference (no margin).
 
@@ -134,13 +134,13 @@ def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hype
     the default distance), not negated.
     """
     fn = "class_logits"
-    _checks.check_choice(kind, KINDS, "kind", fn=fn)
+    validate.check_choice(kind, KINDS, "kind", fn=fn)
     allowed = _LOGIT_DEFAULTS[kind]
     unknown = set(hyperparameters) - set(allowed)
     if unknown:
         raise TypeError(f"{fn}: kind={kind!r} takes hyperparameters {sorted(allowed)}; got unexpected {sorted(unknown)}")
     hp = {**allowed, **hyperparameters}
-    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    embeddings = validate.check_embeddings(embeddings, "embeddings", fn=fn)
     d = embeddings.shape[1]
     centers = None
     if kind in _CENTER_KINDS:
@@ -149,7 +149,7 @@ def class_logits(embeddings: ArrayLike, weights: ArrayLike, *, kind: str, **hype
     weights = cm.check_class_matrix(weights, d, fn, allow_3d=centers is not None)
     if centers is not None:
         weights = cm.as_centers(weights, *centers, fn=fn)
-    dtype = _checks.compute_dtype(embeddings, weights)
+    dtype = validate.compute_dtype(embeddings, weights)
     emb, w = embeddings.astype(dtype), weights.astype(dtype)
     if kind in ("proxy_nca", "proxy_anchor"):
         out = hp["distance"](emb, w)

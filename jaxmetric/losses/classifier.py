@@ -25,7 +25,7 @@ gradient. Any reduction.
 
 Numerics: similarities, exponentials and the cross-entropy are computed in float32 (float64 for
 float64 inputs), so bf16 embeddings with a float32 class matrix give a float32 loss. Angles use
-:func:`~jaxmetric.losses._class_matrix.safe_acos`: ``acos(clamp(cos, -1, 1))`` whose gradient is
+:func:`~jaxmetric._src.class_matrix.safe_acos`: ``acos(clamp(cos, -1, 1))`` whose gradient is
 finite at ``cos = +-1``.
 """
 from __future__ import annotations
@@ -38,11 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public, reduce
+from jaxmetric._src import class_matrix as cm, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
 from jaxmetric.distances import DotProductSimilarity, l2_normalize, safe_norm
-from jaxmetric.losses import _class_matrix as cm
-from jaxmetric.losses._class_matrix import safe_acos
-from jaxmetric._checks import check_distance, check_positive
+from jaxmetric._src.class_matrix import safe_acos
+from jaxmetric._src.validate import check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -189,7 +190,7 @@ def _cosine_head(
 # Losses
 
 
-@_public.front_door
+@front_door
 def normalized_softmax_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, temperature: Scalar = 0.05,
     distance: BaseDistance = DotProductSimilarity(), reduction: ReductionLike = "mean",
@@ -231,7 +232,7 @@ def _normalized_softmax_logits(emb, w_normalized, temperature, distance):
     return logits if distance.is_inverted else -logits
 
 
-@_public.front_door
+@front_door
 def large_margin_softmax_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 4, scale: Scalar = 1.0,
     reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
@@ -278,7 +279,7 @@ def _lsoftmax_magnitudes(emb, w):
     return safe_norm(emb, axis=1)[:, None] * safe_norm(w, axis=1)[None, :]
 
 
-@_public.front_door
+@front_door
 def sphereface_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 4, scale: Scalar = 1.0,
     reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
@@ -312,7 +313,7 @@ def sphereface_loss(
     )
 
 
-@_public.front_door
+@front_door
 def arcface_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 28.6, scale: Scalar = 64.0,
     reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
@@ -348,7 +349,7 @@ def arcface_loss(
     )
 
 
-@_public.front_door
+@front_door
 def cosface_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 0.35, scale: Scalar = 64.0,
     reduction: ReductionLike = "mean", where: ArrayLike | None = None, mask: ArrayLike | None = None,
@@ -377,7 +378,7 @@ def cosface_loss(
     )
 
 
-@_public.front_door
+@front_door
 def subcenter_arcface_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 28.6, scale: Scalar = 64.0,
     sub_centers: int | None = None, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
@@ -416,7 +417,7 @@ def subcenter_arcface_loss(
     )
 
 
-@_public.front_door
+@front_door
 def subcenter_arcface_outliers(embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, threshold: Scalar = 75.0, sub_centers: int | None = None, where: ArrayLike | None = None) -> tuple[Array, Array]:
     r"""PML's ``SubCenterArcFaceLoss.get_outliers`` as a pure, jit-able function.
 
@@ -446,7 +447,7 @@ def subcenter_arcface_outliers(embeddings: ArrayLike, labels: ArrayLike, weights
     return outliers, centers.astype(jnp.asarray(weights).dtype)
 
 
-@_public.front_door
+@front_door
 def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[float, float] = (0.05, 0.5), power: Scalar = 0.25) -> Array:
     r"""Per-class ArcFace margins (radians) from training-set class sizes :math:`n_c`:
 
@@ -475,7 +476,7 @@ def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[flo
         raise ValueError(f"{fn}: `class_counts` must be a 1-D array [num_classes]; got {cm._describe(class_counts)}")
     if not jnp.issubdtype(class_counts.dtype, jnp.number) or jnp.issubdtype(class_counts.dtype, jnp.complexfloating):
         raise TypeError(f"{fn}: `class_counts` must be real numbers; got {cm._describe(class_counts)}")
-    if _checks.is_concrete(class_counts) and np.any(np.asarray(class_counts) <= 0):
+    if validate.is_concrete(class_counts) and np.any(np.asarray(class_counts) <= 0):
         raise ValueError(f"{fn}: `class_counts` must all be > 0 (sizes of the training classes); got {np.asarray(class_counts)}")
     if len(margin_bounds) != 2:
         raise ValueError(f"{fn}: `margin_bounds` must be (low, high); got {margin_bounds!r}")
@@ -491,7 +492,7 @@ def dynamic_arcface_margins(class_counts: ArrayLike, *, margin_bounds: tuple[flo
     return jax.lax.stop_gradient(lo + (hi - lo) * frac)
 
 
-@_public.front_door
+@front_door
 def dynamic_arcface_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, class_counts: ArrayLike, *,
     margin_bounds: tuple[float, float] = (0.05, 0.5), power: Scalar = 0.25, scale: Scalar = 64.0,
@@ -550,7 +551,7 @@ def _p2s_cosine(emb, w):
     return jnp.clip(l2_normalize(emb) @ w_unit.T, -1.0, 1.0)
 
 
-@_public.front_door
+@front_door
 def p2sgrad_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, reduction: ReductionLike = "mean",
     where: ArrayLike | None = None, mask: ArrayLike | None = None, sample_weights: ArrayLike | None = None,

@@ -16,25 +16,26 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _pairs, _public, reduce
-from jaxmetric import distributed as dist
-from jaxmetric._checks import check_positive
-from jaxmetric._ops import finish, masked_logsumexp
+from jaxmetric._src import collectives, pairs as _pairs
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.validate import check_positive
+from jaxmetric._src.numerics import finish, masked_logsumexp
 from jaxmetric.distances import l2_normalize
-from jaxmetric.losses._rows import map_row_blocks
+from jaxmetric._src.engine import map_row_blocks
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
 
 
-@_public.front_door
+@front_door
 def init_clip_params(temperature: float = 0.07) -> dict:
     """CLIP's initial learnable temperature: ``{"log_temperature": log(0.07)}``."""
     check_positive(temperature, "temperature", "init_clip_params")
     return {"log_temperature": jnp.asarray(math.log(temperature), jnp.float32)}
 
 
-@_public.front_door
+@front_door
 def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> dict:
     """SigLIP's initial values: ``{"t_prime": log 10, "bias": -10}``."""
     for name, value in (("t_prime", t_prime), ("bias", bias)):
@@ -44,7 +45,7 @@ def init_siglip_params(t_prime: float = math.log(10.0), bias: float = -10.0) -> 
     return {"t_prime": jnp.asarray(t_prime, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
 
 
-@_public.front_door
+@front_door
 def clip_loss(
     image_emb: ArrayLike, text_emb: ArrayLike, log_temperature: ArrayLike, *, max_logit_scale: Scalar = 100.0,
     normalize: bool = True, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
@@ -92,7 +93,7 @@ def clip_loss(
     # Each device owns its rows i: the image-to-text term of image i (against every text) and
     # the text-to-image term of text i (against every image), so the shares add up to the
     # global loss. Without axis_name the gathered sets are the local ones.
-    xg, yg, wg = dist.gather(x, axis_name), dist.gather(y, axis_name), dist.gather(w, axis_name)
+    xg, yg, wg = collectives.gather(x, axis_name), collectives.gather(y, axis_name), collectives.gather(w, axis_name)
 
     def per_row(xb, yb, wb):
         valid = wb[:, None] * wg[None, :]
@@ -105,7 +106,7 @@ def clip_loss(
     return finish(reduce.apply(red, losses, w, axis_name, context=reduce.Context(anchor_weight=w)), dtype)
 
 
-@_public.front_door
+@front_door
 def siglip_loss(x: ArrayLike, y: ArrayLike, t_prime: ArrayLike, bias: ArrayLike, *, normalize: bool = True, reduction: ReductionLike = "mean", where: ArrayLike | None = None, block_size: int | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Pairwise sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image
     Pre-Training", ICCV 2023):
@@ -135,9 +136,9 @@ def siglip_loss(x: ArrayLike, y: ArrayLike, t_prime: ArrayLike, bias: ArrayLike,
     x, y, w, dtype, (tp, b) = _pairs.two_views(fn, x, y, ("x", "y"), where, [("t_prime", t_prime), ("bias", bias)])
     if normalize:
         x, y = l2_normalize(x), l2_normalize(y)
-    yg, wg = dist.gather(y, axis_name), dist.gather(w, axis_name)
+    yg, wg = collectives.gather(y, axis_name), collectives.gather(w, axis_name)
     cols = jnp.arange(yg.shape[0])
-    rows = dist.global_rows(x.shape[0], axis_name)
+    rows = collectives.global_rows(x.shape[0], axis_name)
 
     def per_row(xb, wb, rb):
         logits = jnp.exp(tp) * (xb @ yg.T) + b

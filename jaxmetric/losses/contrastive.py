@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _pairs, _public, reduce
-from jaxmetric import distributed as dist
-from jaxmetric._checks import check_distance, check_positive
-from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
+from jaxmetric._src import collectives, pairs as _pairs, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.validate import check_distance, check_positive
+from jaxmetric._src.numerics import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, LpDistance, SNRDistance, l2_normalize
-from jaxmetric.losses._rows import evaluate
+from jaxmetric._src.engine import evaluate
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
-@_public.front_door
+@front_door
 def contrastive_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_margin: Scalar = 0.0, neg_margin: Scalar = 1.0,
     distance: BaseDistance = LpDistance(), reduction: ReductionLike = "avg_nonzero", ref_emb: ArrayLike | None = None,
@@ -73,7 +74,7 @@ def _hinges(distance, pos_margin, neg_margin):
     return elements
 
 
-@_public.front_door
+@front_door
 def snr_contrastive_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_margin: Scalar = 0.0, neg_margin: Scalar = 1.0,
     distance: BaseDistance = SNRDistance(), reduction: ReductionLike = "avg_nonzero",
@@ -107,7 +108,7 @@ def snr_contrastive_loss(
     return finish(evaluate(b, distance, red, _hinges(distance, pos_margin, neg_margin), fn=fn), b.dtype)
 
 
-@_public.front_door
+@front_door
 def ntxent_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, temperature: Scalar = 0.07,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
@@ -156,7 +157,7 @@ def _softmax_inputs(fn, embeddings, labels_or_mask, temperature, distance, reduc
     return red, _pairs.from_inputs(fn, embeddings, labels_or_mask, contrast=True, **inputs)
 
 
-@_public.front_door
+@front_door
 def supcon_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, temperature: Scalar = 0.1,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
@@ -208,7 +209,7 @@ def _jaccard(a, b, dtype):
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 1.0)
 
 
-@_public.front_door
+@front_door
 def multi_supcon_loss(
     embeddings: ArrayLike, labels: ArrayLike, *, temperature: Scalar = 0.1, threshold: Scalar = 0.5,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
@@ -249,8 +250,8 @@ def multi_supcon_loss(
     if isinstance(threshold, (int, float)) and not 0 <= threshold <= 1:
         raise ValueError(f"{fn}: `threshold` must be in [0, 1]; got {threshold!r}")
     # Labels only (the Jaccard weights are read from them): a mask is refused here.
-    batch = _checks.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
-    lab = _checks.check_labels(labels, batch, "labels", fn=fn)
+    batch = validate.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
+    lab = validate.check_labels(labels, batch, "labels", fn=fn)
     b = _pairs.from_inputs(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
     mat = distance(b.emb, b.ref)
     logits = (mat if distance.is_inverted else -mat) / temperature
@@ -276,11 +277,11 @@ def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
     xn, yn = l2_normalize(x), l2_normalize(y)
     # Local rows (both views of this device's samples) against both views of the global batch.
     z = jnp.concatenate([xn, yn], axis=0)  # [2B, D]
-    xg, yg, wg = dist.gather(xn, axis_name), dist.gather(yn, axis_name), dist.gather(w, axis_name)
+    xg, yg, wg = collectives.gather(xn, axis_name), collectives.gather(yn, axis_name), collectives.gather(w, axis_name)
     ng = xg.shape[0]
     zg = jnp.concatenate([xg, yg], axis=0)  # [2N, D]
     logits = (z @ zg.T) / temperature
-    rows = dist.global_rows(n, axis_name)
+    rows = collectives.global_rows(n, axis_name)
     sample = jnp.concatenate([rows, rows])
     sample_g = jnp.arange(2 * ng) % ng
     w2 = jnp.concatenate([w, w])
@@ -291,17 +292,17 @@ def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
     if sigma is not None:
         s = jnp.sum(xn * yn, axis=1) / sigma
         # w_i = 2 - exp(s_i) / mean_k exp(s_k), the mean over the real rows of the global batch.
-        s_max = jax.lax.stop_gradient(dist.pmax(jnp.max(jnp.where(w > 0, s, -jnp.inf)), axis_name))
+        s_max = jax.lax.stop_gradient(collectives.pmax(jnp.max(jnp.where(w > 0, s, -jnp.inf)), axis_name))
         s_max = jnp.where(jnp.isfinite(s_max), s_max, 0.0)
         e = jnp.where(w > 0, jnp.exp(s - s_max), 0.0)
-        weight = 2.0 - e * reduce.safe_divide(dist.psum(jnp.sum(w), axis_name), dist.psum(jnp.sum(e), axis_name))
+        weight = 2.0 - e * reduce.safe_divide(collectives.psum(jnp.sum(w), axis_name), collectives.psum(jnp.sum(e), axis_name))
         pos_logit = pos_logit * jnp.concatenate([weight, weight])
     has_neg = jnp.any(neg > 0, axis=1)
     losses = jnp.where(has_neg & (w2 > 0), masked_logsumexp(logits, neg) - pos_logit, 0.0)
     return finish(reduce.apply(red, losses, w2, axis_name, context=reduce.Context(anchor_weight=w2)), dtype)
 
 
-@_public.front_door
+@front_door
 def dcl_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, reduction: ReductionLike = "mean", where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Decoupled contrastive loss (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022,
     eq. 6), for each view :math:`k` and sample :math:`i`:
@@ -323,7 +324,7 @@ def dcl_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, reduction
     return _dcl("dcl_loss", x, y, temperature, None, reduction, where, axis_name)
 
 
-@_public.front_door
+@front_door
 def dclw_loss(x: ArrayLike, y: ArrayLike, *, temperature: Scalar = 0.1, sigma: Scalar = 0.5, reduction: ReductionLike = "mean", where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Weighted decoupled contrastive loss (DCLW, Yeh et al., ECCV 2022, eq. 7): as
     :func:`dcl_loss` with the positive term scaled by the von Mises-Fisher weight

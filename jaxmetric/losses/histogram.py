@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _pairs, _public, reduce
-from jaxmetric import distributed as dist
-from jaxmetric._blocks import map_blocks
-from jaxmetric._ops import clip_weights, finish
+from jaxmetric._src import collectives, pairs as _pairs, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.numerics import clip_weights, finish
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric._checks import check_block_size, check_distance, check_static_int, is_concrete_number, reject_ref
+from jaxmetric._src.validate import check_block_size, check_distance, check_static_int, is_concrete_number, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, LabelsOrMask, ReductionLike, Scalar
@@ -32,7 +33,7 @@ def _reduce_scalar(red, value, present):
     return out[0] if red == "none" else out
 
 
-@_public.front_door
+@front_door
 def histogram_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, n_bins: int | None = None, delta: Scalar | None = None,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
@@ -100,11 +101,11 @@ def histogram_loss(
         # This device's rows i hold the pairs {i, j} with j >= i (global indices); the
         # transposed selection o[j, i] comes from the row of j.
         if b.labels is not None:  # label masks are symmetric: o[j, i] = pos[i, j] * has_neg[j]
-            o_ap_t = jnp.where(dist.gather(has_neg[:, 0], axis_name)[None, :], pos, 0.0)
-            o_an_t = jnp.where(dist.gather(has_pos[:, 0], axis_name)[None, :], neg, 0.0)
+            o_ap_t = jnp.where(collectives.gather(has_neg[:, 0], axis_name)[None, :], pos, 0.0)
+            o_an_t = jnp.where(collectives.gather(has_pos[:, 0], axis_name)[None, :], neg, 0.0)
         else:  # a mask may be asymmetric: gather its rows
-            o_ap_t = dist.gather(o_ap, axis_name)[:, b.self_cols].T
-            o_an_t = dist.gather(o_an, axis_name)[:, b.self_cols].T
+            o_ap_t = collectives.gather(o_ap, axis_name)[:, b.self_cols].T
+            o_an_t = collectives.gather(o_an, axis_name)[:, b.self_cols].T
         upper = (jnp.arange(mat.shape[1])[None, :] >= b.self_cols[:, None]).astype(mat.dtype)
     w_ap = jnp.maximum(o_ap, o_ap_t) * upper
     w_an = jnp.maximum(o_an, o_an_t) * upper
@@ -117,7 +118,7 @@ def histogram_loss(
         d = jnp.zeros((n_nodes,), mat.dtype)
         d = d.at[(r_star + 1).ravel()].add((w * lower_frac).ravel())
         d = d.at[r_star.ravel()].add((w * upper_frac).ravel())
-        return reduce.safe_divide(dist.psum(d, axis_name), dist.psum(jnp.sum(w), axis_name))
+        return reduce.safe_divide(collectives.psum(d, axis_name), collectives.psum(jnp.sum(w), axis_name))
 
     p_pos, p_neg = density(w_ap), density(w_an)
     loss = jnp.sum(p_neg * jnp.cumsum(p_pos))
@@ -135,7 +136,7 @@ class DynamicSoftMarginState(NamedTuple):
     hist: jax.Array
 
 
-@_public.front_door
+@front_door
 def init_dynamic_soft_margin_state(num_bins: int = 10, dtype: DTypeLike = jnp.float32) -> DynamicSoftMarginState:
     """The empty histogram (PML initialises ``hist_`` to zeros); the first update then uses
     momentum 1."""
@@ -166,7 +167,7 @@ def _weigh(x, cdf, min_val, delta, num_bins):
     return cdf[idx] * x
 
 
-@_public.front_door
+@front_door
 def dynamic_soft_margin_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, state: DynamicSoftMarginState, *, min_val: Scalar = -2.0,
     num_bins: int = 10, momentum: Scalar = 0.01, distance: BaseDistance = LpDistance(),
@@ -252,8 +253,8 @@ def dynamic_soft_margin_loss(
     if labels_or_mask is None:
         x, w, dtype = _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, ref_where, axis_name)
         hist = hist_in.astype(dtype)
-        inc = dist.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
-        new_hist, cdf, present = _update(hist, inc, dist.psum(jnp.sum(w), ax), momentum)
+        inc = collectives.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
+        new_hist, cdf, present = _update(hist, inc, collectives.psum(jnp.sum(w), ax), momentum)
         losses = _weigh(x, cdf, min_val, delta, num_bins)
         value = reduce.apply(red, losses, w, ax)
         return finish(value, dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
@@ -274,8 +275,8 @@ def dynamic_soft_margin_loss(
 
     if not reduce.is_builtin(red):
         x, w = terms(mat, b.pos, b.neg, cube)
-        inc = dist.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
-        new_hist, cdf, _ = _update(hist, inc, dist.psum(jnp.sum(w), ax), momentum)
+        inc = collectives.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
+        new_hist, cdf, _ = _update(hist, inc, collectives.psum(jnp.sum(w), ax), momentum)
         value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w, ax)
         return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
@@ -287,7 +288,7 @@ def dynamic_soft_margin_loss(
         return _hist_increment(x, w, min_val, delta, num_bins), jnp.sum(w)
 
     inc, wsum = map_blocks(pass1, rows, block=blk, checkpoint=False)
-    new_hist, cdf, _ = _update(hist, dist.psum(inc, ax), dist.psum(wsum, ax), momentum)
+    new_hist, cdf, _ = _update(hist, collectives.psum(inc, ax), collectives.psum(wsum, ax), momentum)
 
     def pass2(*args):
         x, w = terms(*args)
@@ -316,8 +317,8 @@ def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, 
     """
     if ref_labels is not None:
         raise ValueError(f"{fn}: `ref_labels` needs labels; with `labels_or_mask=None` pass `ref_emb` alone")
-    emb = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
-    ref = emb if ref_emb is None else _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+    emb = validate.check_embeddings(embeddings, "embeddings", fn=fn)
+    ref = emb if ref_emb is None else validate.check_embeddings(ref_emb, "ref_emb", fn=fn)
     if ref.shape[1] != emb.shape[1]:
         raise ValueError(f"{fn}: `ref_emb` must have the embedding dim {emb.shape[1]}; got shape {tuple(ref.shape)}")
     if axis_name is not None and ref.shape[0] != emb.shape[0]:
@@ -325,23 +326,23 @@ def _pairs_without_labels(fn, distance, embeddings, ref_emb, ref_labels, where, 
             f"{fn}: with `axis_name` and `labels_or_mask=None`, `ref_emb` must have as many rows as `embeddings` "
             f"on every device ({emb.shape[0]}); got shape {tuple(ref.shape)}"
         )
-    dtype = _checks.compute_dtype(emb, None if ref_emb is None else ref)
+    dtype = validate.compute_dtype(emb, None if ref_emb is None else ref)
     emb = emb.astype(dtype)
     ref = emb if ref_emb is None else ref.astype(dtype)
     rows, cols = emb.shape[0], ref.shape[0]
-    where = _checks.check_where(where, rows, "where", fn=fn)
+    where = validate.check_where(where, rows, "where", fn=fn)
     if ref_emb is None:
         if ref_where is not None:
             raise ValueError(f"{fn}: `ref_where` needs `ref_emb`; without a reference set use `where` alone")
         ref_where = where
     else:
-        ref_where = _checks.check_where(ref_where, cols, "ref_where", fn=fn)
+        ref_where = validate.check_where(ref_where, cols, "ref_where", fn=fn)
     rv = jnp.ones((rows,), bool) if where is None else where
     cv = jnp.ones((cols,), bool) if ref_where is None else ref_where
     if axis_name is not None:
-        g = dist.global_rows(rows, axis_name)
-        emb_g, ref_g = dist.gather(emb, axis_name), dist.gather(ref, axis_name)
-        rv_g, cv_g = dist.gather(rv, axis_name), dist.gather(cv, axis_name)
+        g = collectives.global_rows(rows, axis_name)
+        emb_g, ref_g = collectives.gather(emb, axis_name), collectives.gather(ref, axis_name)
+        rv_g, cv_g = collectives.gather(rv, axis_name), collectives.gather(cv, axis_name)
         mat_r = distance(emb, ref_g)  # [B, R]: this device's rows against every column
         mat_c = distance(emb_g, ref)  # [R, B]: every row against this device's columns
         not_pair_r = g[:, None] != jnp.arange(ref_g.shape[0])[None, :]

@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _pairs, _public, distributed, reduce
-from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
+from jaxmetric._src import collectives, pairs as _pairs
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.numerics import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
-from jaxmetric._checks import check_distance
+from jaxmetric._src.validate import check_distance
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
-@_public.front_door
+@front_door
 def lifted_structure_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, neg_margin: Scalar = 1.0, pos_margin: Scalar = 0.0,
     distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
@@ -70,8 +72,8 @@ def lifted_structure_loss(
     has_a = jnp.broadcast_to(row_has[:, None], (bsz, r))
     if b.same_set or (axis_name is not None and ref_emb is None):
         # Negatives of the positive p: the pairs (p, n) (rows of every device).
-        row_lse_all = distributed.gather(row_lse, axis_name)
-        row_has_all = distributed.gather(row_has, axis_name)
+        row_lse_all = collectives.gather(row_lse, axis_name)
+        row_has_all = collectives.gather(row_has, axis_name)
         lse_p = jnp.broadcast_to(row_lse_all[None, :], (bsz, r))
         has_p = jnp.broadcast_to(row_has_all[None, :], (bsz, r))
         x = jnp.stack([lse_a, lse_p], axis=-1)
@@ -84,7 +86,7 @@ def lifted_structure_loss(
     return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
 
 
-@_public.front_door
+@front_door
 def generalized_lifted_structure_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, neg_margin: Scalar = 1.0, pos_margin: Scalar = 0.0,
     distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _pairs, _public, reduce
-from jaxmetric._blocks import map_blocks
-from jaxmetric._ops import clip_weights, finish, mask_sample_weights
+from jaxmetric._src import pairs as _pairs, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.numerics import clip_weights, finish, mask_sample_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric._checks import check_block_size, check_distance, check_positive, check_static_int, reject_ref
+from jaxmetric._src.validate import check_block_size, check_distance, check_positive, check_static_int, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -72,7 +74,7 @@ def _pnp_sigmoid(x):
     return 1.0 / (1.0 + jnp.exp(jnp.clip(-x, -50.0, 50.0)))
 
 
-@_public.front_door
+@front_door
 def fast_ap_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, num_bins: int = 10,
     distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
@@ -149,7 +151,7 @@ def fast_ap_loss(
     return finish(reduce.apply(red, losses, weights, axis_name), b.dtype)
 
 
-@_public.front_door
+@front_door
 def smooth_ap_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, temperature: Scalar = 0.01,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
@@ -218,7 +220,7 @@ def smooth_ap_loss(
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
 
 
-@_public.front_door
+@front_door
 def pnp_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, b: Scalar = 2, alpha: Scalar = 1, anneal: Scalar = 0.01,
     variant: str = "O", distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean",
@@ -261,7 +263,7 @@ def pnp_loss(
     fn = "pnp_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=CosineSimilarity)
-    _checks.check_choice(variant, PNP_VARIANTS, "variant", fn=fn)
+    validate.check_choice(variant, PNP_VARIANTS, "variant", fn=fn)
     check_positive(anneal, "anneal", fn)
     if variant == "Ib":
         check_positive(b, "b", fn)

@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public, reduce
-from jaxmetric import distributed as dist
-from jaxmetric._ops import finish, masked_logsumexp
+from jaxmetric._src import collectives, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.numerics import finish, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, safe_norm
 from jaxmetric.masks import PairMask, TripletMask
-from jaxmetric._checks import check_distance, check_static_int, is_concrete_number, reject_ref
+from jaxmetric._src.validate import check_distance, check_static_int, is_concrete_number, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, ReductionLike, Scalar
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 _COS_EPS = 1e-8
 
 
-@_public.front_door
+@front_door
 def init_manifold_proxies(key: Array, K: int, dim: int, dtype: DTypeLike = jnp.float32) -> jax.Array:
     """``K`` proxies ``[K, dim]`` drawn from a standard normal (PML: ``torch.randn(K, l)``)."""
     fn = "init_manifold_proxies"
@@ -31,7 +32,7 @@ def init_manifold_proxies(key: Array, K: int, dim: int, dtype: DTypeLike = jnp.f
     return jax.random.normal(key, (K, dim), dtype)
 
 
-@_public.front_door
+@front_door
 def manifold_meta_classes(key: Array, batch_size: int, K: int) -> jax.Array:
     """PML's random meta-class assignment: every id in ``0..K-1`` once, the remaining
     ``batch_size - K`` samples uniform over ``0..K-1``, then shuffled (needs ``batch_size >= K``).
@@ -48,7 +49,7 @@ def manifold_meta_classes(key: Array, batch_size: int, K: int) -> jax.Array:
 
 
 def _check_meta_classes(meta_classes, batch, K, fn):
-    _checks.reject_index_tuple(
+    validate.reject_index_tuple(
         meta_classes, "meta_classes", fn, batch,
         how=(f"{fn} takes no mined pairs (jaxmetric.from_indices(indices_tuple, batch_size) makes masks for the losses "
              "that do); PML's ManifoldLoss reads its indices_tuple as the meta-class ids: pass them here as one integer array"),
@@ -64,7 +65,7 @@ def _check_meta_classes(meta_classes, batch, K, fn):
         raise ValueError(f"{fn}: `meta_classes` must have shape ({batch},) (one id per embedding); got shape {tuple(meta_classes.shape)}")
     if not jnp.issubdtype(meta_classes.dtype, jnp.integer):
         raise TypeError(f"{fn}: `meta_classes` must have an integer dtype; got dtype {meta_classes.dtype}")
-    if _checks.is_concrete(meta_classes):
+    if validate.is_concrete(meta_classes):
         values = np.asarray(meta_classes)
         bad = (values < 0) | (values >= K)
         if bad.any():
@@ -80,7 +81,7 @@ def _hinge_lse(scores, own_col, margin):
     return masked_logsumexp(d, (not_own & (d >= 0)).astype(d.dtype), add_one=True)
 
 
-@_public.front_door
+@front_door
 def manifold_loss(
     embeddings: ArrayLike, meta_classes: int, proxies: ArrayLike, *, lambdaC: Scalar = 1.0, alpha: Scalar = 0.8,
     margin: Scalar = 5e-4, key: Array | None = None, distance: BaseDistance = CosineSimilarity(),
@@ -130,8 +131,8 @@ def manifold_loss(
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     if is_concrete_number(lambdaC) and lambdaC < 0:
         raise ValueError(f"{fn}: `lambdaC` must be >= 0 (inf: context loss only); got {lambdaC!r}")
-    emb = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
-    prox = _checks.check_embeddings(proxies, "proxies", fn=fn)
+    emb = validate.check_embeddings(embeddings, "embeddings", fn=fn)
+    prox = validate.check_embeddings(proxies, "proxies", fn=fn)
     n, dim = emb.shape
     K = prox.shape[0]
     if prox.shape[1] != dim:
@@ -141,20 +142,20 @@ def manifold_loss(
             raise ValueError(f"{fn}: pass `meta_classes` [{n}] or a PRNG `key` for PML's random meta-class assignment; got neither")
         # With axis_name: the global batch's assignment (same key on every device), this
         # device's rows of it -- the single-device draw on the concatenated batch.
-        meta_classes = dist.local_rows(manifold_meta_classes(key, n * dist.axis_size(axis_name), K), n, axis_name)
+        meta_classes = collectives.local_rows(manifold_meta_classes(key, n * collectives.axis_size(axis_name), K), n, axis_name)
     elif key is not None:
         raise ValueError(f"{fn}: pass either `meta_classes` or `key`, not both")
     mc = _check_meta_classes(meta_classes, n, K, fn).astype(jnp.int32)
-    where = _checks.check_where(where, n, "where", fn=fn)
-    dtype = _checks.compute_dtype(emb, prox)
+    where = validate.check_where(where, n, "where", fn=fn)
+    dtype = validate.compute_dtype(emb, prox)
     emb, prox = emb.astype(dtype), prox.astype(dtype)
     valid = jnp.ones((n,), dtype) if where is None else where.astype(dtype)
 
     # The graph couples every sample with every other: with axis_name each device gathers the
     # global batch, builds and inverts the whole (N + K) x (N + K) system (N = global batch) and
     # takes the loss of its own rows; the shares are summed by the reduction.
-    emb_g, valid_g = dist.gather(emb, axis_name), dist.gather(valid, axis_name)
-    rows = dist.global_rows(n, axis_name)
+    emb_g, valid_g = collectives.gather(emb, axis_name), collectives.gather(valid, axis_name)
+    rows = collectives.global_rows(n, axis_name)
     ng = emb_g.shape[0]
     nodes = jnp.concatenate([emb_g, prox], axis=0)
     node_ok = jnp.concatenate([valid_g, jnp.ones((K,), dtype)])

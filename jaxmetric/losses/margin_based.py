@@ -12,13 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _pairs, _public, _triplets, distributed, reduce
-from jaxmetric._blocks import map_blocks
+from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.blocks import map_blocks
 from jaxmetric.distances import LpDistance
-from jaxmetric.losses._labels import require_class_ids, resolve_labelled
+from jaxmetric._src.labels import require_class_ids, resolve_labelled
 from jaxmetric.masks import TripletMask
-from jaxmetric._checks import check_distance, reject_ref
-from jaxmetric._ops import finish
+from jaxmetric._src.validate import check_distance, reject_ref
+from jaxmetric._src.numerics import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -51,7 +53,7 @@ def _check_beta(beta, fn):
     return beta
 
 
-@_public.front_door
+@front_door
 def margin_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, beta: Scalar = 1.2, *, margin: Scalar = 0.2,
     nu: Scalar = 0.0, triplets_per_anchor: str = "all", key: Array | None = None, labels: ArrayLike | None = None,
@@ -139,7 +141,7 @@ def margin_loss(
         raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
     if key is None:
         raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int; got key=None")
-    key = distributed.fold_in_device(key, axis_name)  # independent draws on each device
+    key = collectives.fold_in_device(key, axis_name)  # independent draws on each device
     return finish(_sampled_triplets(terms, b, key, triplets_per_anchor), dt)
 
 
@@ -148,7 +150,7 @@ def _beta_per_anchor(beta, lab, per_class: bool, n: int, fn: str):
     if not per_class:
         return jnp.broadcast_to(jnp.reshape(beta, ()), (n,))
     require_class_ids(lab, fn, why=" for a per-class `beta`")
-    if _checks.is_concrete(lab) and lab.shape[0] > 0:
+    if validate.is_concrete(lab) and lab.shape[0] > 0:
         lab_np = np.asarray(lab)
         if lab_np.min() < 0 or lab_np.max() >= beta.shape[0]:
             raise ValueError(
@@ -178,7 +180,7 @@ class _MarginTerms:
     def gdiv(self, num, den):
         """``num / den`` over the global batch (``den`` carries no gradient)."""
         ax = self.axis_name
-        return reduce.safe_divide(distributed.psum(num, ax), distributed.psum(jax.lax.stop_gradient(den), ax))
+        return reduce.safe_divide(collectives.psum(num, ax), collectives.psum(jax.lax.stop_gradient(den), ax))
 
 
 def _sampled_triplets(t: _MarginTerms, b, key, triplets_per_anchor: int):
@@ -240,7 +242,7 @@ def _all_triplets(t: _MarginTerms, b, is_cube: bool):
     return jnp.where(gate, value, 0.0)
 
 
-@_public.front_door
+@front_door
 def ranked_list_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar, Tn: Scalar, imbalance: Scalar = 0.5,
     alpha: Scalar | None = None, Tp: Scalar = 0.0, distance: BaseDistance = LpDistance(),

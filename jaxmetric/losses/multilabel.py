@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, _public, reduce
-from jaxmetric._ops import finish, has_any, masked_logsumexp
-from jaxmetric._checks import check_nonnegative, check_positive, concrete_scalar
+from jaxmetric import reduce
+from jaxmetric._src import validate
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.numerics import finish, has_any, masked_logsumexp
+from jaxmetric._src.validate import check_nonnegative, check_positive, concrete_scalar
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, ReductionLike, Scalar
@@ -42,7 +44,7 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
 
 
 def _describe(x) -> str:
-    return _checks._describe(x)
+    return validate._describe(x)
 
 
 def _check_logits(logits, fn: str) -> jax.Array:
@@ -57,8 +59,8 @@ def _check_logits(logits, fn: str) -> jax.Array:
         raise TypeError(f"{fn}: `logits` must have a floating dtype; got {_describe(logits)}")
     if logits.shape[1] == 0:
         raise ValueError(f"{fn}: `logits` must have at least one column (one per label); got {_describe(logits)}")
-    _checks.check_nonempty(logits, "logits", fn)
-    return _checks.saturate_grad(logits)
+    validate.check_nonempty(logits, "logits", fn)
+    return validate.saturate_grad(logits)
 
 
 def _check_targets(targets, shape, fn: str, soft: bool) -> jax.Array:
@@ -68,7 +70,7 @@ def _check_targets(targets, shape, fn: str, soft: bool) -> jax.Array:
         raise ValueError(f"{fn}: `targets` must have the shape of `logits` {tuple(shape)}; got {_describe(targets)}")
     if not (targets.dtype == jnp.bool_ or jnp.issubdtype(targets.dtype, jnp.integer) or jnp.issubdtype(targets.dtype, jnp.floating)):
         raise TypeError(f"{fn}: `targets` must be bool, int or float; got {_describe(targets)}")
-    if targets.dtype != jnp.bool_ and _checks.is_concrete(targets):
+    if targets.dtype != jnp.bool_ and validate.is_concrete(targets):
         v = np.asarray(targets)
         if soft:
             bad = ~(((v >= 0) & (v <= 1)) | (v == -1))
@@ -86,7 +88,7 @@ def _prepare(fn, logits, targets, label_mask, where, *, soft: bool):
     dtype, and ``known`` in [0, 1] (0 for unknown labels and padded rows)."""
     logits = _check_logits(logits, fn)
     targets = _check_targets(targets, logits.shape, fn, soft)
-    dtype = _checks.compute_dtype(logits)
+    dtype = validate.compute_dtype(logits)
     x = logits.astype(dtype)
     if targets.dtype == jnp.bool_:
         t = targets.astype(dtype)
@@ -101,9 +103,9 @@ def _prepare(fn, logits, targets, label_mask, where, *, soft: bool):
             raise ValueError(f"{fn}: `label_mask` must have the shape of `logits` {tuple(x.shape)}; got {_describe(label_mask)}")
         if not (label_mask.dtype == jnp.bool_ or jnp.issubdtype(label_mask.dtype, jnp.number)):
             raise TypeError(f"{fn}: `label_mask` must be bool or float weights in [0, 1]; got {_describe(label_mask)}")
-        _checks.check_weights(label_mask, "label_mask", fn, high=1, what="weights in [0, 1] (0 = unknown)")
+        validate.check_weights(label_mask, "label_mask", fn, high=1, what="weights in [0, 1] (0 = unknown)")
         known = known * jnp.clip(label_mask.astype(dtype), 0.0, 1.0)  # traced weights: kept in [0, 1]
-    where = _checks.check_where(where, x.shape[0], "where", fn=fn)
+    where = validate.check_where(where, x.shape[0], "where", fn=fn)
     if where is not None:
         known = known * where.astype(dtype)[:, None]
     return x, t, known, dtype
@@ -119,8 +121,8 @@ def _class_vector(v, num_classes: int, name: str, fn: str, dtype, *, batch: int 
         raise ValueError(f"{fn}: `{name}` must have shape {' or '.join(map(str, allowed))}; got {_describe(v)}")
     if not (jnp.issubdtype(v.dtype, jnp.number) or v.dtype == jnp.bool_):
         raise TypeError(f"{fn}: `{name}` must be numeric; got {_describe(v)}")
-    _checks.check_weights(v, name, fn)
-    return _checks.poison_negative(v.astype(dtype))
+    validate.check_weights(v, name, fn)
+    return validate.poison_negative(v.astype(dtype))
 
 
 def _weighted_bce(fn, x, t, pos_weight, dtype):
@@ -167,7 +169,7 @@ def _row_weights(known, dtype):
 # class weights
 
 
-@_public.front_door
+@front_door
 def pos_weight_from_counts(pos_counts: ArrayLike, num_samples: int, *, power: Scalar = 1.0, max_weight: Scalar | None = None) -> jax.Array:
     r"""``pos_weight`` for :func:`bce_loss` from label counts: :math:`p_c = (n^-_c / n^+_c)^{power}`
     with :math:`n^-_c = N - n^+_c`, optionally capped at ``max_weight``.
@@ -198,7 +200,7 @@ def pos_weight_from_counts(pos_counts: ArrayLike, num_samples: int, *, power: Sc
     return w
 
 
-@_public.front_door
+@front_door
 def class_balanced_weights(class_counts: ArrayLike, *, beta: Scalar = 0.999, normalize: bool = True) -> jax.Array:
     r"""Class-balanced weights from the effective number of samples (Cui et al., CVPR 2019):
 
@@ -234,7 +236,7 @@ def class_balanced_weights(class_counts: ArrayLike, *, beta: Scalar = 0.999, nor
 # losses
 
 
-@_public.front_door
+@front_door
 def bce_loss(logits: ArrayLike, targets: ArrayLike, *, pos_weight: ArrayLike | None = None, weight: ArrayLike | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Binary cross-entropy on logits with a per-class positive weight (PyTorch's
     ``BCEWithLogitsLoss(weight, pos_weight)``):
@@ -272,7 +274,7 @@ def _check_alpha(alpha, fn):
         raise ValueError(f"{fn}: `alpha` must be in [0, 1] (None or a negative value disables it); got {alpha!r}")
 
 
-@_public.front_door
+@front_door
 def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar | None = 0.25, gamma: Scalar = 2.0, pos_weight: ArrayLike | None = None, weight: ArrayLike | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017),
     optionally on the positive-weighted BCE of :func:`bce_loss`:
@@ -317,7 +319,7 @@ def focal_loss(logits: ArrayLike, targets: ArrayLike, *, alpha: Scalar | None = 
     return _reduce_elements(red, _element_weight(fn, losses, weight, dtype), known, dtype)
 
 
-@_public.front_door
+@front_door
 def asymmetric_loss(
     logits: ArrayLike, targets: ArrayLike, *, gamma_neg: Scalar = 4.0, gamma_pos: Scalar = 0.0, clip: Scalar = 0.05,
     eps: Scalar = 1e-8, stop_gradient_weight: bool = False, label_mask: ArrayLike | None = None,
@@ -373,7 +375,7 @@ def asymmetric_loss(
     return _reduce_elements(red, losses, known, dtype)
 
 
-@_public.front_door
+@front_door
 def zlpr_loss(logits: ArrayLike, targets: ArrayLike, *, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""ZLPR, the multi-label categorical cross-entropy with a zero threshold (Su Jianlin,
     kexue.fm/archives/7359; Su et al., "ZLPR: A Novel Loss for Multi-label Classification",
@@ -408,7 +410,7 @@ def _two_way_half(x, pos, neg, Tp, Tn, axis):
     return losses, has_pos
 
 
-@_public.front_door
+@front_door
 def two_way_loss(logits: ArrayLike, targets: ArrayLike, *, Tp: Scalar = 4.0, Tn: Scalar = 1.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Two-way multi-label loss (Kobayashi, "Two-way Multi-Label Loss", CVPR 2023): a
     sample-wise and a class-wise term over softmax-pooled hard negatives and positives.
@@ -447,7 +449,7 @@ def two_way_loss(logits: ArrayLike, targets: ArrayLike, *, Tp: Scalar = 4.0, Tn:
     return finish(value, dtype)
 
 
-@_public.front_door
+@front_door
 def hill_loss(logits: ArrayLike, targets: ArrayLike, *, lamb: Scalar = 1.5, margin: Scalar = 1.0, gamma: Scalar = 2.0, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "sum") -> Array:
     r"""Hill loss (Zhang et al., "Simple and Robust Loss Design for Multi-Label Learning with
     Missing Labels", arXiv 2112.07368):
@@ -479,7 +481,7 @@ def _check_tau(tau, fn):
         raise ValueError(f"{fn}: `tau` (a probability threshold) must be in (0, 1); got {tau!r}")
 
 
-@_public.front_door
+@front_door
 def splc_targets(logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, epoch: ArrayLike | None = None, change_epoch: int = 1) -> Array:
     """SPLC's corrected targets: known negatives with ``sigmoid(logit) > tau`` become positives
     (from ``change_epoch`` on when ``epoch`` is given). Unknown (-1) entries stay -1."""
@@ -488,13 +490,13 @@ def splc_targets(logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, ep
     logits = _check_logits(logits, fn)
     targets = _check_targets(targets, logits.shape, fn, soft=False)
     t = targets.astype(jnp.int32)
-    flip = (t == 0) & (jax.nn.sigmoid(logits.astype(_checks.compute_dtype(logits))) > tau)
+    flip = (t == 0) & (jax.nn.sigmoid(logits.astype(validate.compute_dtype(logits))) > tau)
     if epoch is not None:
         flip = flip & (jnp.asarray(epoch) >= change_epoch)
     return jnp.where(flip, 1, t).astype(targets.dtype if targets.dtype != jnp.bool_ else jnp.int32)
 
 
-@_public.front_door
+@front_door
 def splc_loss(
     logits: ArrayLike, targets: ArrayLike, *, tau: Scalar = 0.6, margin: Scalar = 1.0, gamma: Scalar = 2.0,
     epoch: ArrayLike | None = None, change_epoch: int = 1, label_mask: ArrayLike | None = None,
@@ -536,7 +538,7 @@ def splc_loss(
     return _reduce_elements(red, losses, known, dtype)
 
 
-@_public.front_door
+@front_door
 def poly_bce_loss(logits: ArrayLike, targets: ArrayLike, *, epsilon: Scalar = 2.0, gamma: Scalar = 0.0, alpha: Scalar | None = None, label_mask: ArrayLike | None = None, where: ArrayLike | None = None, reduction: ReductionLike = "mean") -> Array:
     r"""Poly-1 loss on sigmoid outputs (Leng et al., "PolyLoss", ICLR 2022), per label:
 
@@ -564,7 +566,7 @@ def poly_bce_loss(logits: ArrayLike, targets: ArrayLike, *, epsilon: Scalar = 2.
     return _reduce_elements(red, losses, known, dtype)
 
 
-@_public.front_door
+@front_door
 def distribution_balanced_loss(
     logits: ArrayLike, targets: ArrayLike, class_counts: ArrayLike, num_samples: int, *, alpha: Scalar = 0.1,
     beta: Scalar = 10.0, mu: Scalar = 0.2, neg_scale: Scalar = 2.0, init_bias: Scalar = 0.05, focal: bool = True,

@@ -14,19 +14,20 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _pairs, _public, reduce
-from jaxmetric import distributed
-from jaxmetric._checks import check_distance, check_positive
-from jaxmetric._ops import clip_weights, finish, has_any, masked_logsumexp
+from jaxmetric._src import collectives, pairs as _pairs
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.validate import check_distance, check_positive
+from jaxmetric._src.numerics import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity
-from jaxmetric.losses._rows import evaluate
+from jaxmetric._src.engine import evaluate
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
-@_public.front_door
+@front_door
 def multi_similarity_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, alpha: Scalar = 2.0, beta: Scalar = 50.0,
     base: Scalar = 0.5, distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean",
@@ -63,7 +64,7 @@ def multi_similarity_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
-@_public.front_door
+@front_door
 def circle_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, m: Scalar = 0.4, gamma: Scalar = 80.0,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
@@ -109,7 +110,7 @@ def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None)
     return finish(reduce.apply(red, pos_losses, pos_w, axis_name) + reduce.apply(red, neg_losses, neg_w, axis_name), dtype)
 
 
-@_public.front_door
+@front_door
 def intra_pair_variance_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_eps: Scalar = 0.01, neg_eps: Scalar = 0.01,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
@@ -147,8 +148,8 @@ def intra_pair_variance_loss(
     mat = distance(b.emb, b.ref)
 
     def mean_over(w):  # over the global batch with axis_name: psum of sums and counts
-        num = distributed.psum(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), axis_name)
-        den = distributed.psum(jax.lax.stop_gradient(jnp.sum(w)), axis_name)
+        num = collectives.psum(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), axis_name)
+        den = collectives.psum(jax.lax.stop_gradient(jnp.sum(w)), axis_name)
         return reduce.safe_divide(num, den)
 
     mu_pos, mu_neg = mean_over(b.pos), mean_over(b.neg)
@@ -161,7 +162,7 @@ def intra_pair_variance_loss(
     return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype, axis_name)
 
 
-@_public.front_door
+@front_door
 def threshold_consistent_margin_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, lambda_plus: Scalar = 1.0, lambda_minus: Scalar = 1.0,
     margin_plus: Scalar = 0.9, margin_minus: Scalar = 0.5, distance: BaseDistance = CosineSimilarity(),

@@ -34,13 +34,12 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _public
-from jaxmetric import distributed as dist
+from jaxmetric._src import class_matrix as cm, collectives
+from jaxmetric._src.front_door import front_door
 from jaxmetric import reduce
-from jaxmetric._blocks import map_blocks
+from jaxmetric._src.blocks import map_blocks
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric.losses import _class_matrix as cm
-from jaxmetric._checks import check_block_size, check_distance, check_positive
+from jaxmetric._src.validate import check_block_size, check_distance, check_positive
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -48,7 +47,7 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
     from typing import Callable
 
 
-@_public.front_door
+@front_door
 def proxy_nca_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, softmax_scale: Scalar = 1.0,
     distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean", where: ArrayLike | None = None,
@@ -97,7 +96,7 @@ def proxy_nca_loss(
     return cm.finish(value, x)
 
 
-@_public.front_door
+@front_door
 def proxy_anchor_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, margin: Scalar = 0.1, alpha: Scalar = 32.0,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", where: ArrayLike | None = None,
@@ -159,17 +158,17 @@ def proxy_anchor_loss(
         onehot = ((x.labels[:, None] == cls[None, :]) & real[None, :]).astype(x.dtype)
         pos_mask = onehot * x.valid[:, None]
         neg_mask = (1.0 - onehot) * x.valid[:, None]
-        pos = dist.lse_parts(alpha * distance.margin(sim, margin) + shift, pos_mask, axis=0)
-        neg = dist.lse_parts(alpha * distance.margin(-margin, sim) + shift, neg_mask, axis=0)
+        pos = collectives.lse_parts(alpha * distance.margin(sim, margin) + shift, pos_mask, axis=0)
+        neg = collectives.lse_parts(alpha * distance.margin(-margin, sim) + shift, neg_mask, axis=0)
         return pos, neg, jax.lax.stop_gradient(jnp.sum(pos_mask, axis=0))
 
     # With block_size, blocks of proxies: never a [B, C] matrix (rematerialised in the backward pass).
     (pm, ps), (nm, ns), count = map_blocks(parts, (x.weights, jnp.arange(c), jnp.ones((c,), bool)),
                                            block=c if block_size is None else block_size, combine="rows")
     # Per-proxy sums run over the batch: combined over devices (log-sum-exp pieces and counts).
-    pos_term = dist.lse_combine(pm, ps, add_one=True, axis_name=axis_name)
-    neg_term = dist.lse_combine(nm, ns, add_one=True, axis_name=axis_name)
-    has_pos = (dist.psum(count, axis_name) > 0).astype(x.dtype)
+    pos_term = collectives.lse_combine(pm, ps, add_one=True, axis_name=axis_name)
+    neg_term = collectives.lse_combine(nm, ns, add_one=True, axis_name=axis_name)
+    has_pos = (collectives.psum(count, axis_name) > 0).astype(x.dtype)
     if red == "none":
         return cm.finish(pos_term + neg_term, x)
     value = reduce.apply(red, pos_term, has_pos) + reduce.apply(red, neg_term, jnp.ones((c,), x.dtype))
@@ -185,7 +184,7 @@ def _soft_triple_sim(emb, centers, gamma, distance):
     return jnp.sum(prob * sim, axis=2)
 
 
-@_public.front_door
+@front_door
 def soft_triple_loss(
     embeddings: ArrayLike, labels: ArrayLike, weights: ArrayLike, *, centers_per_class: int | None = None,
     la: Scalar = 20.0, gamma: Scalar = 0.1, margin: Scalar = 0.01, distance: BaseDistance = CosineSimilarity(),

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _pairs, _public, reduce
-from jaxmetric import distributed as dist
-from jaxmetric._checks import check_positive
-from jaxmetric._ops import finish
+from jaxmetric._src import collectives, pairs as _pairs, validate
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.validate import check_positive
+from jaxmetric._src.numerics import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, ReductionLike, Scalar
@@ -21,7 +22,7 @@ def _safe_sqrt(x):
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
 
 
-@_public.front_door
+@front_door
 def vicreg_loss(
     embeddings: ArrayLike, ref_emb: ArrayLike, *, invariance_lambda: Scalar = 25, variance_mu: Scalar = 25,
     covariance_v: Scalar = 1, eps: Scalar = 1e-4, reduction: ReductionLike = "mean", where: ArrayLike | None = None,
@@ -67,32 +68,32 @@ def vicreg_loss(
     check_positive(eps, "eps", fn)
     if ref_emb is None:
         raise ValueError(f"{fn}: `ref_emb` (the second view, shape like `embeddings`) is required; got None")
-    z = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
-    zr = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+    z = validate.check_embeddings(embeddings, "embeddings", fn=fn)
+    zr = validate.check_embeddings(ref_emb, "ref_emb", fn=fn)
     if zr.shape != z.shape:
         raise ValueError(f"{fn}: `ref_emb` must have the shape of `embeddings` {tuple(z.shape)}; got shape {tuple(zr.shape)}")
     n, d = z.shape
-    where = _checks.check_where(where, n, "where", fn=fn)
-    dtype = _checks.compute_dtype(z, zr)
+    where = validate.check_where(where, n, "where", fn=fn)
+    dtype = validate.compute_dtype(z, zr)
     z, zr = z.astype(dtype), zr.astype(dtype)
     w = jnp.ones((n,), dtype) if where is None else where.astype(dtype)
     # The moments are sums over rows: with axis_name they are summed over devices, so the
     # means, variances and covariances are those of the global batch.
-    count = dist.psum(jnp.sum(w), axis_name)
+    count = collectives.psum(jnp.sum(w), axis_name)
     dof = count - 1.0
 
     invariance = invariance_lambda * jnp.mean((z - zr) ** 2, axis=1)
 
     def centred(x):
-        mean = reduce.safe_divide(dist.psum(jnp.sum(w[:, None] * x, axis=0), axis_name), count)
+        mean = reduce.safe_divide(collectives.psum(jnp.sum(w[:, None] * x, axis=0), axis_name), count)
         return (x - mean) * w[:, None]
 
     def variance(xc):
-        var = reduce.safe_divide(dist.psum(jnp.sum(xc * xc, axis=0), axis_name), dof)
+        var = reduce.safe_divide(collectives.psum(jnp.sum(xc * xc, axis=0), axis_name), dof)
         return variance_mu * jax.nn.relu(1.0 - _safe_sqrt(var + eps)) / 2.0
 
     def covariance(xc):
-        cov = reduce.safe_divide(dist.psum(xc.T @ xc, axis_name), dof)
+        cov = reduce.safe_divide(collectives.psum(xc.T @ xc, axis_name), dof)
         off = jnp.where(jnp.eye(d, dtype=bool), 0.0, cov)
         return jnp.sum(off * off) / d
 
@@ -115,7 +116,7 @@ def vicreg_loss(
     return finish(value, dtype)
 
 
-@_public.front_door
+@front_door
 def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: Scalar = 1e-5, where: ArrayLike | None = None, axis_name: AxisName | None = None) -> Array:
     r"""Barlow Twins (Zbontar et al., ICML 2021):
 
@@ -139,16 +140,16 @@ def barlow_twins_loss(x: ArrayLike, y: ArrayLike, *, lambd: Scalar = 5e-3, eps: 
     x, y, w, dtype, _ = _pairs.two_views(fn, x, y, ("x", "y"), where)
     # Batch statistics (means, variances, the cross-correlation) are sums over the rows: with
     # axis_name they are summed over devices, so C is the global batch's.
-    count = dist.psum(jnp.sum(w), axis_name)
+    count = collectives.psum(jnp.sum(w), axis_name)
     inv = reduce.safe_divide(jnp.asarray(1.0, dtype), count)
 
     def bn(z):
-        mu = dist.psum(jnp.sum(w[:, None] * z, axis=0), axis_name) * inv
+        mu = collectives.psum(jnp.sum(w[:, None] * z, axis=0), axis_name) * inv
         zc = (z - mu) * w[:, None]
-        var = dist.psum(jnp.sum(zc * zc, axis=0), axis_name) * inv
+        var = collectives.psum(jnp.sum(zc * zc, axis=0), axis_name) * inv
         return zc / jnp.sqrt(var + eps)
 
-    c = dist.psum(bn(x).T @ bn(y), axis_name) * inv
+    c = collectives.psum(bn(x).T @ bn(y), axis_name) * inv
     d = c.shape[0]
     off = 1.0 - jnp.eye(d, dtype=dtype)
     on_diag = jnp.sum((1.0 - jnp.diagonal(c)) ** 2)

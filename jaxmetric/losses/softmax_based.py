@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _pairs, _public, distributed, reduce
-from jaxmetric._ops import finish, has_any, masked_logsumexp
+from jaxmetric._src import collectives, pairs as _pairs
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.numerics import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
-from jaxmetric.losses._labels import reject_mask, relation, require_class_ids, resolve_labelled
+from jaxmetric._src.labels import reject_mask, relation, require_class_ids, resolve_labelled
 from jaxmetric.masks import PairMask, TripletMask
-from jaxmetric._checks import check_distance, check_positive, reject_ref
+from jaxmetric._src.validate import check_distance, check_positive, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
 
-@_public.front_door
+@front_door
 def npairs_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, labels: ArrayLike | None = None,
     distance: BaseDistance = DotProductSimilarity(), reduction: ReductionLike = "mean",
@@ -72,15 +74,15 @@ def npairs_loss(
     mat = distance(b.emb, b.ref)
     logits = mat if distance.is_inverted else -mat
     bsz, r = mat.shape
-    rows = distributed.global_rows(bsz, axis_name)  # global index of each local anchor
+    rows = collectives.global_rows(bsz, axis_name)  # global index of each local anchor
     cols = jnp.arange(r)
     has_pos = has_any(b.pos, axis=1)
     first_p = jnp.min(jnp.where(b.pos > 0, cols[None, :], r), axis=1)
     first_p = jnp.minimum(first_p, r - 1)
     # Every anchor of the (global) batch: its class, whether it has a positive, its first positive.
-    lab_all = distributed.gather(lab, axis_name)
-    has_all = distributed.gather(has_pos, axis_name)
-    first_all = distributed.gather(first_p, axis_name)
+    lab_all = collectives.gather(lab, axis_name)
+    has_all = collectives.gather(has_pos, axis_name)
+    first_all = collectives.gather(first_p, axis_name)
     idx_all = jnp.arange(lab_all.shape[0])
     # An anchor is chosen when no earlier anchor of its class has a positive pair.
     same = lab[:, None] == lab_all[None, :]
@@ -102,7 +104,7 @@ def _mask_sample_weights(mask, b, same_set, axis_name=None):
     n = b.emb.shape[0]
 
     def col_counts(c):  # [R_global] summed over every device's rows -> this device's rows
-        return distributed.local_rows(distributed.psum(c, axis_name), n, axis_name)
+        return collectives.local_rows(collectives.psum(c, axis_name), n, axis_name)
 
     if isinstance(mask, TripletMask):
         cube = b.triplets
@@ -114,10 +116,10 @@ def _mask_sample_weights(mask, b, same_set, axis_name=None):
         if same_set:
             count = count + col_counts(jnp.sum(b.pos, axis=0) + jnp.sum(b.neg, axis=0))
     count = jax.lax.stop_gradient(count)
-    return reduce.safe_divide(count, distributed.pmax(jnp.max(count), axis_name))
+    return reduce.safe_divide(count, collectives.pmax(jnp.max(count), axis_name))
 
 
-@_public.front_door
+@front_door
 def nca_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, softmax_scale: Scalar = 1.0,
     labels: ArrayLike | None = None, distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean",
@@ -180,7 +182,7 @@ def nca_loss(
     return finish(reduce.apply(red, losses, kept, axis_name), b.dtype)
 
 
-@_public.front_door
+@front_door
 def instance_loss(
     embeddings: ArrayLike, labels: ArrayLike, *, gamma: Scalar = 64.0, distance: BaseDistance = CosineSimilarity(),
     reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,

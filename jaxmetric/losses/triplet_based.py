@@ -31,11 +31,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _pairs, _public, _triplets, distributed, reduce
-from jaxmetric._blocks import map_blocks
-from jaxmetric._checks import check_choice, check_distance
+from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets
+from jaxmetric import reduce
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.validate import check_choice, check_distance
 from jaxmetric.distances import LpDistance
-from jaxmetric._ops import finish
+from jaxmetric._src.numerics import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
@@ -170,7 +172,7 @@ def _hinge_sorted_margin(y, tm, margin, nonzero_only: bool):
     return num, den, ok
 
 
-@_public.front_door
+@front_door
 def triplet_margin_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar = 0.05, swap: bool = False,
     smooth_loss: bool = False, triplets_per_anchor: str = "all", key: Array | None = None,
@@ -226,7 +228,7 @@ def triplet_margin_loss(
             raise ValueError(f"{fn}: `triplets_per_anchor` sampling needs labels or a PairMask, not a TripletMask")
         if key is None:
             raise ValueError(f"{fn}: `key` (a jax.random key) is required when `triplets_per_anchor` is an int; got key=None")
-        key = distributed.fold_in_device(key, axis_name)  # independent draws on each device
+        key = collectives.fold_in_device(key, axis_name)  # independent draws on each device
         p_idx, n_idx, valid = _triplets.sample_triplets(key, b.pos, b.neg, triplets_per_anchor)
         value = _gathered(red, x, x_pn, p_idx, n_idx, valid.astype(x.dtype), margin, smooth_loss, axis_name, context)
         return finish(value, b.dtype)

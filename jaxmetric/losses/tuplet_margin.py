@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _pairs, _public, reduce
-from jaxmetric._checks import check_distance, check_positive
-from jaxmetric._ops import finish, has_any, masked_logsumexp
+from jaxmetric import reduce
+from jaxmetric._src import pairs as _pairs
+from jaxmetric._src.front_door import front_door
+from jaxmetric._src.validate import check_distance, check_positive
+from jaxmetric._src.numerics import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
@@ -20,7 +22,7 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
     from jaxmetric.distances import BaseDistance
 
 
-@_public.front_door
+@front_door
 def tuplet_margin_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar = 5.73, scale: Scalar = 64.0,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,

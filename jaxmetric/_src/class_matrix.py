@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, distributed as dist, reduce
-from jaxmetric._ops import selection_weights
-from jaxmetric.losses._rows import map_row_blocks
+from jaxmetric._src import collectives, validate
+from jaxmetric import reduce
+from jaxmetric._src.numerics import selection_weights
+from jaxmetric._src.engine import map_row_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Inputs:
 
 
 def _describe(x) -> str:
-    return _checks._describe(x)
+    return validate._describe(x)
 
 
 def check_class_matrix(weights, dim: int, fn: str, *, name: str = "weights", allow_3d: bool = False) -> jax.Array:
@@ -61,13 +62,13 @@ def check_class_matrix(weights, dim: int, fn: str, *, name: str = "weights", all
         raise ValueError(f"{fn}: `{name}` must hold at least one class vector; got {_describe(weights)}")
     if not jnp.issubdtype(weights.dtype, jnp.floating):
         raise TypeError(f"{fn}: `{name}` must have a floating dtype; got {_describe(weights)}")
-    return _checks.saturate_grad(weights)
+    return validate.saturate_grad(weights)
 
 
 def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "labels", *, mask_arg: bool = True) -> jax.Array:
     """Integer class ids ``[B]`` in ``[0, num_classes)`` (range checked when concrete).
     ``mask_arg``: the loss takes mined pairs as ``mask=`` (named by the index-tuple pointer)."""
-    _checks.reject_index_tuple(labels, name, fn, batch, keyword="mask" if mask_arg else None)
+    validate.reject_index_tuple(labels, name, fn, batch, keyword="mask" if mask_arg else None)
     if not hasattr(labels, "shape"):
         labels = jnp.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != batch:
@@ -77,7 +78,7 @@ def check_class_ids(labels, batch: int, num_classes: int, fn: str, name: str = "
             f"{fn}: `{name}` must be integer class ids of shape ({batch},); got {_describe(labels)}. "
             "Cast with labels.astype(jnp.int32)."
         )
-    if _checks.is_concrete(labels) and batch > 0:
+    if validate.is_concrete(labels) and batch > 0:
         values = np.asarray(labels)
         bad = (values < 0) | (values >= num_classes)
         if bad.any():
@@ -111,14 +112,14 @@ def prepare(
     The compute dtype is float32 for inputs of 32 bits or fewer (bf16 embeddings with float32
     class matrices compute in float32) and float64 when either input is float64.
     """
-    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    embeddings = validate.check_embeddings(embeddings, "embeddings", fn=fn)
     b, d = embeddings.shape
     weights = check_class_matrix(weights, d, fn, allow_3d=centers is not None)
     if centers is not None:
         weights = as_centers(weights, *centers, fn=fn)
     labels = check_class_ids(labels, b, weights.shape[0], fn, mask_arg=mask_arg)
-    dtype = _checks.compute_dtype(embeddings, weights)
-    where = _checks.check_where(where, b, "where", fn=fn)
+    dtype = validate.compute_dtype(embeddings, weights)
+    where = validate.check_where(where, b, "where", fn=fn)
     valid = jnp.ones((b,), dtype) if where is None else where.astype(dtype)
     if mask is not None and sample_weights is not None:
         raise ValueError(f"{fn}: pass at most one of `mask` and `sample_weights`; got both")
@@ -130,18 +131,18 @@ def prepare(
             sample_weights = jnp.asarray(sample_weights)
         if sample_weights.shape != (b,):
             raise ValueError(f"{fn}: `sample_weights` must have shape ({b},); got {_describe(sample_weights)}")
-        _checks.check_weights(sample_weights, "sample_weights", fn)
+        validate.check_weights(sample_weights, "sample_weights", fn)
         if not (jnp.issubdtype(sample_weights.dtype, jnp.number) or sample_weights.dtype == jnp.bool_):
             raise TypeError(f"{fn}: `sample_weights` must be numeric; got {_describe(sample_weights)}")
-        sw = _checks.poison_negative(sample_weights.astype(dtype))
+        sw = validate.poison_negative(sample_weights.astype(dtype))
     labels_ok = None
-    if not _checks.is_concrete(labels):
+    if not validate.is_concrete(labels):
         # Traced ids cannot be range-checked at trace time: the loss becomes NaN instead.
         ok = ((labels >= 0) & (labels < weights.shape[0])) | (valid == 0)
         if axis_name is None:
             labels_ok = jnp.all(ok)
         else:  # global, so the value stays replicated across devices
-            labels_ok = dist.psum(jnp.sum(~ok), axis_name) == 0
+            labels_ok = collectives.psum(jnp.sum(~ok), axis_name) == 0
     return Inputs(
         emb=embeddings.astype(dtype), labels=labels, weights=weights.astype(dtype), valid=valid,
         sample_weights=sw, dtype=jnp.dtype(dtype), labels_ok=labels_ok, axis_name=axis_name,

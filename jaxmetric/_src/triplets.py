@@ -8,7 +8,7 @@
   ``lo < x[a, n] - x[a, p] <= hi`` in ``O(B R log R)`` time and ``O(B R)`` memory.
 * ``*_cube``: the dense weights of a block of anchors, for blocked evaluation.
 * ``block_size``: how many anchors' ``[blk, R, R]`` temporaries fit one block of
-  :func:`jaxmetric._blocks.map_blocks`.
+  :func:`jaxmetric._src.blocks.map_blocks`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmetric._blocks import map_blocks
+from jaxmetric._src.blocks import map_blocks
 
 # PyTorch's F.pairwise_distance adds eps to the difference: ||x1 - x2 + eps||.
 PAIRWISE_EPS = 1e-6

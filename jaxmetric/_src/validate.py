@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric._selections import Selection
+from jaxmetric._src.selections import Selection
 from jaxmetric.distances import BaseDistance
 
 
@@ -102,7 +102,7 @@ def is_concrete(x: Any) -> bool:
 def check_weights(x: jax.Array, name: str, fn: str, *, high: float | None = None, what: str = "") -> None:
     """Rejects negative, NaN or infinite weights (and, with ``high``, weights above it) when
     ``x`` is concrete (under ``jit`` only shapes are known; a traced NaN or inf makes the loss
-    NaN, see jaxmetric/_public.py). ``what``: how the error names the weights."""
+    NaN, see jaxmetric/_src/front_door.py). ``what``: how the error names the weights."""
     if is_concrete(x) and x.dtype != jnp.bool_ and x.size:
         v = np.asarray(x)
         if jnp.issubdtype(v.dtype, jnp.floating) and not np.isfinite(v).all():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, _pairs, distributed
+from jaxmetric._src import collectives, pairs as _pairs, validate
 from jaxmetric.masks import PairMask, TripletMask
 
 
@@ -46,29 +46,29 @@ def resolve_labelled(
             if ref_labels is not None:
                 raise ValueError(f"{fn}: `ref_labels` needs `labels`; got ref_labels without labels")
             return b, None, None
-        lab = _checks.check_labels(labels, b.emb.shape[0], "labels", fn=fn)
+        lab = validate.check_labels(labels, b.emb.shape[0], "labels", fn=fn)
         if ref_emb is None:
             if ref_labels is not None:
                 raise ValueError(f"{fn}: `ref_labels` needs `ref_emb`; without a reference set pass `labels` alone")
             if axis_name is not None:
-                return b, lab, distributed.gather(lab, axis_name)
+                return b, lab, collectives.gather(lab, axis_name)
             return b, lab, lab
         if ref_labels is None:
             if not need_ref:
                 return b, lab, None
             raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when `labels` are given beside a mask")
-        rlab = _checks.check_labels(ref_labels, jnp.shape(ref_emb)[0], "ref_labels", fn=fn)
+        rlab = validate.check_labels(ref_labels, jnp.shape(ref_emb)[0], "ref_labels", fn=fn)
         if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
             raise ValueError(
                 f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); got shape {tuple(rlab.shape)}"
             )
         if axis_name is not None:
-            rlab = distributed.gather(rlab, axis_name)
+            rlab = collectives.gather(rlab, axis_name)
         return b, lab, rlab
     if labels is not None:
         raise ValueError(
             f"{fn}: `labels=` is only for use beside a PairMask/TripletMask; labels are already in "
-            f"`labels_or_mask` (got an array there and labels={_checks._describe(labels)})"
+            f"`labels_or_mask` (got an array there and labels={validate._describe(labels)})"
         )
     b = _pairs.from_inputs(
         fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where,

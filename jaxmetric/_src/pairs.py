@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import _checks, distributed
+from jaxmetric._src import collectives, validate
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
 
@@ -73,7 +73,7 @@ def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype, weights: bool =
     if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.number)):
         raise TypeError(f"{fn}: `{name}` must be bool or numeric weights; got dtype {x.dtype}")
     if weights:
-        _checks.check_weights(x, name, fn)
+        validate.check_weights(x, name, fn)
     return x.astype(dtype)
 
 
@@ -123,12 +123,12 @@ def two_views(fn: str, x, y, names=("x", "y"), where=None, params=()):
     positive pair is the diagonal). Checks both, the ``where`` mask and the learned scalar
     ``params`` (``(name, value)`` pairs); returns ``x, y, row weights, dtype, params`` in the
     compute dtype."""
-    x = _checks.check_embeddings(x, names[0], fn=fn)
-    y = _checks.check_embeddings(y, names[1], fn=fn)
+    x = validate.check_embeddings(x, names[0], fn=fn)
+    y = validate.check_embeddings(y, names[1], fn=fn)
     if x.shape != y.shape:
         raise ValueError(f"{fn}: `{names[1]}` must have the shape of `{names[0]}`, {tuple(x.shape)}; got shape {tuple(y.shape)}")
-    dtype = _checks.compute_dtype(x, y)
-    where = _checks.check_where(where, x.shape[0], "where", fn=fn)
+    dtype = validate.compute_dtype(x, y)
+    where = validate.check_where(where, x.shape[0], "where", fn=fn)
     w = jnp.ones((x.shape[0],), dtype) if where is None else where.astype(dtype)
     out = []
     for name, p in params:
@@ -159,21 +159,21 @@ class _Rows:
 
 
 def _rows(fn, embeddings, ref_emb, ref_labels, where, ref_where, axis_name) -> _Rows:
-    embeddings = _checks.check_embeddings(embeddings, "embeddings", fn=fn)
+    embeddings = validate.check_embeddings(embeddings, "embeddings", fn=fn)
     same_set = ref_emb is None
     if same_set:
         ref = embeddings
     else:
-        ref = _checks.check_embeddings(ref_emb, "ref_emb", fn=fn)
+        ref = validate.check_embeddings(ref_emb, "ref_emb", fn=fn)
         if ref.shape[1] != embeddings.shape[1]:
             raise ValueError(
                 f"{fn}: `ref_emb` must have the embedding dim {embeddings.shape[1]}; got shape {tuple(ref.shape)}"
             )
-    dtype = _checks.compute_dtype(embeddings, None if same_set else ref)
+    dtype = validate.compute_dtype(embeddings, None if same_set else ref)
     emb = embeddings.astype(dtype)
     ref = emb if same_set else ref.astype(dtype)
     b, r = emb.shape[0], ref.shape[0]
-    where = _checks.check_where(where, b, "where", fn=fn)
+    where = validate.check_where(where, b, "where", fn=fn)
     if same_set:
         if ref_where is not None:
             raise ValueError(f"{fn}: `ref_where` needs `ref_emb`; without a reference set use `where` alone")
@@ -181,11 +181,11 @@ def _rows(fn, embeddings, ref_emb, ref_labels, where, ref_where, axis_name) -> _
             raise ValueError(f"{fn}: `ref_labels` needs `ref_emb`; got ref_labels without ref_emb (the batch is its own reference set)")
         ref_where = where
     else:
-        ref_where = _checks.check_where(ref_where, r, "ref_where", fn=fn)
+        ref_where = validate.check_where(ref_where, r, "ref_where", fn=fn)
     anchor_weight = jnp.ones((b,), dtype) if where is None else where.astype(dtype)
     ref_weight = jnp.ones((r,), dtype) if ref_where is None else ref_where.astype(dtype)
-    self_cols = distributed.global_rows(b, axis_name) if same_set else None
-    return _Rows(emb, distributed.gather(ref, axis_name), anchor_weight, distributed.gather(ref_weight, axis_name),
+    self_cols = collectives.global_rows(b, axis_name) if same_set else None
+    return _Rows(emb, collectives.gather(ref, axis_name), anchor_weight, collectives.gather(ref_weight, axis_name),
                  self_cols, same_set, r, dtype)
 
 
@@ -214,19 +214,19 @@ def _pairs(fn, labels_or_mask, ref_labels, rows: _Rows, allow_triplets, axis_nam
         triplets = tm.to_dense().astype(dtype) if allow_triplets is True else None
         pairs = tm.to_pairs()
         return pairs.pos.astype(dtype), pairs.neg.astype(dtype), triplets, (tm if allow_triplets == "mask" else None), None, None
-    lab = _checks.check_labels(labels_or_mask, b, "labels", fn=fn)
+    lab = validate.check_labels(labels_or_mask, b, "labels", fn=fn)
     if rows.same_set:
         rlab = lab
     else:
         if ref_labels is None:
             raise ValueError(f"{fn}: `ref_labels` is required with `ref_emb` when labels are given (or pass a PairMask)")
-        rlab = _checks.check_labels(ref_labels, rows.r_local, "ref_labels", fn=fn)
+        rlab = validate.check_labels(ref_labels, rows.r_local, "ref_labels", fn=fn)
         if rlab.ndim != lab.ndim or (lab.ndim == 2 and rlab.shape[1] != lab.shape[1]):
             raise ValueError(
                 f"{fn}: `ref_labels` must be of the same kind as `labels` (shape {tuple(lab.shape)}); "
                 f"got shape {tuple(rlab.shape)}"
             )
-    rlab = distributed.gather(rlab, axis_name)
+    rlab = collectives.gather(rlab, axis_name)
     m = pair_mask(lab, rlab, exclude_self=False)
     if rows.self_cols is not None:
         valid = valid * not_self
@@ -285,8 +285,8 @@ def restrict_triplets(m: TripletMask, b: int, r: int, anchor_weight, ref_weight,
             pos=pos, neg=neg, x=jax.lax.stop_gradient(x),
             lo=_scalar(m.lo, "TripletMask.lo", fn, dtype), hi=_scalar(m.hi, "TripletMask.hi", fn, dtype),
         )
-    q = _checks.check_embeddings(m.query, "TripletMask.query", fn=fn)
-    rf = _checks.check_embeddings(m.ref, "TripletMask.ref", fn=fn)
+    q = validate.check_embeddings(m.query, "TripletMask.query", fn=fn)
+    rf = validate.check_embeddings(m.ref, "TripletMask.ref", fn=fn)
     if q.shape[0] != b or rf.shape[0] != r or q.shape[1] != rf.shape[1]:
         raise ValueError(
             f"{fn}: an angle-form TripletMask needs `query` [{b}, D] and `ref` [{r}, D]; got shapes "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import distributed as dist
+from jaxmetric._src import collectives
 from jaxmetric.masks import PairMask, TripletMask
 
 
@@ -64,7 +64,7 @@ def mask_sample_weights(mask, batch: int, dtype, *, valid=None, fn: str = "", na
 def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str = "mask", using_ref: bool = False, axis_name=None):
     """PML's ``convert_to_weights`` of a PairMask / TripletMask over ``batch`` (local) rows with
     validity ``v``; ``using_ref`` counts only anchor positions. See :func:`mask_sample_weights`."""
-    vr = dist.gather(v, axis_name)
+    vr = collectives.gather(v, axis_name)
     r = vr.shape[0]
 
     def arr(x, shape, what):
@@ -93,9 +93,9 @@ def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str
             f"got {type(mask).__name__}"
         )
     if cols is not None:
-        counts = counts + dist.local_rows(dist.psum(cols, axis_name), batch, axis_name)
+        counts = counts + collectives.local_rows(collectives.psum(cols, axis_name), batch, axis_name)
     top = jnp.max(counts) if batch > 0 else jnp.zeros((), dtype)
-    top = dist.pmax(top, axis_name)
+    top = collectives.pmax(top, axis_name)
     return jnp.where(top > 0, counts / jnp.where(top > 0, top, 1.0), 1.0)
 
 

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmetric import _checks, distributed
-from jaxmetric._selections import Selection
+from jaxmetric._src import collectives, validate
+from jaxmetric._src.selections import Selection
 
 
 def _is_foreign_array(x) -> bool:
@@ -99,7 +99,7 @@ def nonfinite_poison(tree, axis_name=None, *, nan_only=()):
     total = sum(parts[1:], parts[0])
     total = jax.lax.stop_gradient(total)
     if axis_name is not None:
-        total = distributed.psum(total, axis_name)
+        total = collectives.psum(total, axis_name)
     return total
 
 
@@ -133,7 +133,7 @@ def _positional_count(sig: inspect.Signature | None):
 
 def _looks_mined(x) -> bool:
     """A mined selection as PML passes it: a mask, or an index tuple."""
-    return isinstance(x, Selection) or _checks.is_index_tuple(x)
+    return isinstance(x, Selection) or validate.is_index_tuple(x)
 
 
 def _extra_positional_error(fn: str, sig: inspect.Signature, n: int, extra) -> TypeError:

@@ -105,7 +105,7 @@ def lse_parts(x, weights, axis=0):
 def lse_combine(m, s, *, add_one=False, axis_name=None, stack_axis=None):
     """Combines :func:`lse_parts` over devices (and over ``stack_axis`` of stacked parts, e.g.
     blocks): ``log(sum w e^x [+ 1])``, 0 with zero gradient where nothing is selected, as
-    :func:`jaxmetric._ops.masked_logsumexp`."""
+    :func:`jaxmetric._src.numerics.masked_logsumexp`."""
     big = m if stack_axis is None else jnp.max(m, axis=stack_axis)
     big = jax.lax.stop_gradient(pmax(big, axis_name))
     fin = jnp.isfinite(big)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxmetric import distributed, reduce
-from jaxmetric._blocks import map_blocks
-from jaxmetric._checks import check_block_size
+from jaxmetric import reduce
+from jaxmetric._src import collectives
+from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.validate import check_block_size
 
 
 def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
@@ -57,7 +58,7 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
     else:
         parts, counts = _scan_blocks(b, distance, partials, block_size)
     if axis_name is not None:
-        parts = [distributed.psum(p, axis_name) for p in parts]
+        parts = [collectives.psum(p, axis_name) for p in parts]
     value = sum(red.finalize(parts[i], parts[i + 1]) for i in range(0, len(parts), 2))
     if counts:
         value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
@@ -66,7 +67,7 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
 
 def _gate_open(counts, axis_name):
     if axis_name is not None:
-        counts = [distributed.psum(c, axis_name) for c in counts]
+        counts = [collectives.psum(c, axis_name) for c in counts]
     out = True
     for c in counts:
         out = jnp.logical_and(out, c > 0)
