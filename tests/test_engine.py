@@ -21,6 +21,8 @@ BLOCKED = {
     "circle": jm.circle_loss,
     "ntxent": jm.ntxent_loss,
     "supcon": jm.supcon_loss,
+    "tuplet_margin": jm.tuplet_margin_loss,
+    "generalized_lifted_structure": jm.generalized_lifted_structure_loss,
     "contrastive-cos-threshold": functools.partial(jm.contrastive_loss, distance=jm.CosineSimilarity(), reduction=jm.threshold(low=0.05)),
 }
 
@@ -49,8 +51,6 @@ def test_blocked_with_ref_where_multi_hot_and_masks(name):
     ref, ry = jnp.asarray(rng.normal(size=(11, 6))), jnp.asarray(rng.integers(0, 5, 11))
     where = jnp.arange(30) % 4 != 1
     kw = dict(ref_emb=ref, ref_labels=ry, where=where, ref_where=jnp.arange(11) != 3)
-    for extra in ({}, {"block_size": 8}):
-        pass
     dense = jax.value_and_grad(lambda x, r: fn(x, y, **{**kw, "ref_emb": r}), argnums=(0, 1))(e, ref)
     blocked = jax.value_and_grad(lambda x, r: fn(x, y, block_size=8, **{**kw, "ref_emb": r}), argnums=(0, 1))(e, ref)
     assert_close(blocked[0], dense[0], rtol=1e-10)

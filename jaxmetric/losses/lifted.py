@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxmetric._src import collectives, pairs as _pairs
 from jaxmetric import reduce
+from jaxmetric._src.engine import evaluate
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.numerics import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
@@ -91,7 +92,7 @@ def generalized_lifted_structure_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, neg_margin: Scalar = 1.0, pos_margin: Scalar = 0.0,
     distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
     ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Generalized lifted structure loss (Hermans, Beyer & Leibe, "In Defense of the Triplet
     Loss", arXiv 2017, eq. 4), per anchor :math:`i`:
@@ -107,19 +108,20 @@ def generalized_lifted_structure_loss(
     ``MeanReducer`` over all anchors (anchors without pairs count as 0). Deliberate
     difference: PML returns 0 when every index list has at most one entry.
 
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
-    anchors and the references are gathered over that axis; every device returns the loss of
-    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
-
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-anchor losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "generalized_lifted_structure_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    pos_lse = masked_logsumexp(distance.margin(mat, pos_margin), clip_weights(b.pos))
-    neg_lse = masked_logsumexp(distance.margin(neg_margin, mat), clip_weights(b.neg))
-    losses = jax.nn.relu(pos_lse + neg_lse)
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw):
+        pos_lse = masked_logsumexp(distance.margin(mat, pos_margin), clip_weights(pos))
+        neg_lse = masked_logsumexp(distance.margin(neg_margin, mat), clip_weights(neg))
+        return [(jax.nn.relu(pos_lse + neg_lse), aw)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)

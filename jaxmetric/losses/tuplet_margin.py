@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxmetric import reduce
 from jaxmetric._src import pairs as _pairs
+from jaxmetric._src.engine import evaluate
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.validate import check_distance, check_positive
 from jaxmetric._src.numerics import finish, has_any, masked_logsumexp
@@ -27,7 +28,7 @@ def tuplet_margin_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, margin: Scalar = 5.73, scale: Scalar = 64.0,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
     ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Tuplet margin loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss", ICCV
     2019), per positive pair :math:`(a, p)`:
@@ -46,25 +47,26 @@ def tuplet_margin_loss(
     cosine of exactly 1 an infinite gradient; jaxmetric is finite there. PML returns 0 when
     every index list has at most one entry.
 
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
-    anchors and the references are gathered over that axis; every device returns the loss of
-    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
-
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "tuplet_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_positive(scale, "scale", fn)
     check_distance(distance, fn, kind=CosineSimilarity)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name, contrast=True)
-    cos = distance(b.emb, b.ref)
     beta = jnp.deg2rad(jnp.asarray(margin, b.dtype))
-    sq = 1.0 - cos * cos
-    ok = sq > 0
-    sin = jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
-    pos_cos = cos * jnp.cos(beta) + sin * jnp.sin(beta)  # cos(theta_ap - beta)
-    neg_lse = masked_logsumexp(scale * cos, b.neg)[:, None]
-    row_has = has_any(b.neg, axis=1)[:, None]
-    losses = jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0)
-    return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
+
+    def elements(cos, pos, neg, aw):
+        sq = 1.0 - cos * cos
+        ok = sq > 0
+        sin = jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
+        pos_cos = cos * jnp.cos(beta) + sin * jnp.sin(beta)  # cos(theta_ap - beta)
+        neg_lse = masked_logsumexp(scale * cos, neg)[:, None]
+        row_has = has_any(neg, axis=1)[:, None]
+        return [(jnp.where(row_has, jax.nn.softplus(neg_lse - scale * pos_cos), 0.0), pos)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
