@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
+from jaxmetric._src import validate
 from jaxmetric.distances import l2_normalize
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32).at[2].set(0.0)
@@ -101,7 +102,7 @@ def test_float16_gradients_saturate_instead_of_overflowing():
     # float32 and bfloat16 inputs are untouched
     for dt in (jnp.float32, jnp.bfloat16):
         xd = x16.astype(dt)
-        assert jm.validate.saturate_grad(xd) is xd
+        assert validate.saturate_grad(xd) is xd
 
 
 def _angle_rule_f64(x, labels, angle_deg):
