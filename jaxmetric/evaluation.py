@@ -241,8 +241,8 @@ def _block_top_k(q, reference, offsets, *, kind, distance, kk: int, shape: _Sear
         jnp.full((b, kk, g), -jnp.inf, dtype),
         jnp.full((b, kk), _INT32_MAX, jnp.int32),
     )
-    if axis_name is not None:  # under shard_map the state holds this device's (varying) values
-        state = jax.tree.map(lambda x: jax.lax.pcast(x, axis_name, to="varying"), state)
+    # Under shard_map the state holds this device's (varying) values.
+    state = jax.tree.map(lambda x: collectives.varying(x, axis_name), state)
     step = shape.step
     n_full = n // step
     if n_full:

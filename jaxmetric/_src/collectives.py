@@ -35,6 +35,7 @@ __all__ = [
     "pmax",
     "psum",
     "row_offset",
+    "varying",
 ]
 
 
@@ -43,6 +44,15 @@ def gather(x, axis_name):
     if axis_name is None:
         return x
     return jax.lax.all_gather(x, axis_name, tiled=True)
+
+
+def varying(x, axis_name):
+    """``x`` typed as holding this device's own value on ``axis_name`` (``pcast`` to
+    varying), as ``shard_map`` requires of a scan carry that becomes per-device; the identity
+    without ``axis_name``."""
+    if axis_name is None:
+        return x
+    return jax.lax.pcast(x, axis_name, to="varying")
 
 
 def psum(x, axis_name):

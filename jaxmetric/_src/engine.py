@@ -2,15 +2,16 @@
 
 A loss describes itself by an ``elements`` function::
 
-    elements(mat, pos, neg, anchor_weight) -> (subs, gate)
+    elements(mat, pos, neg, anchor_weight, *rows) -> (subs, gate)
 
-where ``mat`` is the ``[blk, R]`` distance matrix of a block of anchors, ``subs`` is a list of
+where ``mat`` is the ``[blk, R]`` distance matrix of a block of anchors, ``rows`` the block's
+slices of the loss's own per-anchor arrays (``evaluate(..., rows=...)``), ``subs`` is a list of
 ``(losses, weights)`` pairs (each sub-loss is reduced separately and the results summed, as
 PML's ``MultipleReducers``), and ``gate`` is ``None`` or a list of arrays that must each have a
 positive entry somewhere in the (global) batch for the loss to be non-zero.
 
 :func:`evaluate` runs it on the whole ``[B, R]`` matrix, or with ``block_size`` over blocks of
-anchors inside a rematerialised scan: memory ``O(B D + block R)`` in the forward *and* the
+anchors, each block rematerialised in the backward pass: memory ``O(B D + block R)`` in the forward *and* the
 backward pass, value and gradient equal to the dense path. With ``axis_name`` the partial sums
 are summed over devices.
 """
@@ -25,8 +26,10 @@ from jaxmetric._src.blocks import map_blocks
 from jaxmetric._src.validate import check_block_size
 
 
-def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
-    """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss."""
+def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
+    """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss. ``rows``: arrays
+    with a leading anchor axis ``[B, ...]`` that ``elements`` receives block by block (padding
+    rows are zeros)."""
     check_block_size(block_size, fn)
     axis_name = b.axis_name
     if not reduce.is_additive(red):
@@ -36,7 +39,7 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
                 f"and a plain callable); got {red!r}"
             )
         mat = distance(b.emb, b.ref)
-        subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight)
+        subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight, *rows)
         if red == "none":
             value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
         else:
@@ -46,20 +49,18 @@ def evaluate(b, distance, red, elements, *, block_size=None, fn=""):
             value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
         return value
 
-    def partials(mat, pos, neg, aw, labels):
-        subs, gate = elements(mat, pos, neg, aw)
+    def partials(mat, pos, neg, aw, labels, *own):
+        subs, gate = elements(mat, pos, neg, aw, *own)
         context = reduce.Context(labels=labels, anchor_weight=aw)
         parts = [p for l, w in subs for p in reduce.partial(red, l, w, context)]
         counts = [] if gate is None else [jax.lax.stop_gradient(jnp.sum(g > 0).astype(mat.dtype)) for g in gate]
         return parts, counts
 
     if block_size is None:
-        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, b.labels)
+        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, b.labels, *rows)
     else:
-        parts, counts = _scan_blocks(b, distance, partials, block_size)
-    if axis_name is not None:
-        parts = [collectives.psum(p, axis_name) for p in parts]
-    value = sum(red.finalize(parts[i], parts[i + 1]) for i in range(0, len(parts), 2))
+        parts, counts = _scan_blocks(b, distance, partials, rows, block_size)
+    value = sum(reduce.finalize(red, parts[i], parts[i + 1], axis_name) for i in range(0, len(parts), 2))
     if counts:
         value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
     return value
@@ -74,16 +75,16 @@ def _gate_open(counts, axis_name):
     return out
 
 
-def _scan_blocks(b, distance, partials, block_size):
+def _scan_blocks(b, distance, partials, rows, block_size):
     n = b.emb.shape[0]
 
-    def block(e_blk, r_blk, in_batch):
+    def block(e_blk, r_blk, in_batch, *own):
         # Padding rows (in_batch False) get a row index past the batch: zero weight.
         pos, neg, aw = b.block_masks(jnp.where(in_batch, r_blk, n))
         labels = None if b.labels is None else b.labels[r_blk]
-        return partials(distance(e_blk, b.ref), pos, neg, aw, labels)
+        return partials(distance(e_blk, b.ref), pos, neg, aw, labels, *own)
 
-    parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool)), block=block_size)
+    parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool), *rows), block=block_size)
     return list(parts), list(counts)
 
 
@@ -91,11 +92,10 @@ def map_row_blocks(f, xs, block_size=None, *, fn=""):
     """``f(*xs)`` for arrays ``xs`` with a leading row axis, whose outputs (an array or a tuple
     of arrays) have the same leading row axis, computed over blocks of ``block_size`` rows.
 
-    Each block is ``jax.checkpoint``-ed inside a ``lax.map``, so the forward and the backward
+    Each block is ``jax.checkpoint``-ed (:func:`~jaxmetric._src.blocks.map_blocks`), so the forward and the backward
     pass hold one block's temporaries (e.g. ``[block, R]`` logits) at a time; the outputs are
     the dense outputs exactly (rows are independent). Padding rows (zeros) are computed and
-    dropped, so ``f`` must be finite on zero rows. ``lax.map`` (no carry) keeps it valid under
-    ``shard_map``'s varying-axis typing.
+    dropped, so ``f`` must be finite on zero rows.
     """
     check_block_size(block_size, fn)
     if block_size is None:

@@ -2,7 +2,7 @@
 
 :func:`dynamic_soft_margin_loss` keeps a running histogram; in PML it lives inside the loss
 module, here it is an explicit pytree (:class:`DynamicSoftMarginState`) passed in and returned,
-so the loss stays a pure function that runs under ``jit``, ``vmap`` and ``lax.scan``.
+so the loss stays a pure function that runs under ``jit`` and ``vmap`` and inside a scanned training loop.
 """
 from __future__ import annotations
 
