@@ -4,7 +4,6 @@ margin losses: shard_map steps (and for some cases pmap and vmap(axis_name) step
 w.r.t. a shared linear layer and the loss's own learned parameters; states too). The step check
 and the data are tests/distributed_steps.py's.
 """
-import jax
 import jax.numpy as jnp
 import pytest
 

@@ -4,7 +4,6 @@ pmean(grads)`` equal the single-device step on the concatenated batch (value and
 a shared linear layer and the loss's own learned parameters; states too). The step check and the
 data are tests/distributed_steps.py's.
 """
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ data are tests/distributed_steps.py's.
 """
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
