@@ -15,6 +15,7 @@ CW = np.array([0.5, 1.7, 1.1])
 LOSSES = {
     "contrastive": (jm.contrastive_loss, pml_losses.ContrastiveLoss),
     "triplet": (jm.triplet_margin_loss, pml_losses.TripletMarginLoss),
+    "margin": (jm.margin_loss, pml_losses.MarginLoss),
     "ms": (jm.multi_similarity_loss, pml_losses.MultiSimilarityLoss),
     "circle": (jm.circle_loss, pml_losses.CircleLoss),
     "ntxent": (jm.ntxent_loss, pml_losses.NTXentLoss),
@@ -52,7 +53,7 @@ def _reducers(kind):
 
 
 def _allowed(loss, kind):
-    if loss == "triplet" and kind.startswith("per_anchor"):
+    if loss in ("triplet", "margin") and kind.startswith("per_anchor"):
         return False  # PML: "Triplet reduction not supported"
     if loss in ("ms", "circle") and kind.endswith("class_weighted"):
         return False  # PML broadcasts [N, 1] losses: pinned in test_class_weighted_pml_broadcast_bug
@@ -258,12 +259,16 @@ def test_context_reductions_add_up_over_blocks(loss, kind):
     assert_close(blocked[1], dense[1])
 
 
+# The triplet losses reduce a cube of triplets per device; their partial sums add up too.
+DEVICE_LOSSES = {**ENGINE_LOSSES, "triplet": jm.triplet_margin_loss, "margin": jm.margin_loss}
+
+
 @pytest.mark.parametrize("kind", ADDITIVE)
-@pytest.mark.parametrize("loss", ENGINE_LOSSES)
+@pytest.mark.parametrize("loss", DEVICE_LOSSES)
 def test_context_reductions_add_up_over_devices(loss, kind):
     """With ``axis_name`` every device returns the loss of the concatenated batch, and the
     summed per-device gradients are the single-device gradient."""
-    fn, red = ENGINE_LOSSES[loss], ADDITIVE[kind]()
+    fn, red = DEVICE_LOSSES[loss], ADDITIVE[kind]()
     devices, per = 4, 3
     emb, lab = jnp.asarray(_data(13, b=devices * per)), jnp.asarray(np.r_[LABELS, [2, 0, 1, 1]])
     single, single_grad = jax.value_and_grad(lambda e: fn(e, lab, reduction=red))(emb)
@@ -279,3 +284,14 @@ def test_context_reductions_add_up_over_devices(loss, kind):
     for v in values:
         assert_close(v, single)
     assert_close(grads.reshape(emb.shape), single_grad)
+
+
+@pytest.mark.parametrize("kind", ADDITIVE)
+@pytest.mark.parametrize("loss", DEVICE_LOSSES)
+def test_context_reductions_ignore_padded_rows(loss, kind):
+    """Rows masked out by ``where`` are not anchors: the value is the unpadded batch's."""
+    fn, red = DEVICE_LOSSES[loss], ADDITIVE[kind]()
+    emb, lab = jnp.asarray(_data(14, b=12)), jnp.asarray(np.r_[LABELS, [2, 0, 1, 1]])
+    padded = fn(emb, lab, reduction=red, where=jnp.arange(12) < 9)
+    assert float(padded) != 0.0
+    assert_close(padded, fn(emb[:9], lab[:9], reduction=red))

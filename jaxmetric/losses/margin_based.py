@@ -101,7 +101,8 @@ def margin_loss(
     counts are ``psum``-ed, and the "no triplet" gate is global. A scalar ``beta``'s regulariser
     is added once. With ``triplets_per_anchor`` sampling each device draws its anchors'
     triplets independently (``key`` folded with the device index), so the draws differ from
-    one device's. Callable reductions are rejected.
+    one device's. ``class_weighted``, ``per_anchor`` and ``divisor(d)`` are summed over devices
+    from their partial sums; plain callable reductions are rejected.
 
     Returns:
       Scalar loss (``"none"``: per-triplet losses, see above).
@@ -120,10 +121,11 @@ def margin_loss(
         ref_where=ref_where, required=per_class, need_ref=False, allow_triplets=is_cube,
         why=" and a per-class `beta` (it is indexed by the anchor's class)", axis_name=axis_name, contrast=True,
     )
-    if axis_name is not None and red is not None and red != "none" and not reduce.is_builtin(red):
+    if axis_name is not None and red is not None and red != "none" and not reduce.is_additive(red):
         raise ValueError(
-            f"{fn}: a callable `reduction` cannot be combined with `axis_name`: use \"divisor\", a built-in "
-            "reduction (partial sums are summed over devices) or reduce the 'none' output yourself"
+            f"{fn}: a callable `reduction` cannot be combined with `axis_name`: use \"divisor\", a reduction "
+            "whose partial sums are summed over devices (built-in or jaxmetric.reduce's) or reduce the 'none' "
+            "output yourself"
         )
     dt = b.dtype
     beta = beta.astype(dt)
@@ -134,7 +136,8 @@ def margin_loss(
     neg_l = jax.nn.relu(distance.margin(bcol, mat) + margin)
     # PML's beta_reg_loss: nu * beta as is (scalar beta), or the per-triplet elements
     # nu * beta[y_a] reduced like the margin terms.
-    terms = _MarginTerms(pos_l, neg_l, nu * beta_a, None if per_class else nu * jnp.reshape(beta, ()), red, axis_name)
+    context = reduce.Context(labels=lab, anchor_weight=b.anchor_weight)
+    terms = _MarginTerms(pos_l, neg_l, nu * beta_a, None if per_class else nu * jnp.reshape(beta, ()), red, axis_name, context)
     if triplets_per_anchor == "all":
         return finish(_all_triplets(terms, b, is_cube), dt)
     if is_cube:
@@ -173,6 +176,7 @@ class _MarginTerms:
     reg_scalar: jax.Array | None
     red: object
     axis_name: object
+    context: reduce.Context  # the anchors' labels and validity, for the context reductions
 
     def with_reg(self, value, per_class_reg):
         return value + (per_class_reg() if self.reg_scalar is None else self.reg_scalar)
@@ -198,7 +202,7 @@ def _sampled_triplets(t: _MarginTerms, b, key, triplets_per_anchor: int):
         den = jnp.sum(w * (tp > 0)) + jnp.sum(w * (tn > 0))
         value = t.with_reg(t.gdiv(jnp.sum(w * elements), den), lambda: t.gdiv(jnp.sum(w * reg_el), den))
     else:
-        value = t.with_reg(reduce.apply(red, elements, w, ax), lambda: reduce.apply(red, reg_el, w, ax))
+        value = t.with_reg(reduce.apply(red, elements, w, ax, t.context), lambda: reduce.apply(red, reg_el, w, ax, t.context))
     return jnp.where(reduce.global_any(w, ax), value, 0.0)
 
 
@@ -223,7 +227,8 @@ def _all_triplets(t: _MarginTerms, b, is_cube: bool):
         elements = pos_l[:, :, None] + neg_l[:, None, :]
         if red == "none":
             return jnp.where(gate, reduce.apply(red, elements, cube_w), 0.0)
-        value = t.with_reg(red(elements, cube_w), lambda: red(jnp.broadcast_to(t.reg_a[:, None, None], elements.shape), cube_w))
+        reg_el = jnp.broadcast_to(t.reg_a[:, None, None], elements.shape)
+        value = t.with_reg(reduce.apply(red, elements, cube_w, ax, t.context), lambda: reduce.apply(red, reg_el, cube_w, ax, t.context))
         return jnp.where(gate, value, 0.0)
     if red is None:
         den = wsum(pw, (pos_l > 0).astype(b.dtype)) + wsum(nw, (neg_l > 0).astype(b.dtype))
