@@ -23,6 +23,7 @@ BLOCKED = {
     "supcon": jm.supcon_loss,
     "tuplet_margin": jm.tuplet_margin_loss,
     "generalized_lifted_structure": jm.generalized_lifted_structure_loss,
+    "threshold_consistent_margin": jm.threshold_consistent_margin_loss,
     "contrastive-cos-threshold": functools.partial(jm.contrastive_loss, distance=jm.CosineSimilarity(), reduction=jm.threshold(low=0.05)),
 }
 

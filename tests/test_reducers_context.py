@@ -1,4 +1,7 @@
 """Context reductions (class_weighted, per_anchor, divisor) against PML's reducers."""
+import functools
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +19,8 @@ LOSSES = {
     "contrastive": (jm.contrastive_loss, pml_losses.ContrastiveLoss),
     "triplet": (jm.triplet_margin_loss, pml_losses.TripletMarginLoss),
     "margin": (jm.margin_loss, pml_losses.MarginLoss),
+    "fast_ap": (jm.fast_ap_loss, pml_losses.FastAPLoss),
+    "ranked_list": (functools.partial(jm.ranked_list_loss, margin=0.4, Tn=1.0), functools.partial(pml_losses.RankedListLoss, margin=0.4, Tn=1.0)),
     "ms": (jm.multi_similarity_loss, pml_losses.MultiSimilarityLoss),
     "circle": (jm.circle_loss, pml_losses.CircleLoss),
     "ntxent": (jm.ntxent_loss, pml_losses.NTXentLoss),
@@ -286,12 +291,42 @@ def test_context_reductions_add_up_over_devices(loss, kind):
     assert_close(grads.reshape(emb.shape), single_grad)
 
 
+
+def _pair_losses():
+    """Every public loss called as ``f(embeddings, labels_or_mask, ..., reduction=, where=)``."""
+    out = {}
+    for name in jm.losses.__all__:
+        params = list(inspect.signature(getattr(jm.losses, name)).parameters)
+        if params[1:2] == ["labels_or_mask"] and "where" in params and "reduction" in params:
+            out[name] = getattr(jm.losses, name)
+    return out
+
+
+PAIR_LOSSES = _pair_losses()
+REQUIRED = {  # the arguments without a default
+    "ranked_list_loss": dict(margin=0.4, Tn=1.0),
+    "dynamic_soft_margin_loss": dict(state=jm.init_dynamic_soft_margin_state(10)),
+}
+
+
+# histogram_loss is one value for the batch (PML's "already_reduced"): no anchor to weigh.
+NO_ANCHORS = {"histogram_loss"}
+
+
 @pytest.mark.parametrize("kind", ADDITIVE)
-@pytest.mark.parametrize("loss", DEVICE_LOSSES)
-def test_context_reductions_ignore_padded_rows(loss, kind):
-    """Rows masked out by ``where`` are not anchors: the value is the unpadded batch's."""
-    fn, red = DEVICE_LOSSES[loss], ADDITIVE[kind]()
+@pytest.mark.parametrize("loss", sorted(PAIR_LOSSES))
+def test_context_reductions_see_labels_and_ignore_padded_rows(loss, kind):
+    """Every pair loss gives a context reduction its anchors' class ids, and rows masked out by
+    ``where`` are not anchors: the value is the unpadded batch's."""
+    fn, red = functools.partial(PAIR_LOSSES[loss], **REQUIRED.get(loss, {})), ADDITIVE[kind]()
+
+    def value(e, y, **kw):
+        out = fn(e, y, reduction=red, **kw)
+        return out[0] if isinstance(out, tuple) else out  # (loss, new state)
+
     emb, lab = jnp.asarray(_data(14, b=12)), jnp.asarray(np.r_[LABELS, [2, 0, 1, 1]])
-    padded = fn(emb, lab, reduction=red, where=jnp.arange(12) < 9)
-    assert float(padded) != 0.0
-    assert_close(padded, fn(emb[:9], lab[:9], reduction=red))
+    if loss in NO_ANCHORS and "class_weighted" in kind:
+        with pytest.raises(ValueError, match="class_weighted: the loss must be given class-id labels"):
+            value(emb, lab)
+        return
+    assert_close(value(emb, lab, where=jnp.arange(12) < 9), value(emb[:9], lab[:9]))

@@ -30,20 +30,15 @@ def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
     """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss. ``rows``: arrays
     with a leading anchor axis ``[B, ...]`` that ``elements`` receives block by block (padding
     rows are zeros)."""
-    check_block_size(block_size, fn)
+    block_size = check_blockable(red, block_size, fn)
     axis_name = b.axis_name
     if not reduce.is_additive(red):
-        if block_size is not None:
-            raise ValueError(
-                f"{fn}: `block_size` needs a reduction whose partial sums add up over blocks (any but 'none' "
-                f"and a plain callable); got {red!r}"
-            )
         mat = distance(b.emb, b.ref)
         subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight, *rows)
         if red == "none":
             value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
         else:
-            context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+            context = b.context
             value = sum(reduce.apply(red, l, w, axis_name, context=context) for l, w in subs)
         if gate is not None:
             value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
@@ -64,6 +59,18 @@ def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
     if counts:
         value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
     return value
+
+
+def check_blockable(red, block_size, fn):
+    """The checked ``block_size`` (None or a positive int), refused with a reduction that does not
+    add up over blocks."""
+    block_size = check_block_size(block_size, fn)
+    if block_size is not None and not reduce.is_additive(red):
+        raise ValueError(
+            f"{fn}: `block_size` needs a reduction whose partial sums add up over blocks (any but 'none' "
+            f"and a plain callable); got {red!r}"
+        )
+    return block_size
 
 
 def _gate_open(counts, axis_name):

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxmetric import reduce
 from jaxmetric._src import collectives, validate
 from jaxmetric.masks import PairMask, TripletMask, pair_mask
 
@@ -61,6 +62,11 @@ class Batch:
     @property
     def dtype(self):
         return self.emb.dtype
+
+    @property
+    def context(self) -> reduce.Context:
+        """What a context reduction reads of the anchors: their labels and which rows are real."""
+        return reduce.Context(labels=self.labels, anchor_weight=self.anchor_weight)
 
 
 def _mask_array(x: Any, shape: tuple, name: str, fn: str, dtype, weights: bool = True) -> jax.Array:

@@ -263,7 +263,7 @@ def multi_supcon_loss(
     log_prob = logits - masked_logsumexp(logits, valid)[:, None]
     num = jnp.sum(jnp.where(pos, sim * log_prob, 0.0), axis=1)
     losses = -reduce.safe_divide(num, jnp.sum(pos.astype(b.dtype), axis=1))
-    context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+    context = b.context
     return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, context=context), b.dtype)
 
 

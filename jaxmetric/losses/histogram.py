@@ -15,9 +15,10 @@ from jaxmetric._src import collectives, pairs as _pairs, validate
 from jaxmetric import reduce
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.engine import check_blockable
 from jaxmetric._src.numerics import clip_weights, finish
 from jaxmetric.distances import CosineSimilarity, LpDistance
-from jaxmetric._src.validate import check_block_size, check_distance, check_static_int, is_concrete_number, reject_ref
+from jaxmetric._src.validate import check_distance, check_static_int, is_concrete_number, reject_ref
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, LabelsOrMask, ReductionLike, Scalar
@@ -231,7 +232,7 @@ def dynamic_soft_margin_loss(
     if not distance.normalize_embeddings or distance.p != 2:
         raise ValueError(f"{fn}: `distance` must be LpDistance with normalize_embeddings=True and p=2 (as PML asserts); got {distance!r}")
     num_bins = check_static_int(num_bins, "num_bins", fn, minimum=2)
-    block_size = check_block_size(block_size, fn)
+    block_size = check_blockable(red, block_size, fn)
     if is_concrete_number(min_val) and min_val == 0:
         raise ValueError(f"{fn}: `min_val` must be non-zero (the bin width is 2 * |min_val| / num_bins); got {min_val!r}")
     if is_concrete_number(momentum) and not 0 <= momentum <= 1:
@@ -273,26 +274,26 @@ def dynamic_soft_margin_loss(
         w = c if c is not None else wp[:, :, None] * wn[:, None, :]
         return x, w
 
-    if not reduce.is_builtin(red):
+    if not reduce.is_additive(red):  # "none" or a plain callable sees every triplet at once
         x, w = terms(mat, b.pos, b.neg, cube)
         inc = collectives.psum(_hist_increment(x, w, min_val, delta, num_bins), ax)
         new_hist, cdf, _ = _update(hist, inc, collectives.psum(jnp.sum(w), ax), momentum)
-        value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w, ax)
+        value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w, ax, b.context)
         return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
     blk = block_size if block_size is not None else max(1, _CUBE_BLOCK_ELEMENTS // max(r * r, 1))
-    rows = (mat, b.pos, b.neg, cube)
+    rows = (mat, b.pos, b.neg, cube, b.labels, b.anchor_weight)
 
-    def pass1(*args):
-        x, w = terms(*args)
+    def pass1(d, wp, wn, c, labels, aw):
+        x, w = terms(d, wp, wn, c)
         return _hist_increment(x, w, min_val, delta, num_bins), jnp.sum(w)
 
     inc, wsum = map_blocks(pass1, rows, block=blk, checkpoint=False)
     new_hist, cdf, _ = _update(hist, collectives.psum(inc, ax), collectives.psum(wsum, ax), momentum)
 
-    def pass2(*args):
-        x, w = terms(*args)
-        return red.partial(_weigh(x, cdf, min_val, delta, num_bins), w)
+    def pass2(d, wp, wn, c, labels, aw):
+        x, w = terms(d, wp, wn, c)
+        return reduce.partial(red, _weigh(x, cdf, min_val, delta, num_bins), w, reduce.Context(labels=labels, anchor_weight=aw))
 
     nums, dens = map_blocks(pass2, rows, block=blk)
     value = reduce.finalize(red, nums, dens, ax)

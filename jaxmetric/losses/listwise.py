@@ -148,7 +148,7 @@ def fast_ap_loss(
     losses = (1.0 - ap) * mw
     # PML returns 0 when no (query, bin) has positive mass at all (never for finite input).
     weights = (has_pos & reduce.global_any(ok, axis_name)).astype(b.dtype)
-    return finish(reduce.apply(red, losses, weights, axis_name), b.dtype)
+    return finish(reduce.apply(red, losses, weights, axis_name, b.context), b.dtype)
 
 
 @front_door
@@ -217,7 +217,7 @@ def smooth_ap_loss(
     ratio = (1.0 + sums[0]) / (1.0 + sums[1])
     ap = reduce.safe_divide(jnp.sum(p_w * ratio, axis=1), jnp.sum(p_w, axis=1))
     losses = (1.0 - ap) * mw
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, b.context), b.dtype)
 
 
 @front_door
@@ -288,4 +288,4 @@ def pnp_loss(
     per_query = reduce.safe_divide(jnp.sum(jnp.where(p_w > 0, p_w * f, 0.0), axis=1), jnp.sum(p_w, axis=1))
     if variant == "Dq":
         per_query = 1.0 - per_query
-    return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name), bt.dtype)
+    return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name, bt.context), bt.dtype)

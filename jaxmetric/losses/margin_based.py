@@ -320,4 +320,4 @@ def ranked_list_loss(
     loss_p = weighted(in_p, mat - pos_thr, Tp)
     loss_n = weighted(in_n, alpha - mat, Tn)
     losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), dt)
+    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, b.context), dt)

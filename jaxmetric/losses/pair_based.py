@@ -104,12 +104,6 @@ def circle_loss(
     return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
-def _two_sided(red, pos_losses, pos_w, neg_losses, neg_w, dtype, axis_name=None):
-    if red == "none":
-        return finish(jnp.where(pos_w > 0, pos_losses, 0.0) + jnp.where(neg_w > 0, neg_losses, 0.0), dtype)
-    return finish(reduce.apply(red, pos_losses, pos_w, axis_name) + reduce.apply(red, neg_losses, neg_w, axis_name), dtype)
-
-
 @front_door
 def intra_pair_variance_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, pos_eps: Scalar = 0.01, neg_eps: Scalar = 0.01,
@@ -145,21 +139,23 @@ def intra_pair_variance_loss(
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
 
-    def mean_over(w):  # over the global batch with axis_name: psum of sums and counts
-        num = collectives.psum(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), axis_name)
-        den = collectives.psum(jax.lax.stop_gradient(jnp.sum(w)), axis_name)
-        return reduce.safe_divide(num, den)
+    def elements(mat, pos, neg, aw):  # the whole [B, R] matrix: the means are the batch's
+        def mean_over(w):  # over the global batch with axis_name: psum of sums and counts
+            num = collectives.psum(jnp.sum(jnp.where(w > 0, w * mat, 0.0)), axis_name)
+            den = collectives.psum(jax.lax.stop_gradient(jnp.sum(w)), axis_name)
+            return reduce.safe_divide(num, den)
 
-    mu_pos, mu_neg = mean_over(b.pos), mean_over(b.neg)
-    if distance.is_inverted:
-        pos_var = (1.0 - pos_eps) * mu_pos - mat
-        neg_var = mat - (1.0 + neg_eps) * mu_neg
-    else:
-        pos_var = mat - (1.0 + pos_eps) * mu_pos
-        neg_var = (1.0 - neg_eps) * mu_neg - mat
-    return _two_sided(red, jax.nn.relu(pos_var) ** 2, b.pos, jax.nn.relu(neg_var) ** 2, b.neg, b.dtype, axis_name)
+        mu_pos, mu_neg = mean_over(pos), mean_over(neg)
+        if distance.is_inverted:
+            pos_var = (1.0 - pos_eps) * mu_pos - mat
+            neg_var = mat - (1.0 + neg_eps) * mu_neg
+        else:
+            pos_var = mat - (1.0 + pos_eps) * mu_pos
+            neg_var = (1.0 - neg_eps) * mu_neg - mat
+        return [(jax.nn.relu(pos_var) ** 2, pos), (jax.nn.relu(neg_var) ** 2, neg)], None
+
+    return finish(evaluate(b, distance, red, elements, fn=fn), b.dtype)
 
 
 @front_door
@@ -168,6 +164,7 @@ def threshold_consistent_margin_loss(
     margin_plus: Scalar = 0.9, margin_minus: Scalar = 0.5, distance: BaseDistance = CosineSimilarity(),
     reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
     where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
+    block_size: int | None = None,
 ) -> Array:
     r"""Threshold-consistent margin loss (Zhang, Wu, Wang, Xiong, Li & Wang, "Threshold-
     Consistent Margin Loss for Open-World Deep Metric Learning", arXiv 2307.04047, 2023):
@@ -186,19 +183,22 @@ def threshold_consistent_margin_loss(
     ``embeddings`` at the reference indices (ignoring ``ref_emb``); jaxmetric reads them from
     ``ref_emb``. Both agree without ``ref_emb``.
 
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
-    anchors and the references are gathered over that axis; every device returns the loss of
-    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
-    Both means are over the global batch's selected pairs.
+    Both means are over the global batch's selected pairs with ``axis_name``.
 
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair terms, times the lambdas).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "threshold_consistent_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn, kind=CosineSimilarity)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    s = distance(b.emb, b.ref)
-    pos_w = jnp.where(s <= margin_plus, b.pos, 0.0)
-    neg_w = jnp.where(s >= margin_minus, b.neg, 0.0)
-    return _two_sided(red, lambda_plus * (margin_plus - s), pos_w, lambda_minus * (s - margin_minus), neg_w, b.dtype, axis_name)
+
+    def elements(s, pos, neg, aw):
+        pos_w = jnp.where(s <= margin_plus, pos, 0.0)
+        neg_w = jnp.where(s >= margin_minus, neg, 0.0)
+        return [(lambda_plus * (margin_plus - s), pos_w), (lambda_minus * (s - margin_minus), neg_w)], None
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)

@@ -109,8 +109,6 @@ def vicreg_loss(
             "covariance_loss": finish(cov, dtype),
         }
     dim_w = jnp.ones((d,), dtype)
-    if axis_name is not None and not reduce.is_builtin(red):
-        reduce.apply(red, invariance, w, axis_name)  # raises: a callable cannot be summed over devices
     # The per-sample invariance term is the only one over (local) rows; the others are global.
     value = reduce.apply(red, invariance, w, axis_name) + reduce.apply(red, var1, dim_w) + reduce.apply(red, var2, dim_w) + cov
     return finish(value, dtype)

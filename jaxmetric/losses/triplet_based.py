@@ -220,7 +220,7 @@ def triplet_margin_loss(
     x_pn = None
     if swap:
         x_pn = x if b.same_set else sign * distance(b.ref, b.ref)
-    context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+    context = b.context
 
     tm = b.triplet_mask
     if triplets_per_anchor != "all":
