@@ -83,26 +83,36 @@ def _cube_terms(x_ap, x_an, x_pn, margin, smooth_loss):
     return jax.nn.softplus(violation) if smooth_loss else jax.nn.relu(violation)
 
 
-def _blocked_partial(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared=()):
-    """Partial sums of ``red`` over every triplet, block by block of anchors.
+def _blocked_partial(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared=(), context=None):
+    """Partial sums of ``red`` (any additive reduction) over every triplet, block by block of
+    anchors; ``context`` (the batch's) reaches a context reduction block by block.
 
     ``weight_fn(*row_blocks, *shared)`` gives the ``[blk, R, R]`` triplet weights of a block.
-    (Compiled once per shape and static options; the reduction's thresholds may be traced.)
+    (A built-in reduction is compiled once per shape and static options; its thresholds may be
+    traced.)
     """
-    return _blocked_partial_jit(red.kind, red.low, red.high, x, x_pn, margin, smooth_loss, weight_fn, tuple(rows), tuple(shared))
+    labels, aw = (None, None) if context is None else (context.labels, context.anchor_weight)
+    args = (x, x_pn, margin, smooth_loss, weight_fn, tuple(rows), tuple(shared), labels, aw)
+    if reduce.is_builtin(red):
+        return _builtin_blocked_partial(red.kind, red.low, red.high, *args)
+    return _triplet_blocks(red, *args)
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "smooth_loss", "weight_fn"))
-def _blocked_partial_jit(kind, low, high, x, x_pn, margin, smooth_loss, weight_fn, rows, shared):
+def _builtin_blocked_partial(kind, low, high, x, x_pn, margin, smooth_loss, weight_fn, rows, shared, labels, aw):
     red = reduce.Reduction(kind, low, high)
+    return _triplet_blocks(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared, labels, aw)
+
+
+def _triplet_blocks(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared, labels, aw):
     b, r = x.shape
     blk = int(max(1, min(b, _BLOCK_ELEMENTS // max(r * r, 1))))
 
-    def block(xb, *args):
+    def block(xb, lb, awb, *args):
         w = weight_fn(*args)
-        return red.partial(_cube_terms(xb, xb, x_pn, margin, smooth_loss), w)
+        return reduce.partial(red, _cube_terms(xb, xb, x_pn, margin, smooth_loss), w, reduce.Context(labels=lb, anchor_weight=awb))
 
-    return map_blocks(block, (x,) + tuple(rows), tuple(shared), block=blk)
+    return map_blocks(block, (x, labels, aw) + tuple(rows), tuple(shared), block=blk)
 
 
 def _factored_weights(wp, wn):
@@ -237,22 +247,22 @@ def triplet_margin_loss(
         value = _gathered(red, x, x_pn, tm.p_idx, tm.n_idx, tm.weights, margin, smooth_loss, axis_name, context)
         return finish(value, b.dtype)
 
-    if not reduce.is_builtin(red):
-        # "none" or a callable reducer needs every element: build the cube.
+    if not reduce.is_additive(red):
+        # "none" or a plain callable needs every element: build the cube.
         w = tm.to_dense().astype(x.dtype) if tm is not None else b.pos[:, :, None] * b.neg[:, None, :]
         return finish(reduce.apply(red, _cube_terms(x, x, x_pn, margin, smooth_loss), w, axis_name, context=context), b.dtype)
 
-    simple = not swap and not smooth_loss and red.high is None and red.low in (None, 0.0)
+    simple = reduce.is_builtin(red) and not swap and not smooth_loss and red.high is None and red.low in (None, 0.0)
     if tm is None:
         if simple:
             num, den = _hinge_sorted(x, b.pos, x, b.neg, margin, nonzero_only=red.low is not None)
         else:
-            num, den = _blocked_partial(red, x, x_pn, margin, smooth_loss, _factored_weights, (b.pos, b.neg))
+            num, den = _blocked_partial(red, x, x_pn, margin, smooth_loss, _factored_weights, (b.pos, b.neg), context=context)
     elif tm.form == "margin" and simple:
         num, den = _margin_form_partial(red, x, x_pn, tm, margin, red.low is not None, smooth_loss)
     else:
         weight_fn, rows, shared = tm.anchor_blocks()
-        num, den = _blocked_partial(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared)
+        num, den = _blocked_partial(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared, context=context)
     return finish(reduce.finalize(red, num, den, axis_name), b.dtype)
 
 
