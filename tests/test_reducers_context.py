@@ -210,6 +210,22 @@ def test_jit_equals_eager_and_padding(kind):
     assert_close(jax.jit(f)(pad, lab_pad, w), eager)
 
 
+
+@pytest.mark.parametrize("loss", [jm.angular_loss, jm.lifted_structure_loss])
+@pytest.mark.parametrize("kind", ["class_weighted", "per_anchor"])
+def test_angular_and_lifted_pass_the_context(loss, kind):
+    """They read the anchors' class ids (class_weighted) and real rows (per_anchor): padded
+    rows change nothing. PML itself cannot be compared here: its [N, 1] pair losses break
+    ClassWeightedReducer (broadcast) and PerAnchorReducer (shape error)."""
+    jr, _ = _reducers(kind)
+    emb = jnp.asarray(_data(8))
+    lab = jnp.asarray(LABELS)
+    v = loss(emb, lab, reduction=jr)
+    assert float(v) != 0.0
+    pad = jnp.concatenate([emb, jnp.asarray(_data(9, b=3))])
+    w = jnp.arange(B + 3) < B
+    assert_close(loss(pad, jnp.concatenate([lab, jnp.array([0, 1, 2])]), reduction=jr, where=w), v)
+
 def test_empty_selection_gives_zero_and_zero_grad():
     emb = jnp.asarray(_data(10))
     distinct = jnp.arange(B)
