@@ -24,6 +24,7 @@ BLOCKED = {
     "tuplet_margin": jm.tuplet_margin_loss,
     "generalized_lifted_structure": jm.generalized_lifted_structure_loss,
     "threshold_consistent_margin": jm.threshold_consistent_margin_loss,
+    "lifted_structure": jm.lifted_structure_loss,
     "contrastive-cos-threshold": functools.partial(jm.contrastive_loss, distance=jm.CosineSimilarity(), reduction=jm.threshold(low=0.05)),
 }
 
@@ -70,7 +71,7 @@ def test_supcon_gate_is_global_in_blocks():
     assert float(jm.supcon_loss(e, y, block_size=4)) == 0.0
 
 
-@pytest.mark.parametrize("name", ["supcon", "ntxent", "circle"])
+@pytest.mark.parametrize("name", ["supcon", "ntxent", "circle", "lifted_structure"])
 def test_blocked_with_axis_name_equals_single_device(name):
     fn = BLOCKED[name]
     e, y = _data(4, b=32)
@@ -95,14 +96,16 @@ def test_block_size_errors():
         jm.supcon_loss(e, y, block_size=4, reduction="none")
 
 
-def test_blocked_memory_does_not_hold_b_by_r():
+@pytest.mark.parametrize("name", ["supcon", "lifted_structure"])  # lifted: its first pass over blocks too
+def test_blocked_memory_does_not_hold_b_by_r(name):
     """The compiled blocked step's temporaries are far below one [B, B] float32 matrix."""
+    fn = BLOCKED[name]
     b = 2048
     e = jnp.zeros((b, 16), jnp.float32)
     y = jnp.arange(b) % 64
 
     def temp_bytes(block_size):
-        compiled = jax.jit(jax.grad(lambda x: jm.supcon_loss(x, y, block_size=block_size))).lower(e).compile()
+        compiled = jax.jit(jax.grad(lambda x: fn(x, y, block_size=block_size))).lower(e).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     dense, blocked = temp_bytes(None), temp_bytes(64)

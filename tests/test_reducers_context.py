@@ -216,6 +216,8 @@ def test_jit_equals_eager_and_padding(kind):
     assert_close(jax.jit(f)(pad, lab_pad, w), eager)
 
 
+
+
 def test_empty_selection_gives_zero_and_zero_grad():
     emb = jnp.asarray(_data(10))
     distinct = jnp.arange(B)

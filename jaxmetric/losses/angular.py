@@ -5,12 +5,14 @@ Names, hyperparameters (the angle in degrees, as PML) and defaults are PML 2.9's
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from jaxmetric import reduce
+from jaxmetric._src.engine import evaluate
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.validate import check_distance, check_positive
 from jaxmetric._src.numerics import finish, has_any
@@ -84,28 +86,31 @@ def angular_loss(
         axis_name=axis_name,
     )
     dt = b.dtype
+    # N_a from the labels, beside a mask too (PML); the mask's negatives only gate the loss.
     valid = b.anchor_weight[:, None] * b.ref_weight[None, :]
-    neg = jnp.where(relation(lab, rlab, b.same_set), 0.0, valid).astype(dt)
-
+    label_neg = jnp.where(relation(lab, rlab, b.same_set), 0.0, valid).astype(dt)
     xq = l2_normalize(b.emb, distance.p)
     xr = xq if b.same_set else l2_normalize(b.ref, distance.p)
-    s = xq @ xr.T  # [B, R]
-    g = s if b.same_set else xr @ xr.T  # [R, R]: positive-to-negative cosines
     tan2 = jnp.tan(jnp.deg2rad(jnp.asarray(alpha, dt))) ** 2
     c = 4.0 * tan2
     k = 2.0 * (1.0 + tan2)
 
-    # sum_n neg[a, n] exp(c s[a, n] + c g[p, n]) = (A @ Bm.T)[a, p] * exp(m_a + m_p)
-    cs, cg = c * s, c * g
-    m_a = _row_shift(cs, neg)  # [B, 1]
-    m_p = _row_shift(cg, jnp.broadcast_to(b.ref_weight[None, :], cg.shape))  # [R, 1]
-    a_mat = jnp.where(neg > 0, neg * jnp.exp(jnp.where(neg > 0, cs - m_a, 0.0)), 0.0)
-    rsel = jnp.broadcast_to(b.ref_weight[None, :] > 0, cg.shape)
-    b_mat = jnp.where(rsel, jnp.exp(jnp.where(rsel, cg - m_p, 0.0)), 0.0)
-    total = a_mat @ b_mat.T  # [B, R]
-    tiny = jnp.finfo(dt).tiny
-    lse = m_a + m_p.T + jnp.log(jnp.maximum(total, tiny))
-    row_has = has_any(neg, axis=1)[:, None]
-    losses = jnp.where(row_has, jax.nn.softplus(jnp.where(row_has, lse - k * s, 0.0)), 0.0)
-    losses = jnp.where(reduce.global_any(b.neg, axis_name), losses, 0.0)  # PML: no negative pair -> zero loss
-    return finish(reduce.apply(red, losses, b.pos, axis_name), dt)
+    def elements(s, pos, neg, aw, n_a):
+        # sum_n n_a[a, n] exp(c s[a, n] + c g[p, n]) = (A @ Bm.T)[a, p] * exp(m_a + m_p)
+        # [R, R] positive-to-negative cosines; s is the whole [B, B] matrix here (no blocks)
+        g = s if b.same_set else xr @ xr.T
+        cs, cg = c * s, c * g
+        rw = jnp.broadcast_to(b.ref_weight[None, :], cg.shape)
+        m_a = _row_shift(cs, n_a)  # [B, 1]
+        m_p = _row_shift(cg, rw)  # [R, 1]
+        a_mat = jnp.where(n_a > 0, n_a * jnp.exp(jnp.where(n_a > 0, cs - m_a, 0.0)), 0.0)
+        b_mat = jnp.where(rw > 0, jnp.exp(jnp.where(rw > 0, cg - m_p, 0.0)), 0.0)
+        total = a_mat @ b_mat.T  # [B, R]
+        lse = m_a + m_p.T + jnp.log(jnp.maximum(total, jnp.finfo(dt).tiny))
+        row_has = has_any(n_a, axis=1)[:, None]
+        losses = jnp.where(row_has, jax.nn.softplus(jnp.where(row_has, lse - k * s, 0.0)), 0.0)
+        return [(losses, pos)], [neg]  # PML: no negative pair -> zero loss
+
+    # The engine sees the normalised rows, so its "distance" is their cosine s = xq @ xr.T.
+    xb = dataclasses.replace(b, emb=xq, ref=xr)
+    return finish(evaluate(xb, lambda q, r: q @ r.T, red, elements, rows=(label_neg,), fn=fn), dt)

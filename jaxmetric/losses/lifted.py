@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxmetric._src import collectives, pairs as _pairs
 from jaxmetric import reduce
-from jaxmetric._src.engine import evaluate
+from jaxmetric._src.engine import evaluate, map_row_blocks
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.numerics import clip_weights, finish, has_any, masked_logsumexp
 from jaxmetric.distances import LpDistance
@@ -31,7 +31,7 @@ def lifted_structure_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, neg_margin: Scalar = 1.0, pos_margin: Scalar = 0.0,
     distance: BaseDistance = LpDistance(), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
     ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
-    axis_name: AxisName | None = None,
+    axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Lifted structured loss (Oh Song, Xiang, Jegelka & Savarese, CVPR 2016), per positive
     pair :math:`(a, p)`:
@@ -42,8 +42,9 @@ def lifted_structure_loss(
 
     where :math:`N_a` are the negative pairs whose anchor is ``a`` (sides of the margins swap
     for similarities). The log-sum-exp over the union factors into one per row, so memory is
-    ``O(B R)``. Pair multiplicities count, as PML's index lists do (a negative pair listed twice
-    enters the sum twice). As in PML, the loss is 0 when there is no negative pair at all.
+    ``O(B R)`` (``O(B D + block_size R)`` with ``block_size``). Pair multiplicities count, as
+    PML's index lists do (a negative pair listed twice enters the sum twice). As in PML, the
+    loss is 0 when there is no negative pair at all.
 
     PML: ``LiftedStructureLoss(neg_margin=1, pos_margin=0)``, ``LpDistance()``,
     ``MeanReducer`` over positive pairs. Deliberate differences: with ``ref_emb``, PML also
@@ -51,40 +52,47 @@ def lifted_structure_loss(
     index from another set); jaxmetric uses the anchor's negatives only there. PML returns 0
     when every index list has at most one entry; jaxmetric computes the loss.
 
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
-    anchors and the references are gathered over that axis; every device returns the loss of
-    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
-    Without ``ref_emb`` the negatives' log-sum-exp of each positive's row is gathered too.
+    Without ``ref_emb`` the term of a positive's own row (:math:`N_p`) is gathered over
+    ``axis_name`` too, and with ``block_size`` it comes from a first pass over the blocks (the
+    similarities are computed twice).
 
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "lifted_structure_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    rem_pos = distance.margin(mat, pos_margin)
-    rem_neg = distance.margin(neg_margin, mat)
-    row_lse = masked_logsumexp(rem_neg, b.neg)  # [B]; 0 for a row without negatives
-    row_has = has_any(b.neg, axis=1)
-    bsz, r = mat.shape
-    lse_a = jnp.broadcast_to(row_lse[:, None], (bsz, r))
-    has_a = jnp.broadcast_to(row_has[:, None], (bsz, r))
-    if b.same_set or (axis_name is not None and ref_emb is None):
-        # Negatives of the positive p: the pairs (p, n) (rows of every device).
-        row_lse_all = collectives.gather(row_lse, axis_name)
-        row_has_all = collectives.gather(row_has, axis_name)
-        lse_p = jnp.broadcast_to(row_lse_all[None, :], (bsz, r))
-        has_p = jnp.broadcast_to(row_has_all[None, :], (bsz, r))
-        x = jnp.stack([lse_a, lse_p], axis=-1)
-        w = jnp.stack([has_a, has_p], axis=-1).astype(mat.dtype)
-        neg_term = masked_logsumexp(x, w)  # 0 when neither has negatives (PML's empty row)
-    else:
-        neg_term = lse_a
-    losses = 0.5 * jax.nn.relu(neg_term + rem_pos) ** 2
-    losses = jnp.where(reduce.global_any(b.neg, axis_name), losses, 0.0)  # PML: no negative pair -> zero loss
-    return finish(reduce.apply(red, losses, b.pos, axis_name), b.dtype)
+
+    def row_negatives(mat, neg):  # per row: log-sum-exp over its negatives (0 without any), and whether it has any
+        return masked_logsumexp(distance.margin(neg_margin, mat), neg), has_any(neg, axis=1)
+
+    # Without ref_emb a positive p has negatives of its own, N_p: the pairs (p, n), row p of the
+    # batch (of every device). A block of anchors does not hold row p, so with blocks every
+    # row's term comes from a first pass over the blocks.
+    first_pass = None
+    if ref_emb is None and block_size is not None:
+        first_pass = map_row_blocks(
+            lambda e, i: row_negatives(distance(e, b.ref), b.block_masks(i)[1]), (b.emb, jnp.arange(b.emb.shape[0])),
+            block_size, fn=fn,
+        )
+
+    def elements(mat, pos, neg, aw):
+        lse_a, has_a = row_negatives(mat, neg)
+        neg_term = lse_a[:, None]
+        if ref_emb is None:
+            lse_p, has_p = (lse_a, has_a) if first_pass is None else first_pass
+            lse_p, has_p = collectives.gather(lse_p, axis_name), collectives.gather(has_p, axis_name)
+            x = jnp.stack(jnp.broadcast_arrays(lse_a[:, None], lse_p[None, :]), axis=-1)
+            w = jnp.stack(jnp.broadcast_arrays(has_a[:, None], has_p[None, :]), axis=-1).astype(mat.dtype)
+            neg_term = masked_logsumexp(x, w)  # 0 when neither has negatives (PML's empty row)
+        losses = 0.5 * jax.nn.relu(neg_term + distance.margin(mat, pos_margin)) ** 2
+        return [(losses, pos)], [neg]  # PML: no negative pair -> zero loss
+
+    return finish(evaluate(b, distance, red, elements, block_size=block_size, fn=fn), b.dtype)
 
 
 @front_door
