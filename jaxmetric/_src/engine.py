@@ -26,10 +26,12 @@ from jaxmetric._src.blocks import map_blocks
 from jaxmetric._src.validate import check_block_size
 
 
-def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
+def evaluate(b, distance, red, elements, *, rows=(), block_size=None, context_labels=True, fn=""):
     """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss. ``rows``: arrays
     with a leading anchor axis ``[B, ...]`` that ``elements`` receives block by block (padding
-    rows are zeros)."""
+    rows are zeros). ``context_labels=False``: the reductions' :class:`~jaxmetric.reduce.Context`
+    carries no labels, for the losses that have never given their labels to a reduction
+    (``class_weighted`` refuses them, as before)."""
     check_block_size(block_size, fn)
     axis_name = b.axis_name
     if not reduce.is_additive(red):
@@ -43,7 +45,7 @@ def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
         if red == "none":
             value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
         else:
-            context = reduce.Context(labels=b.labels, anchor_weight=b.anchor_weight)
+            context = reduce.Context(labels=b.labels if context_labels else None, anchor_weight=b.anchor_weight)
             value = sum(reduce.apply(red, l, w, axis_name, context=context) for l, w in subs)
         if gate is not None:
             value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
@@ -51,7 +53,7 @@ def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
 
     def partials(mat, pos, neg, aw, labels, *own):
         subs, gate = elements(mat, pos, neg, aw, *own)
-        context = reduce.Context(labels=labels, anchor_weight=aw)
+        context = reduce.Context(labels=labels if context_labels else None, anchor_weight=aw)
         parts = [p for l, w in subs for p in reduce.partial(red, l, w, context)]
         counts = [] if gate is None else [jax.lax.stop_gradient(jnp.sum(g > 0).astype(mat.dtype)) for g in gate]
         return parts, counts
