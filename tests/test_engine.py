@@ -25,8 +25,12 @@ BLOCKED = {
     "generalized_lifted_structure": jm.generalized_lifted_structure_loss,
     "threshold_consistent_margin": jm.threshold_consistent_margin_loss,
     "lifted_structure": jm.lifted_structure_loss,
+    "nca": jm.nca_loss,
+    "instance": jm.instance_loss,
     "contrastive-cos-threshold": functools.partial(jm.contrastive_loss, distance=jm.CosineSimilarity(), reduction=jm.threshold(low=0.05)),
 }
+LABELS_BESIDE_MASK = {"nca"}  # a mask only weights its queries: the classes come as labels=
+CLASS_IDS_ONLY = {"instance"}  # no ref_emb, multi-hot labels or mask
 
 
 def _data(seed=0, b=30, classes=5):
@@ -45,7 +49,7 @@ def test_blocked_equals_dense(name, block_size):
     assert_close(gb, g, rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.parametrize("name", list(BLOCKED))
+@pytest.mark.parametrize("name", [n for n in BLOCKED if n not in CLASS_IDS_ONLY])
 def test_blocked_with_ref_where_multi_hot_and_masks(name):
     fn = BLOCKED[name]
     e, y = _data(1)
@@ -61,7 +65,35 @@ def test_blocked_with_ref_where_multi_hot_and_masks(name):
     multi_hot = jnp.asarray(rng.integers(0, 2, (30, 4)))
     assert_close(fn(e, multi_hot, block_size=4), fn(e, multi_hot), rtol=1e-10)
     mask = jm.pair_mask(y)
-    assert_close(fn(e, mask, block_size=9), fn(e, mask), rtol=1e-10)
+    beside = {"labels": y} if name in LABELS_BESIDE_MASK else {}
+    assert_close(fn(e, mask, block_size=9, **beside), fn(e, mask, **beside), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(CLASS_IDS_ONLY))
+def test_blocked_with_where_class_ids_only(name):
+    fn = BLOCKED[name]
+    e, y = _data(1)
+    where = jnp.arange(30) % 4 != 1
+    dense = jax.value_and_grad(lambda x: fn(x, y, where=where))(e)
+    blocked = jax.value_and_grad(lambda x: fn(x, y, where=where, block_size=8))(e)
+    assert_close(blocked[0], dense[0], rtol=1e-10)
+    assert_close(blocked[1], dense[1], rtol=1e-9, atol=1e-13)
+
+
+def test_nca_blocked_masks_with_ref_emb_and_triplets():
+    """NCA's mask weights (counts over the whole selection) reach each block's queries."""
+    e, y = _data(6)
+    rng = np.random.default_rng(7)
+    ref, ry = jnp.asarray(rng.normal(size=(11, 6))), jnp.asarray(rng.integers(0, 5, 11))
+    pos = jnp.asarray((y[:, None] == ry[None, :]) & (rng.random((30, 11)) < 0.6))
+    ref_mask = jm.PairMask(pos, ~pos & (rng.random((30, 11)) < 0.5))
+    cube = jnp.asarray(rng.random((30, 30, 30)) < 0.05)
+    for mask, kw in ((ref_mask, dict(ref_emb=ref, ref_labels=ry)), (jm.TripletMask.dense(cube), {})):
+        dense = jax.value_and_grad(lambda x: jm.nca_loss(x, mask, labels=y, **kw))(e)
+        blocked = jax.value_and_grad(lambda x: jm.nca_loss(x, mask, labels=y, block_size=7, **kw))(e)
+        assert float(dense[0]) != 0.0
+        assert_close(blocked[0], dense[0], rtol=1e-10)
+        assert_close(blocked[1], dense[1], rtol=1e-9, atol=1e-13)
 
 
 def test_supcon_gate_is_global_in_blocks():
@@ -71,7 +103,7 @@ def test_supcon_gate_is_global_in_blocks():
     assert float(jm.supcon_loss(e, y, block_size=4)) == 0.0
 
 
-@pytest.mark.parametrize("name", ["supcon", "ntxent", "circle", "lifted_structure"])
+@pytest.mark.parametrize("name", ["supcon", "ntxent", "circle", "lifted_structure", "nca", "instance"])
 def test_blocked_with_axis_name_equals_single_device(name):
     fn = BLOCKED[name]
     e, y = _data(4, b=32)
@@ -96,7 +128,7 @@ def test_block_size_errors():
         jm.supcon_loss(e, y, block_size=4, reduction="none")
 
 
-@pytest.mark.parametrize("name", ["supcon", "lifted_structure"])  # lifted: its first pass over blocks too
+@pytest.mark.parametrize("name", ["supcon", "lifted_structure", "nca", "instance"])  # lifted: its first pass over blocks too
 def test_blocked_memory_does_not_hold_b_by_r(name):
     """The compiled blocked step's temporaries are far below one [B, B] float32 matrix."""
     fn = BLOCKED[name]

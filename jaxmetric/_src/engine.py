@@ -26,19 +26,24 @@ from jaxmetric._src.blocks import map_blocks
 from jaxmetric._src.validate import check_block_size
 
 
-def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
+_BATCH = object()  # context_labels' default: the batch's own labels
+
+
+def evaluate(b, distance, red, elements, *, rows=(), block_size=None, context_labels=_BATCH, fn=""):
     """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss. ``rows``: arrays
     with a leading anchor axis ``[B, ...]`` that ``elements`` receives block by block (padding
-    rows are zeros)."""
+    rows are zeros). ``context_labels``: the class ids a context reduction reads (``[B]``; default
+    the batch's labels, None when a mask was given), for losses whose classes come beside a mask."""
     block_size = check_blockable(red, block_size, fn)
     axis_name = b.axis_name
+    labels = b.labels if context_labels is _BATCH else context_labels
     if not reduce.is_additive(red):
         mat = distance(b.emb, b.ref)
         subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight, *rows)
         if red == "none":
             value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
         else:
-            context = b.context
+            context = reduce.Context(labels=labels, anchor_weight=b.anchor_weight)
             value = sum(reduce.apply(red, l, w, axis_name, context=context) for l, w in subs)
         if gate is not None:
             value = jnp.where(_gate_open([jnp.sum(g > 0) for g in gate], axis_name), value, 0.0)
@@ -52,9 +57,9 @@ def evaluate(b, distance, red, elements, *, rows=(), block_size=None, fn=""):
         return parts, counts
 
     if block_size is None:
-        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, b.labels, *rows)
+        parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, labels, *rows)
     else:
-        parts, counts = _scan_blocks(b, distance, partials, rows, block_size)
+        parts, counts = _scan_blocks(b, distance, partials, labels, rows, block_size)
     value = sum(reduce.finalize(red, parts[i], parts[i + 1], axis_name) for i in range(0, len(parts), 2))
     if counts:
         value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
@@ -82,14 +87,13 @@ def _gate_open(counts, axis_name):
     return out
 
 
-def _scan_blocks(b, distance, partials, rows, block_size):
+def _scan_blocks(b, distance, partials, labels, rows, block_size):
     n = b.emb.shape[0]
 
     def block(e_blk, r_blk, in_batch, *own):
         # Padding rows (in_batch False) get a row index past the batch: zero weight.
         pos, neg, aw = b.block_masks(jnp.where(in_batch, r_blk, n))
-        labels = None if b.labels is None else b.labels[r_blk]
-        return partials(distance(e_blk, b.ref), pos, neg, aw, labels, *own)
+        return partials(distance(e_blk, b.ref), pos, neg, aw, None if labels is None else labels[r_blk], *own)
 
     parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool), *rows), block=block_size)
     return list(parts), list(counts)

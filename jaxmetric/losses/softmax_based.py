@@ -2,7 +2,8 @@
 
 Each is a cross-entropy whose "classes" are other samples of the batch, so each needs labels
 in its formula (N-pairs: one pair per class; NCA: the same-class samples; instance: the
-class's rank). Names, hyperparameters and defaults are PML 2.9's. Memory ``O(B R)``.
+class's rank). Names, hyperparameters and defaults are PML 2.9's. Memory ``O(B R)``;
+``block_size`` (NCA, instance) bounds it by ``O(B D + block_size R)``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 
 from jaxmetric._src import collectives, pairs as _pairs
 from jaxmetric import reduce
+from jaxmetric._src.engine import evaluate, map_row_blocks
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.numerics import finish, has_any, masked_logsumexp
 from jaxmetric.distances import CosineSimilarity, DotProductSimilarity, LpDistance
@@ -71,30 +73,29 @@ def npairs_loss(
         why=" (N-pairs picks one positive pair per class)", axis_name=axis_name,
     )
     require_class_ids(lab, fn, why=" (N-pairs picks one positive pair per class)")
-    mat = distance(b.emb, b.ref)
-    logits = mat if distance.is_inverted else -mat
-    bsz, r = mat.shape
-    rows = collectives.global_rows(bsz, axis_name)  # global index of each local anchor
-    cols = jnp.arange(r)
+    # The pairs are chosen over the (global) batch before the terms: every anchor's class,
+    # whether it has a positive, and its first positive (a column of the global batch).
+    r = b.ref.shape[0]
     has_pos = has_any(b.pos, axis=1)
-    first_p = jnp.min(jnp.where(b.pos > 0, cols[None, :], r), axis=1)
-    first_p = jnp.minimum(first_p, r - 1)
-    # Every anchor of the (global) batch: its class, whether it has a positive, its first positive.
+    first_p = jnp.minimum(jnp.min(jnp.where(b.pos > 0, jnp.arange(r)[None, :], r), axis=1), r - 1)
     lab_all = collectives.gather(lab, axis_name)
     has_all = collectives.gather(has_pos, axis_name)
     first_all = collectives.gather(first_p, axis_name)
     idx_all = jnp.arange(lab_all.shape[0])
     # An anchor is chosen when no earlier anchor of its class has a positive pair.
-    same = lab[:, None] == lab_all[None, :]
-    blocked = jnp.any(same & has_all[None, :] & (idx_all[None, :] < rows[:, None]), axis=1)
-    chosen = (has_pos & ~blocked).astype(b.dtype)
     same_all = lab_all[:, None] == lab_all[None, :]
     blocked_all = jnp.any(same_all & has_all[None, :] & (idx_all[None, :] < idx_all[:, None]), axis=1)
     chosen_all = (has_all & ~blocked_all).astype(b.dtype)
-    pair_logits = logits[:, first_all]  # [a, c]: s(anchor a, positive of the pair chosen at c)
-    lse = masked_logsumexp(pair_logits, jnp.broadcast_to(chosen_all[None, :], pair_logits.shape))
-    losses = lse - logits[jnp.arange(bsz), first_p]
-    return finish(reduce.apply(red, losses, chosen, axis_name), b.dtype)
+    chosen = collectives.local_rows(chosen_all, b.emb.shape[0], axis_name)
+
+    def elements(mat, pos, neg, aw, chosen, first_p):
+        logits = mat if distance.is_inverted else -mat
+        pair_logits = logits[:, first_all]  # [a, c]: s(anchor a, positive of the pair chosen at c)
+        lse = masked_logsumexp(pair_logits, jnp.broadcast_to(chosen_all[None, :], pair_logits.shape))
+        return [(lse - logits[jnp.arange(logits.shape[0]), first_p], chosen)], None
+
+    value = evaluate(b, distance, red, elements, rows=(chosen, first_p), context_labels=lab, fn=fn)
+    return finish(value, b.dtype)
 
 
 def _mask_sample_weights(mask, b, same_set, axis_name=None):
@@ -124,7 +125,7 @@ def nca_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, softmax_scale: Scalar = 1.0,
     labels: ArrayLike | None = None, distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean",
     ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Neighbourhood components analysis loss (Goldberger, Roweis, Hinton & Salakhutdinov,
     NeurIPS 2004), per query :math:`i`:
@@ -155,6 +156,9 @@ def nca_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "nca_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -167,19 +171,24 @@ def nca_loss(
         why=" (NCA's positives are the same-class samples; a mask only weights the queries)",
         axis_name=axis_name,
     )
-    mat = distance(b.emb, b.ref)
-    logits = softmax_scale * (mat if distance.is_inverted else -mat)
-    members = b.anchor_weight[:, None] * b.ref_weight[None, :]
-    if b.same_set:
-        members = members * (1 - jnp.eye(mat.shape[0], dtype=members.dtype))
-    elif b.self_cols is not None:
-        members = members * _pairs._not_self(b.self_cols, mat.shape[1], members.dtype)
-    pos = jnp.where(relation(lab, rlab, b.same_set), members, 0.0)
-    losses = masked_logsumexp(logits, members) - masked_logsumexp(logits, pos)
-    kept = has_any(pos, axis=1).astype(b.dtype)
-    if is_mask:
-        losses = losses * _mask_sample_weights(labels_or_mask, b, ref_emb is None, axis_name)
-    return finish(reduce.apply(red, losses, kept, axis_name), b.dtype)
+    # A mask only weights the queries (PML's convert_to_weights), by counts over the whole batch.
+    weight = _mask_sample_weights(labels_or_mask, b, ref_emb is None, axis_name) if is_mask else None
+
+    def elements(mat, pos, neg, aw, lab, self_cols, weight):
+        logits = softmax_scale * (mat if distance.is_inverted else -mat)
+        members = aw[:, None] * b.ref_weight[None, :]
+        if self_cols is not None:  # the batch without the query itself
+            members = members * _pairs._not_self(self_cols, mat.shape[1], members.dtype)
+        pos = jnp.where(relation(lab, rlab, b.same_set), members, 0.0)  # same class, from the labels
+        losses = masked_logsumexp(logits, members) - masked_logsumexp(logits, pos)
+        if weight is not None:
+            losses = losses * weight
+        return [(losses, has_any(pos, axis=1).astype(b.dtype))], None
+
+    value = evaluate(
+        b, distance, red, elements, rows=(lab, b.self_cols, weight), block_size=block_size, context_labels=lab, fn=fn,
+    )
+    return finish(value, b.dtype)
 
 
 @front_door
@@ -187,6 +196,7 @@ def instance_loss(
     embeddings: ArrayLike, labels: ArrayLike, *, gamma: Scalar = 64.0, distance: BaseDistance = CosineSimilarity(),
     reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
     where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
+    block_size: int | None = None,
 ) -> Array:
     r"""Instance loss (Zheng, Zheng, Garrett, Yang, Xu & Shen, "Dual-Path Convolutional
     Image-Text Embeddings with Instance Loss", ACM TOMM 2020), as PML implements it: a
@@ -212,6 +222,9 @@ def instance_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-sample losses).
+
+    Shared arguments (``embeddings``, ``distance``, ``reduction``, ``where``, ``axis_name``,
+    ``block_size``): :ref:`shared-arguments`.
     """
     fn = "instance_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -221,15 +234,23 @@ def instance_loss(
     reject_mask(fn, labels, " (class ids [B]; PML's InstanceLoss rejects indices_tuple)")
     b = _pairs.from_inputs(fn, embeddings, labels, where=where, axis_name=axis_name)
     lab = require_class_ids(b.labels, fn, why=" (the target is the rank of the class)").astype(jnp.int32)
-    logits = gamma * distance(b.emb, b.ref)  # [B, R]: local rows against the (global) batch
     lab_all = b.ref_labels.astype(jnp.int32)  # the global batch's labels (lab without axis_name)
     real = b.ref_weight > 0  # the global batch's real rows
     idx = jnp.arange(lab_all.shape[0])
-    seen_before = jnp.any((lab_all[None, :] == lab_all[:, None]) & (idx[None, :] < idx[:, None]) & real[None, :], axis=1)
-    first = real & ~seen_before  # first real occurrence of each class
-    rank = jnp.sum(first[None, :] & (lab_all[None, :] < lab[:, None]), axis=1)
+
+    def seen_before(lab_j, j):  # a real row before row j has its class (with block_size, rows j in blocks: no [R, R])
+        return jnp.any((lab_all[None, :] == lab_j[:, None]) & (idx[None, :] < j[:, None]) & real[None, :], axis=1)
+
+    first = real & ~map_row_blocks(seen_before, (lab_all, idx), block_size, fn=fn)  # first real row of each class
     column = jnp.cumsum(real) - 1  # position of each real row among the real rows
-    target = real[None, :] & (column[None, :] == rank[:, None])
-    cols = jnp.broadcast_to(real[None, :], logits.shape).astype(logits.dtype)
-    losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name), b.dtype)
+
+    def elements(mat, pos, neg, aw, lab):
+        logits = gamma * mat  # [blk, R]: local rows against the (global) batch
+        rank = jnp.sum(first[None, :] & (lab_all[None, :] < lab[:, None]), axis=1)  # of the anchor's class
+        target = real[None, :] & (column[None, :] == rank[:, None])
+        cols = jnp.broadcast_to(real[None, :], logits.shape).astype(logits.dtype)
+        losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
+        return [(losses, aw)], None
+
+    value = evaluate(b, distance, red, elements, rows=(lab,), block_size=block_size, context_labels=lab, fn=fn)
+    return finish(value, b.dtype)
