@@ -214,7 +214,7 @@ def multi_supcon_loss(
     embeddings: ArrayLike, labels: ArrayLike, *, temperature: Scalar = 0.1, threshold: Scalar = 0.5,
     distance: BaseDistance = CosineSimilarity(), reduction: ReductionLike = "avg_nonzero",
     ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None, where: ArrayLike | None = None,
-    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
+    ref_where: ArrayLike | None = None, axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""Multi-label supervised contrastive loss (MultiSupCon), per anchor :math:`i`:
 
@@ -242,6 +242,7 @@ def multi_supcon_loss(
       axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
         anchors, the references and their labels are gathered from every device (a sample is never
         its own positive); returns the single-device loss on the concatenated batch.
+      block_size: anchors per block (memory ``O(B D + block_size R)``; see :ref:`shared-arguments`).
     """
     fn = "multi_supcon_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -253,18 +254,20 @@ def multi_supcon_loss(
     batch = validate.check_embeddings(embeddings, "embeddings", fn=fn).shape[0]
     lab = validate.check_labels(labels, batch, "labels", fn=fn)
     b = _pairs.from_inputs(fn, embeddings, lab, ref_emb=ref_emb, ref_labels=ref_labels, where=where, ref_where=ref_where, axis_name=axis_name)
-    mat = distance(b.emb, b.ref)
-    logits = (mat if distance.is_inverted else -mat) / temperature
-    valid = b.anchor_weight[:, None] * b.ref_weight[None, :]
-    if b.self_cols is not None:  # no self-pairs (each anchor's own column, global with axis_name)
-        valid = valid * (b.self_cols[:, None] != jnp.arange(b.ref.shape[0])[None, :]).astype(b.dtype)
-    sim = _jaccard(b.labels, b.ref_labels, b.dtype)
-    pos = (valid > 0) & (sim >= threshold)
-    log_prob = logits - masked_logsumexp(logits, valid)[:, None]
-    num = jnp.sum(jnp.where(pos, sim * log_prob, 0.0), axis=1)
-    losses = -reduce.safe_divide(num, jnp.sum(pos.astype(b.dtype), axis=1))
-    context = b.context
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, context=context), b.dtype)
+
+    def elements(mat, pos, neg, aw, labels, self_cols):
+        logits = (mat if distance.is_inverted else -mat) / temperature
+        valid = aw[:, None] * b.ref_weight[None, :]
+        if self_cols is not None:  # no self-pairs (each anchor's own column, global with axis_name)
+            valid = valid * (self_cols[:, None] != jnp.arange(b.ref.shape[0])[None, :]).astype(b.dtype)
+        sim = _jaccard(labels, b.ref_labels, b.dtype)
+        positive = (valid > 0) & (sim >= threshold)
+        log_prob = logits - masked_logsumexp(logits, valid)[:, None]
+        num = jnp.sum(jnp.where(positive, sim * log_prob, 0.0), axis=1)
+        return [(-reduce.safe_divide(num, jnp.sum(positive.astype(b.dtype), axis=1)), aw)], None
+
+    value = evaluate(b, distance, red, elements, rows=(b.labels, b.self_cols), block_size=block_size, fn=fn)
+    return finish(value, b.dtype)
 
 
 def _dcl(fn, x, y, temperature, sigma, reduction, where, axis_name=None):
