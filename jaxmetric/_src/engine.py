@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxmetric import reduce
 from jaxmetric._src import collectives
+from jaxmetric._src import triplets as _triplets
 from jaxmetric._src.blocks import map_blocks
 from jaxmetric._src.validate import check_block_size
 
@@ -97,6 +98,25 @@ def _scan_blocks(b, distance, partials, labels, rows, block_size):
 
     parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool), *rows), block=block_size)
     return list(parts), list(counts)
+
+
+def triplet_partials(red, cube, rows, shared=(), *, context=None, block_size=None):
+    """The additive ``(num, den)`` of ``red`` over every triplet, a block of anchors at a time.
+
+    ``cube(*row_blocks, *shared) -> (losses, weights)``, both ``[blk, R, R]``, for a block of
+    ``rows`` (arrays with a leading anchor axis, or None); ``context`` (the batch's) reaches a
+    context reduction block by block. Each block is rematerialised in the backward pass, so
+    memory is ``O(block R^2)``; by default a block holds about ``2^24`` elements.
+    """
+    labels, aw = (None, None) if context is None else (context.labels, context.anchor_weight)
+    n, r = next(x.shape[:2] for x in rows if x is not None and x.ndim >= 2)  # [B, R, ...] rows
+    block = _triplets.block_size(n, r) if block_size is None else block_size
+
+    def one(lb, awb, *args):
+        losses, weights = cube(*args)
+        return reduce.partial(red, losses, weights, reduce.Context(labels=lb, anchor_weight=awb))
+
+    return map_blocks(one, (labels, aw, *rows), tuple(shared), block=block)
 
 
 def map_row_blocks(f, xs, block_size=None, *, fn=""):

@@ -15,7 +15,7 @@ from jaxmetric._src import collectives, pairs as _pairs, validate
 from jaxmetric import reduce
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.blocks import map_blocks
-from jaxmetric._src.engine import check_blockable
+from jaxmetric._src.engine import check_blockable, triplet_partials
 from jaxmetric._src.numerics import clip_weights, finish
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric._src.validate import check_distance, check_static_int, is_concrete_number, reject_ref
@@ -282,21 +282,20 @@ def dynamic_soft_margin_loss(
         return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
     blk = block_size if block_size is not None else max(1, _CUBE_BLOCK_ELEMENTS // max(r * r, 1))
-    rows = (mat, b.pos, b.neg, cube, b.labels, b.anchor_weight)
+    rows = (mat, b.pos, b.neg, cube)
 
-    def pass1(d, wp, wn, c, labels, aw):
-        x, w = terms(d, wp, wn, c)
+    def pass1(*args):
+        x, w = terms(*args)
         return _hist_increment(x, w, min_val, delta, num_bins), jnp.sum(w)
 
     inc, wsum = map_blocks(pass1, rows, block=blk, checkpoint=False)
     new_hist, cdf, _ = _update(hist, collectives.psum(inc, ax), collectives.psum(wsum, ax), momentum)
 
-    def pass2(d, wp, wn, c, labels, aw):
-        x, w = terms(d, wp, wn, c)
-        return reduce.partial(red, _weigh(x, cdf, min_val, delta, num_bins), w, reduce.Context(labels=labels, anchor_weight=aw))
+    def weighed(*args):
+        x, w = terms(*args)
+        return _weigh(x, cdf, min_val, delta, num_bins), w
 
-    nums, dens = map_blocks(pass2, rows, block=blk)
-    value = reduce.finalize(red, nums, dens, ax)
+    value = reduce.finalize(red, *triplet_partials(red, weighed, rows, context=b.context, block_size=blk), ax)
     return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
 

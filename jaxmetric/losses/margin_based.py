@@ -15,7 +15,7 @@ import numpy as np
 from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets, validate
 from jaxmetric import reduce
 from jaxmetric._src.front_door import front_door
-from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.engine import triplet_partials
 from jaxmetric.distances import LpDistance
 from jaxmetric._src.labels import require_class_ids, resolve_labelled
 from jaxmetric.masks import TripletMask
@@ -26,16 +26,17 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
 
-def _blocked_cube_partial(red, pos_l, neg_l, wp, wn, cube):
-    """``red.partial`` over the triplet elements ``pos_l[a, p] + neg_l[a, n]`` with weights
-    ``cube[a, p, n]`` (or ``wp[a, p] * wn[a, n]``), a block of anchors at a time; the block
-    is rematerialised in the backward pass, so memory stays ``O(block R^2)``."""
+def _triplet_elements(pl, nl, p_w, n_w, c):
+    """A block of anchors' triplet elements ``pos_l[a, p] + neg_l[a, n]`` and their weights
+    ``cube[a, p, n]`` (or ``wp[a, p] * wn[a, n]``)."""
+    w = c if c is not None else p_w[:, :, None] * n_w[:, None, :]
+    return pl[:, :, None] + nl[:, None, :], w
 
-    def block(pl, nl, p_w, n_w, c):
-        w = c if c is not None else p_w[:, :, None] * n_w[:, None, :]
-        return red.partial(pl[:, :, None] + nl[:, None, :], w)
 
-    return map_blocks(block, (pos_l, neg_l, wp, wn, cube), block=_triplets.block_size(*pos_l.shape))
+def _reg_elements(reg_a, p_w, n_w, c):
+    """The per-class regulariser ``nu beta[y_a]`` of every triplet of a block, and the weights."""
+    w = c if c is not None else p_w[:, :, None] * n_w[:, None, :]
+    return jnp.broadcast_to(reg_a[:, None, None], w.shape), w
 
 
 def _check_beta(beta, fn):
@@ -222,13 +223,22 @@ def _all_triplets(t: _MarginTerms, b, is_cube: bool):
         return jnp.sum(jnp.where(w > 0, w * x, 0.0))
 
     num = wsum(pw, pos_l) + wsum(nw, neg_l)
-    if red == "none" or (red is not None and not reduce.is_builtin(red)):
-        cube_w = b.triplets if is_cube else b.pos[:, :, None] * b.neg[:, None, :]
-        elements = pos_l[:, :, None] + neg_l[:, None, :]
+    cube = b.triplets if is_cube else None
+    if red == "none" or (red is not None and not reduce.is_additive(red)):
+        # "none" or a plain callable sees every triplet at once: the cube.
+        elements, cube_w = _triplet_elements(pos_l, neg_l, b.pos, b.neg, cube)
         if red == "none":
             return jnp.where(gate, reduce.apply(red, elements, cube_w), 0.0)
         reg_el = jnp.broadcast_to(t.reg_a[:, None, None], elements.shape)
         value = t.with_reg(reduce.apply(red, elements, cube_w, ax, t.context), lambda: reduce.apply(red, reg_el, cube_w, ax, t.context))
+        return jnp.where(gate, value, 0.0)
+    if red is not None and not reduce.is_builtin(red):
+        # A context reduction: block by block, each block with its anchors' labels and validity.
+        def blocks(elements, rows):
+            return reduce.finalize(red, *triplet_partials(red, elements, rows, context=t.context), ax)
+
+        value = t.with_reg(blocks(_triplet_elements, (pos_l, neg_l, b.pos, b.neg, cube)),
+                           lambda: blocks(_reg_elements, (t.reg_a, b.pos, b.neg, cube)))
         return jnp.where(gate, value, 0.0)
     if red is None:
         den = wsum(pw, (pos_l > 0).astype(b.dtype)) + wsum(nw, (neg_l > 0).astype(b.dtype))
@@ -242,7 +252,7 @@ def _all_triplets(t: _MarginTerms, b, is_cube: bool):
         zero_n = jnp.sum(jnp.where(neg_l > 0, 0.0, b.neg), axis=1)
         value = reduce.finalize(red, num, jnp.sum(t_a) - jnp.sum(zero_p * zero_n), ax)
     else:
-        value = reduce.finalize(red, *_blocked_cube_partial(red, pos_l, neg_l, b.pos, b.neg, b.triplets if is_cube else None), ax)
+        value = reduce.finalize(red, *triplet_partials(red, _triplet_elements, (pos_l, neg_l, b.pos, b.neg, cube)), ax)
     value = t.with_reg(value, lambda: reduce.apply(red, t.reg_a, t_a, ax))
     return jnp.where(gate, value, 0.0)
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets
 from jaxmetric import reduce
 from jaxmetric._src.front_door import front_door
-from jaxmetric._src.blocks import map_blocks
+from jaxmetric._src.engine import triplet_partials
 from jaxmetric._src.validate import check_choice, check_distance
 from jaxmetric.distances import LpDistance
 from jaxmetric._src.numerics import finish
@@ -42,9 +42,6 @@ from jaxmetric._src.numerics import finish
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
-
-# Elements per anchor block in the cube path (about 64 MB of float32 temporaries per term).
-_BLOCK_ELEMENTS = _triplets.BLOCK_ELEMENTS
 
 
 @functools.partial(jax.jit, static_argnames=("nonzero_only",))
@@ -105,14 +102,10 @@ def _builtin_blocked_partial(kind, low, high, x, x_pn, margin, smooth_loss, weig
 
 
 def _triplet_blocks(red, x, x_pn, margin, smooth_loss, weight_fn, rows, shared, labels, aw):
-    b, r = x.shape
-    blk = int(max(1, min(b, _BLOCK_ELEMENTS // max(r * r, 1))))
+    def cube(xb, *args):
+        return _cube_terms(xb, xb, x_pn, margin, smooth_loss), weight_fn(*args)
 
-    def block(xb, lb, awb, *args):
-        w = weight_fn(*args)
-        return reduce.partial(red, _cube_terms(xb, xb, x_pn, margin, smooth_loss), w, reduce.Context(labels=lb, anchor_weight=awb))
-
-    return map_blocks(block, (x, labels, aw) + tuple(rows), tuple(shared), block=blk)
+    return triplet_partials(red, cube, (x, *rows), shared, context=reduce.Context(labels=labels, anchor_weight=aw))
 
 
 def _factored_weights(wp, wn):
