@@ -71,6 +71,10 @@ def angular_loss(
 
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-positive-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``,
+    ``ref_emb``, ``ref_labels``, ``where``, ``ref_where``, ``axis_name``):
+    :ref:`shared-arguments`.
     """
     fn = "angular_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -94,12 +94,11 @@ def snr_contrastive_loss(
     (asserted), ``AvgNonZeroReducer`` per sub-loss. Deliberate difference: PML returns 0 when
     every index list has at most one entry; jaxmetric computes the loss.
 
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
-    anchors and the references are gathered over that axis; every device returns the loss of
-    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
-
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``): :ref:`shared-arguments`.
     """
     fn = "snr_contrastive_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -69,6 +69,10 @@ def histogram_loss(
         ``{i, j}`` (``j >= i``, global indices) of its rows ``i`` against the gathered batch and the
         two pair histograms (and their totals) are summed over devices, so the value is the
         single-device loss on the concatenated batch. A mask is then ``[B_local, B_global]``.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``,
+    ``ref_emb``, ``ref_labels``, ``where``, ``ref_where``, ``axis_name``):
+    :ref:`shared-arguments`.
     """
     fn = "histogram_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -225,6 +229,10 @@ def dynamic_soft_margin_loss(
         with ``out_specs=P()``). Labels-free path: the pairs ``(embeddings[k], ref_emb[k])`` are
         per device and the hardest negative is searched in the global rows and columns (``ref_emb``
         must then have as many rows as ``embeddings``). Combines with ``block_size``.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``,
+    ``ref_emb``, ``ref_labels``, ``where``, ``ref_where``, ``axis_name``, ``block_size``):
+    :ref:`shared-arguments`.
     """
     fn = "dynamic_soft_margin_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -107,6 +107,10 @@ def margin_loss(
 
     Returns:
       Scalar loss (``"none"``: per-triplet losses, see above).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``,
+    ``ref_emb``, ``ref_labels``, ``where``, ``ref_where``, ``axis_name``):
+    :ref:`shared-arguments`.
     """
     fn = "margin_loss"
     use_divisor = isinstance(reduction, str) and reduction == "divisor"

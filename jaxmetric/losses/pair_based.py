@@ -125,15 +125,14 @@ def intra_pair_variance_loss(
     ``MeanReducer`` per sub-loss. Deliberate difference: PML returns 0 when every index list
     has at most one entry; jaxmetric computes the loss.
 
-    ``axis_name``: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``, local rows are the
-    anchors and the references are gathered over that axis; every device returns the loss of
-    the concatenated global batch (masks passed in are then ``[B_local, R_global]``).
-
     With ``axis_name``, :math:`\mu^+` and :math:`\mu^-` are global means (``psum`` of the sums
     and counts).
 
     Returns:
       Scalar loss (``"none"``: the ``[B, R]`` per-pair losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``ref_emb``,
+    ``ref_labels``, ``where``, ``ref_where``, ``axis_name``): :ref:`shared-arguments`.
     """
     fn = "intra_pair_variance_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -63,6 +63,10 @@ def npairs_loss(
 
     Returns:
       Scalar loss (``"none"``: ``[B]``, the loss at each chosen anchor, 0 elsewhere).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``,
+    ``ref_emb``, ``ref_labels``, ``where``, ``ref_where``, ``axis_name``):
+    :ref:`shared-arguments`.
     """
     fn = "npairs_loss"
     red = reduce.resolve(reduction, fn=fn)

@@ -206,6 +206,10 @@ def triplet_margin_loss(
     Returns:
       Scalar loss (``"none"``: the ``[B, R, R]`` per-triplet losses, ``[B, t]`` when
       sampling, ``[B, K]`` for a list-form TripletMask).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``,
+    ``ref_emb``, ``ref_labels``, ``where``, ``ref_where``, ``axis_name``):
+    :ref:`shared-arguments`.
     """
     fn = "triplet_margin_loss"
     red = reduce.resolve(reduction, fn=fn)
