@@ -3,7 +3,7 @@
 Batch data, PML miner outputs as index tuples and masks, and ``parity`` (PML's value and
 gradients against a JAX loss), and the four parity checks every pair-list loss passes (labels
 with default and other settings, a reference set, PML miners' tuples as masks, a mask with a
-reference set): tests/test_lifted.py, test_angular.py, test_tuplet_margin.py,
+reference set), and ``parity_tests``, which makes them a module's parametrized tests: tests/test_lifted.py, test_angular.py, test_tuplet_margin.py,
 test_pair_based.py, test_snr_contrastive.py, test_margin_based.py, test_softmax_based.py,
 test_loss_properties.py.
 
@@ -185,3 +185,33 @@ def parity_miner_mask_with_ref(fn, cls, seed=4):
     tup = (a1[keep], p[keep], a2, n)
     parity(lambda e, r: fn(e, mask_of(tup, B, R), ref_emb=r), cls(), emb, None, indices_tuple=tup, ref=ref)
 
+
+
+def parity_tests(losses, ref_emb=(), miner_mask_with_ref=()):
+    """The parity tests of a module's ``losses`` (name -> ``(fn, cls, settings)``): labels with
+    default and other settings and PML miners' masks for every loss, a reference set for the
+    names in ``ref_emb``, a mask with a reference set for those in ``miner_mask_with_ref``.
+    Returns the test functions, for the module to bind to ``test_*`` names (the ones it asks
+    for: labels, ref_emb if any, miner masks, mask with ref if any)."""
+    import pytest
+
+    @pytest.mark.parametrize("name", sorted(losses))
+    def labels_defaults_and_settings(name):
+        parity_labels_defaults_and_settings(*losses[name])
+
+    @pytest.mark.parametrize("name", sorted(ref_emb))
+    def with_ref_emb(name):
+        parity_ref_emb(*losses[name][:2])
+
+    @pytest.mark.parametrize("name", sorted(losses))
+    @pytest.mark.parametrize("miner", ["ms", "triplet"])
+    def miner_masks(name, miner):
+        parity_miner_masks(*losses[name][:2], miner)
+
+    @pytest.mark.parametrize("name", sorted(miner_mask_with_ref))
+    def miner_mask_with_ref_emb(name):
+        parity_miner_mask_with_ref(*losses[name][:2])
+
+    tests = [labels_defaults_and_settings, with_ref_emb if ref_emb else None, miner_masks,
+             miner_mask_with_ref_emb if miner_mask_with_ref else None]
+    return tuple(t for t in tests if t is not None)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from loss_parity import data, normalized, parity_labels_defaults_and_settings, parity_miner_mask_with_ref, parity_miner_masks, parity_ref_emb
+from loss_parity import data, normalized, parity_tests
 from pml_utils import assert_close, pml_distances, pml_losses, torch
 
 J = jnp.asarray
@@ -23,25 +23,10 @@ LOSSES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_parity_labels_defaults_and_settings(name):
-    parity_labels_defaults_and_settings(*LOSSES[name])
-
-
-@pytest.mark.parametrize("name", ["glifted"])
-def test_parity_ref_emb(name):
-    parity_ref_emb(*LOSSES[name][:2])
-
-
-@pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("miner", ["ms", "triplet"])
-def test_parity_miner_masks(name, miner):
-    parity_miner_masks(*LOSSES[name][:2], miner)
-
-
-@pytest.mark.parametrize("name", ["lifted"])
-def test_parity_miner_mask_with_ref(name):
-    parity_miner_mask_with_ref(*LOSSES[name][:2])
+(
+    test_parity_labels_defaults_and_settings, test_parity_ref_emb,
+    test_parity_miner_masks, test_parity_miner_mask_with_ref,
+) = parity_tests(LOSSES, ref_emb=["glifted"], miner_mask_with_ref=["lifted"])
 
 
 def test_lifted_ref_emb_fixed():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from loss_parity import data, normalized, parity_labels_defaults_and_settings, parity_miner_masks, parity_ref_emb
+from loss_parity import data, normalized, parity_tests
 from pml_utils import assert_close, pml_distances, pml_losses, torch
 
 J = jnp.asarray
@@ -24,20 +24,10 @@ LOSSES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_parity_labels_defaults_and_settings(name):
-    parity_labels_defaults_and_settings(*LOSSES[name])
-
-
-@pytest.mark.parametrize("name", ["ipv"])
-def test_parity_ref_emb(name):
-    parity_ref_emb(*LOSSES[name][:2])
-
-
-@pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("miner", ["ms", "triplet"])
-def test_parity_miner_masks(name, miner):
-    parity_miner_masks(*LOSSES[name][:2], miner)
+(
+    test_parity_labels_defaults_and_settings, test_parity_ref_emb,
+    test_parity_miner_masks,
+) = parity_tests(LOSSES, ref_emb=["ipv"])
 
 
 def test_tcm_ref_emb_fixed():

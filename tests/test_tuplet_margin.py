@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from loss_parity import data, parity_labels_defaults_and_settings, parity_miner_masks, parity_ref_emb
+from loss_parity import data, parity_tests
 from pml_utils import pml_losses, pml_value_and_grads
 
 J = jnp.asarray
@@ -20,20 +20,10 @@ LOSSES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_parity_labels_defaults_and_settings(name):
-    parity_labels_defaults_and_settings(*LOSSES[name])
-
-
-@pytest.mark.parametrize("name", ["tuplet"])
-def test_parity_ref_emb(name):
-    parity_ref_emb(*LOSSES[name][:2])
-
-
-@pytest.mark.parametrize("name", sorted(LOSSES))
-@pytest.mark.parametrize("miner", ["ms", "triplet"])
-def test_parity_miner_masks(name, miner):
-    parity_miner_masks(*LOSSES[name][:2], miner)
+(
+    test_parity_labels_defaults_and_settings, test_parity_ref_emb,
+    test_parity_miner_masks,
+) = parity_tests(LOSSES, ref_emb=["tuplet"])
 
 
 def test_tuplet_duplicates_finite_where_pml_is_not():
