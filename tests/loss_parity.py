@@ -1,11 +1,11 @@
 """Shared helpers of the per-family PML 2.9 parity tests (float64, value and gradients).
 
 Batch data, PML miner outputs as index tuples and masks, and ``parity`` (PML's value and
-gradients against a JAX loss), and the four parity checks every pair-list loss passes (labels
-with default and other settings, a reference set, PML miners' tuples as masks, a mask with a
-reference set), and ``parity_tests``, which makes them a module's parametrized tests: tests/test_lifted.py, test_angular.py, test_tuplet_margin.py,
-test_pair_based.py, test_snr_contrastive.py, test_margin_based.py, test_softmax_based.py,
-test_loss_properties.py.
+gradients against a JAX loss), the four parity checks every pair-list loss passes (labels with
+default and other settings, a reference set, PML miners' tuples as masks, a mask with a
+reference set) and ``parity_tests``, which makes them a module's parametrized tests:
+tests/test_lifted.py, test_angular.py, test_tuplet_margin.py, test_pair_based.py,
+test_snr_contrastive.py, test_margin_based.py, test_softmax_based.py, test_loss_properties.py.
 
 PML in float64 throughout (``pml_float64``, ``pml``), cached jitted JAX value and gradients
 (``jvg``), ``check`` and random index tuples: tests/test_listwise.py, test_histogram.py,
