@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxmetric._src import collectives, pairs as _pairs, validate
+from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets, validate
 from jaxmetric import reduce
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.blocks import map_blocks
@@ -23,10 +23,6 @@ from jaxmetric._src.validate import check_distance, check_static_int, is_concret
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
     from jaxmetric._typing import Array, ArrayLike, AxisName, DTypeLike, LabelsOrMask, ReductionLike, Scalar
     from jaxmetric.distances import BaseDistance
-
-# Elements per anchor block of the [block, R, R] triplet cube (float32: 64 MB per term).
-_CUBE_BLOCK_ELEMENTS = 1 << 24
-
 
 def _reduce_scalar(red, value, present):
     """Reduces an already-reduced loss (PML's ``already_reduced``): one element."""
@@ -289,7 +285,7 @@ def dynamic_soft_margin_loss(
         value = reduce.apply(red, _weigh(x, cdf, min_val, delta, num_bins), w, ax, b.context)
         return finish(value, b.dtype), DynamicSoftMarginState(new_hist.astype(hist_in.dtype))
 
-    blk = block_size if block_size is not None else max(1, _CUBE_BLOCK_ELEMENTS // max(r * r, 1))
+    blk = block_size if block_size is not None else _triplets.block_size(n, r)  # the engine's triplet block
     rows = (mat, b.pos, b.neg, cube)
 
     def pass1(*args):

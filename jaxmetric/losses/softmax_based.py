@@ -256,5 +256,5 @@ def instance_loss(
         losses = masked_logsumexp(logits, cols) - jnp.sum(jnp.where(target, logits, 0.0), axis=1)
         return [(losses, aw)], None
 
-    value = evaluate(b, distance, red, elements, rows=(lab,), block_size=block_size, context_labels=lab, fn=fn)
+    value = evaluate(b, distance, red, elements, rows=(lab,), block_size=block_size, fn=fn)
     return finish(value, b.dtype)
