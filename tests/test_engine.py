@@ -1,6 +1,6 @@
 """The engine (jaxmetric/_src/engine.py): ``block_size`` gives the dense value and gradient.
 
-``evaluate`` (the pair losses: blocks of anchors, alone and with ``axis_name``) and
+``evaluate`` (the pair and listwise losses: blocks of anchors, alone and with ``axis_name``) and
 ``map_row_blocks`` (CLIP, SigLIP, the proxy and classifier-head losses: blocks of rows;
 Proxy-Anchor: blocks of proxies): the blocked path equals the dense path in value and gradient,
 and the compiled blocked step never holds the dense [B, R] (or [B, C]) matrix."""
@@ -29,10 +29,17 @@ BLOCKED = {
     "nca": jm.nca_loss,
     "instance": jm.instance_loss,
     "contrastive-cos-threshold": functools.partial(jm.contrastive_loss, distance=jm.CosineSimilarity(), reduction=jm.threshold(low=0.05)),
+    "fast_ap": jm.fast_ap_loss,
+    "smooth_ap": functools.partial(jm.smooth_ap_loss, temperature=0.1),
+    "pnp": functools.partial(jm.pnp_loss, anneal=0.1),
+    "ranked_list": functools.partial(jm.ranked_list_loss, margin=0.4, Tn=1.0, Tp=0.5),
 }
 LABELS_BESIDE_MASK = {"nca"}  # a mask only weights its queries: the classes come as labels=
 CLASS_IDS_ONLY = {"instance"}  # no ref_emb, multi-hot labels or mask
 LABELS_ONLY = {"multi_supcon"}  # its positives are weighted by the labels' Jaccard index: no mask
+# The listwise losses: no reference set (as PML), and a query's loss is one element, so
+# block_size takes every reduction.
+PER_QUERY = {"fast_ap", "smooth_ap", "pnp", "ranked_list"}
 
 
 def _data(seed=0, b=30, classes=5):
@@ -51,7 +58,7 @@ def test_blocked_equals_dense(name, block_size):
     assert_close(gb, g, rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.parametrize("name", [n for n in BLOCKED if n not in CLASS_IDS_ONLY])
+@pytest.mark.parametrize("name", [n for n in BLOCKED if n not in CLASS_IDS_ONLY | PER_QUERY])
 def test_blocked_with_ref_where_multi_hot_and_masks(name):
     fn = BLOCKED[name]
     e, y = _data(1)
@@ -100,6 +107,28 @@ def test_nca_blocked_masks_with_ref_emb_and_triplets():
         assert_close(blocked[1], dense[1], rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.parametrize("name", sorted(PER_QUERY))
+def test_per_query_blocked_with_where_multi_hot_masks_and_any_reduction(name):
+    fn = BLOCKED[name]
+    e, y = _data(1)
+    rng = np.random.default_rng(2)
+    where = jnp.arange(30) % 4 != 1
+    dense = jax.value_and_grad(lambda x: fn(x, y, where=where))(e)
+    blocked = jax.value_and_grad(lambda x: fn(x, y, where=where, block_size=8))(e)
+    assert_close(blocked[0], dense[0], rtol=1e-10)
+    assert_close(blocked[1], dense[1], rtol=1e-9, atol=1e-13)
+    multi_hot = jnp.asarray(rng.integers(0, 2, (30, 4)))
+    assert_close(fn(e, multi_hot, block_size=4), fn(e, multi_hot), rtol=1e-10)
+    mask = jm.PairMask(jnp.asarray(rng.random((30, 30)) < 0.3), jnp.asarray(rng.random((30, 30)) < 0.6))
+    assert_close(fn(e, mask, block_size=9), fn(e, mask), rtol=1e-10)
+    for red in ("none", lambda l, w: jnp.sum(w * l**2)):
+        dense = jax.value_and_grad(lambda x: jnp.sum(fn(x, y, where=where, reduction=red)))(e)
+        blocked = jax.value_and_grad(lambda x: jnp.sum(fn(x, y, where=where, reduction=red, block_size=7)))(e)
+        assert_close(blocked[0], dense[0], rtol=1e-10)
+        assert_close(blocked[1], dense[1], rtol=1e-9, atol=1e-13)
+    assert_close(fn(e, y, reduction="none", block_size=7), fn(e, y, reduction="none"), rtol=1e-10, atol=1e-15)
+
+
 def test_supcon_gate_is_global_in_blocks():
     """One class in the whole batch: 0 (as PML), even though every block has positives."""
     e, _ = _data(3)
@@ -107,7 +136,7 @@ def test_supcon_gate_is_global_in_blocks():
     assert float(jm.supcon_loss(e, y, block_size=4)) == 0.0
 
 
-@pytest.mark.parametrize("name", ["supcon", "ntxent", "circle", "lifted_structure", "nca", "instance"])
+@pytest.mark.parametrize("name", ["supcon", "ntxent", "circle", "lifted_structure", "nca", "instance", "fast_ap", "ranked_list"])
 def test_blocked_with_axis_name_equals_single_device(name):
     fn = BLOCKED[name]
     e, y = _data(4, b=32)

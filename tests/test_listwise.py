@@ -50,6 +50,32 @@ def test_miner_output_is_pml_convert_to_weights(rng, name):
         check(jv, jg, pv, [pg], f"{name} {len(tup)}-tuple")
 
 
+@pytest.mark.parametrize("name", ["fast_ap", "smooth_ap"])
+def test_miner_output_in_a_compact_triplet_form_weights_as_its_dense_cube(rng, name):
+    """Margin-, angle- and list-form TripletMasks (what the triplet miners return) give the
+    weights of their dense cube, padded rows dropped, without building the cube."""
+    fn = {"fast_ap": jm.fast_ap_loss, "smooth_ap": jm.smooth_ap_loss}[name]
+    emb, labels = jnp.asarray(_emb(rng)), jnp.asarray(sorted_blocks(4, 3))
+    where = jnp.arange(B) % 5 != 2
+    forms = {
+        "margin": jm.triplet_margin_miner(emb, labels, margin=0.5),
+        "angle": jm.angular_miner(emb, labels, angle=20),
+        "list": jm.TripletMask.from_lists(jnp.asarray(rng.integers(0, B, (B, 3))), jnp.asarray(rng.integers(0, B, (B, 3))),
+                                          jnp.asarray(rng.integers(0, 3, (B, 3))), num_refs=B),
+    }
+    for form, mined in forms.items():
+        assert mined.form == form
+        dense = jm.TripletMask.dense(mined.to_dense())
+        for kw in ({}, {"where": where}):
+            got = jax.value_and_grad(lambda e: fn(e, labels, miner_output=mined, **kw))(emb)
+            want = jax.value_and_grad(lambda e: fn(e, labels, miner_output=dense, **kw))(emb)
+            assert_close(got[0], want[0], rtol=1e-12)
+            assert_close(got[1], want[1], rtol=1e-12, atol=1e-15)
+    small = jm.triplet_margin_miner(emb[:10], labels[:10], margin=0.5)
+    with pytest.raises(ValueError, match=rf"{name}_loss: `miner_output` \(a margin-form TripletMask\) must have shape \(12, 12, 12\); got shape \(10, 10, 10\)"):
+        fn(emb, labels, miner_output=small)
+
+
 def test_labels_multihot_and_pairmask_agree(rng):
     emb, labels = jnp.asarray(_emb(rng)), jnp.asarray(rng.integers(0, 3, B))
     onehot = jax.nn.one_hot(labels, 3, dtype=jnp.int32)

@@ -143,6 +143,11 @@ def test_mask_equals_its_sample_weights(name):
     counts = np.bincount(idx, minlength=B).astype(np.float32)
     sw = counts / counts.max()
     np.testing.assert_allclose(call(name, emb, labels, w, mask=mask), call(name, emb, labels, w, sample_weights=sw), rtol=1e-6)
+    # A compact TripletMask (a triplet miner's output) weights as its dense cube.
+    mined = jaxmetric.triplet_margin_miner(emb, labels, margin=0.3)
+    assert mined.form == "margin"
+    np.testing.assert_allclose(call(name, emb, labels, w, mask=mined),
+                               call(name, emb, labels, w, mask=jaxmetric.TripletMask.dense(mined.to_dense())), rtol=1e-6)
     # An empty selection means no weighting (PML: all ones).
     empty = jaxmetric.PairMask(jnp.zeros((B, B)), jnp.zeros((B, B)))
     np.testing.assert_allclose(call(name, emb, labels, w, mask=empty), call(name, emb, labels, w), rtol=1e-6)

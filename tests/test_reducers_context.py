@@ -246,6 +246,10 @@ ENGINE_LOSSES = {
     "supcon": jm.supcon_loss,
     "ms": jm.multi_similarity_loss,
     "circle": jm.circle_loss,
+    "fast_ap": jm.fast_ap_loss,
+    "smooth_ap": functools.partial(jm.smooth_ap_loss, temperature=0.1),
+    "pnp": functools.partial(jm.pnp_loss, anneal=0.1),
+    "ranked_list": functools.partial(jm.ranked_list_loss, margin=0.4, Tn=1.0),
 }
 ADDITIVE = {
     "class_weighted": lambda: reduce.class_weighted(jnp.asarray(CW)),

@@ -13,7 +13,9 @@ positive entry somewhere in the (global) batch for the loss to be non-zero.
 :func:`evaluate` runs it on the whole ``[B, R]`` matrix, or with ``block_size`` over blocks of
 anchors, each block rematerialised in the backward pass: memory ``O(B D + block R)`` in the forward *and* the
 backward pass, value and gradient equal to the dense path. With ``axis_name`` the partial sums
-are summed over devices.
+are summed over devices. A loss with one element per anchor (``one_per_anchor``: the listwise
+losses, whose ``[blk, R, ...]`` temporaries dwarf their ``[B]`` elements) computes its elements a
+block at a time and reduces them together, so its ``block_size`` takes every reduction.
 """
 from __future__ import annotations
 
@@ -30,17 +32,22 @@ from jaxmetric._src.validate import check_block_size
 _BATCH = object()  # context_labels' default: the batch's own labels
 
 
-def evaluate(b, distance, red, elements, *, rows=(), block_size=None, context_labels=_BATCH, fn=""):
+def evaluate(b, distance, red, elements, *, rows=(), block_size=None, context_labels=_BATCH, one_per_anchor=False, fn=""):
     """The reduced loss (or the ``"none"`` elements) of a row-decomposable loss. ``rows``: arrays
     with a leading anchor axis ``[B, ...]`` that ``elements`` receives block by block (padding
     rows are zeros). ``context_labels``: the class ids a context reduction reads (``[B]``; default
-    the batch's labels, None when a mask was given), for losses whose classes come beside a mask."""
-    block_size = check_blockable(red, block_size, fn)
+    the batch's labels, None when a mask was given), for losses whose classes come beside a mask.
+    ``one_per_anchor``: every sub-loss, weight and gate array has a leading anchor axis whose
+    entries read their anchor's row alone; blocks then give the elements themselves."""
+    block_size = check_block_size(block_size, fn) if one_per_anchor else check_blockable(red, block_size, fn)
     axis_name = b.axis_name
     labels = b.labels if context_labels is _BATCH else context_labels
-    if not reduce.is_additive(red):
-        mat = distance(b.emb, b.ref)
-        subs, gate = elements(mat, b.pos, b.neg, b.anchor_weight, *rows)
+    if one_per_anchor or not reduce.is_additive(red):
+        if block_size is None:
+            subs, gate = elements(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, *rows)
+        else:  # each block's elements, concatenated back to the anchors
+            subs, gate = _blocks(b, distance, lambda mat, pos, neg, aw, _, *own: elements(mat, pos, neg, aw, *own),
+                                 None, rows, block_size, "rows")
         if red == "none":
             value = sum(jnp.where(w > 0, l, 0.0) for l, w in subs)
         else:
@@ -60,7 +67,7 @@ def evaluate(b, distance, red, elements, *, rows=(), block_size=None, context_la
     if block_size is None:
         parts, counts = partials(distance(b.emb, b.ref), b.pos, b.neg, b.anchor_weight, labels, *rows)
     else:
-        parts, counts = _scan_blocks(b, distance, partials, labels, rows, block_size)
+        parts, counts = _blocks(b, distance, partials, labels, rows, block_size, "sum")
     value = sum(reduce.finalize(red, parts[i], parts[i + 1], axis_name) for i in range(0, len(parts), 2))
     if counts:
         value = jnp.where(_gate_open(counts, axis_name), value, 0.0)
@@ -88,16 +95,18 @@ def _gate_open(counts, axis_name):
     return out
 
 
-def _scan_blocks(b, distance, partials, labels, rows, block_size):
+def _blocks(b, distance, f, labels, rows, block_size, combine):
+    """``f(mat, pos, neg, anchor_weight, labels, *own)`` over blocks of anchors, its two outputs
+    summed over blocks (``combine="sum"``) or concatenated back to the anchors (``"rows"``)."""
     n = b.emb.shape[0]
 
     def block(e_blk, r_blk, in_batch, *own):
         # Padding rows (in_batch False) get a row index past the batch: zero weight.
         pos, neg, aw = b.block_masks(jnp.where(in_batch, r_blk, n))
-        return partials(distance(e_blk, b.ref), pos, neg, aw, None if labels is None else labels[r_blk], *own)
+        return f(distance(e_blk, b.ref), pos, neg, aw, None if labels is None else labels[r_blk], *own)
 
-    parts, counts = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool), *rows), block=block_size)
-    return list(parts), list(counts)
+    out, gate = map_blocks(block, (b.emb, jnp.arange(n), jnp.ones((n,), bool), *rows), block=block_size, combine=combine)
+    return list(out), (None if gate is None else list(gate))
 
 
 def triplet_partials(red, cube, rows, shared=(), *, context=None, block_size=None):

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmetric._src import collectives
+from jaxmetric._src.pairs import restrict_triplets
 from jaxmetric.masks import PairMask, TripletMask
 
 
@@ -81,6 +82,15 @@ def selection_weights(mask, batch: int, v, dtype, *, prefix: str = "", name: str
         pos = arr(mask.pos, (batch, r), "pos") * vv
         neg = arr(mask.neg, (batch, r), "neg") * vv
         counts = jnp.sum(pos, 1) + jnp.sum(neg, 1)
+        cols = None if using_ref else jnp.sum(pos, 0) + jnp.sum(neg, 0)
+    elif isinstance(mask, TripletMask) and mask.form != "dense":
+        # A compact form is counted through its pair counts (no [B, R, R] cube): each triplet
+        # (a, p, n) is one positive pair (a, p) and one negative pair (a, n).
+        if tuple(mask.shape) != (batch, r, r):
+            raise ValueError(f"{prefix}`{name}` (a {mask.form}-form TripletMask) must have shape {(batch, r, r)}; got shape {tuple(mask.shape)}")
+        pairs = restrict_triplets(mask, batch, r, v, vr, None, prefix.rstrip(": "), dtype).to_pairs()
+        pos, neg = pairs.pos.astype(dtype), pairs.neg.astype(dtype)
+        counts = jnp.sum(pos, 1)
         cols = None if using_ref else jnp.sum(pos, 0) + jnp.sum(neg, 0)
     elif isinstance(mask, TripletMask):
         cube = arr(mask.weights, (batch, r, r), "weights")

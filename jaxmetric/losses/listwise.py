@@ -6,10 +6,16 @@ query: class ids ``[B]``, multi-hot ``[B, C]`` (relevant = shares a label), a
 ranked) or a :class:`~jaxmetric.TripletMask` (converted to pairs). Like PML, none of these
 losses supports a reference set (``ref_emb`` raises ``ValueError``).
 
-Memory: Smooth-AP and PNP compare every pair of items for every query (``O(B^3)`` work). They
-are computed over blocks of queries (``block_size`` queries at a time, by default as many as
-fit about 4M elements), each block rematerialised in the backward pass, so memory is
-``O(block_size * B^2)`` instead of ``O(B^3)``; the value and gradient equal the dense sum.
+Each is a loss per query: a query's term reads its own row of distances and pair weights
+alone. They run on the engine (``_src/engine.evaluate``) ``block_size`` queries at a time, each
+block rematerialised in the backward pass, so memory is ``O(block_size * (num_bins + 1) * B)``
+for FastAP and ``O(block_size * B^2)`` for Smooth-AP and PNP (which compare every pair of items
+for every query: ``O(B^3)`` work), and labels never become a ``[B, B]`` matrix. Smooth-AP and PNP
+block by default: ``block_size=None`` is as many queries as keep one ``[block, B, B]``
+comparison tensor near 4M elements (16 MB in float32; one block up to ``B = 2048``); FastAP by
+default takes all queries at once. Blocks give the dense value and gradient, and since a
+query's loss is one element, ``block_size`` takes every reduction (``"none"`` and plain
+callables too).
 """
 from __future__ import annotations
 
@@ -20,8 +26,8 @@ import jax.numpy as jnp
 
 from jaxmetric._src import pairs as _pairs, validate
 from jaxmetric import reduce
+from jaxmetric._src.engine import evaluate
 from jaxmetric._src.front_door import front_door
-from jaxmetric._src.blocks import map_blocks
 from jaxmetric._src.numerics import clip_weights, finish, mask_sample_weights
 from jaxmetric.distances import CosineSimilarity, LpDistance
 from jaxmetric._src.validate import check_block_size, check_distance, check_positive, check_static_int, reject_ref
@@ -31,41 +37,40 @@ if TYPE_CHECKING:  # annotations only: no import at run time, so no import circl
     from jaxmetric.distances import BaseDistance
     from jaxmetric.masks import PairMask, TripletMask
 
-# Elements of one [block, B, B] comparison tensor (float32: 16 MB).
+# Elements of one [block, B, B] comparison tensor (float32: 16 MB): Smooth-AP's and PNP's
+# default block of queries.
 _RANK_BLOCK_ELEMENTS = 1 << 22
 
 PNP_VARIANTS = ("Ds", "Dq", "Iu", "Ib", "O")
 
 
-def _rank_sums(sim, weights, temperature, sigmoid, block_size=None):
+def _rank_block(block_size, b):
+    """The queries per block: ``block_size``, or by default as many as keep a ``[block, R, R]``
+    tensor near ``_RANK_BLOCK_ELEMENTS`` elements; None (no blocks) when one block holds them all."""
+    r = b.ref.shape[0]
+    if block_size is None:
+        block_size = max(1, _RANK_BLOCK_ELEMENTS // max(r * r, 1))
+    return None if block_size >= b.emb.shape[0] else block_size
+
+
+def _rank_sums(sim, weights, temperature, sigmoid):
     """Soft counts of the items ranked above each item, per query.
 
-    For every query ``q`` (a row of ``sim`` ``[B, N]``), item ``i`` and weight set ``k``
-    (``weights`` ``[k, B, N]``):
+    For every query ``q`` (a row of ``sim`` ``[blk, N]``), item ``i`` and weight set ``k``
+    (``weights`` ``[k, blk, N]``):
 
         S[k, q, i] = sum_{j != i} weights[k, q, j] * sigmoid((sim[q, j] - sim[q, i]) / temperature)
-
-    computed over blocks of queries, each checkpointed so the backward pass never holds more
-    than one ``[block, N, N]`` tensor.
     """
-    nq, n = sim.shape
-    if block_size is None:
-        block_size = max(1, _RANK_BLOCK_ELEMENTS // max(n * n, 1))
-    offdiag = 1.0 - jnp.eye(n, dtype=sim.dtype)
-
-    def one(s, w):  # a block of queries: s [blk, N], w [blk, k, N]
-        d = (s[:, None, :] - s[:, :, None]) / temperature  # [blk, i, j] = s_qj - s_qi
-        g = sigmoid(d) * offdiag
-        return jnp.einsum("qij,qkj->qki", g, w)
-
-    out = map_blocks(one, (sim, jnp.moveaxis(weights, 0, 1)), block=block_size, combine="rows")  # [B, k, N]
-    return jnp.moveaxis(out, 1, 0)
+    n = sim.shape[1]
+    d = (sim[:, None, :] - sim[:, :, None]) / temperature  # [q, i, j] = s_qj - s_qi
+    g = sigmoid(d) * (1.0 - jnp.eye(n, dtype=sim.dtype))
+    return jnp.moveaxis(jnp.einsum("qij,qkj->qki", g, jnp.moveaxis(weights, 0, 1)), 1, 0)
 
 
-def _self_matrix(b):
-    """``[B, R]``: 1 at each query's own column (the identity on one device; the query's
+def _self_matrix(self_cols, num_refs, dtype):
+    """``[blk, R]``: 1 at each query's own column (the identity on one device; the query's
     global column with ``axis_name``)."""
-    return (b.self_cols[:, None] == jnp.arange(b.ref.shape[0])[None, :]).astype(b.dtype)
+    return (self_cols[:, None] == jnp.arange(num_refs)[None, :]).astype(dtype)
 
 
 def _pnp_sigmoid(x):
@@ -79,7 +84,7 @@ def fast_ap_loss(
     embeddings: ArrayLike, labels_or_mask: LabelsOrMask, *, num_bins: int = 10,
     distance: BaseDistance = LpDistance(power=2), reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None,
     ref_labels: ArrayLike | None = None, where: ArrayLike | None = None, ref_where: ArrayLike | None = None,
-    miner_output: PairMask | TripletMask | None = None, axis_name: AxisName | None = None,
+    miner_output: PairMask | TripletMask | None = None, axis_name: AxisName | None = None, block_size: int | None = None,
 ) -> Array:
     r"""FastAP (Cakir, He, Xia, Kulis & Sclaroff, "Deep Metric Learning to Rank", CVPR 2019).
 
@@ -118,6 +123,9 @@ def fast_ap_loss(
         queries and the items they rank are gathered from every device; returns the single-device loss
         on the concatenated batch (gradients exact after ``pmean``). A mask or ``miner_output`` is then
         ``[B_local, B_global]`` (rows: this device's queries).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``where``,
+    ``axis_name``, ``block_size``): :ref:`shared-arguments`; ``block_size`` takes any reduction here.
     """
     fn = "fast_ap_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -125,30 +133,31 @@ def fast_ap_loss(
     if not distance.normalize_embeddings or distance.p != 2:
         raise ValueError(f"{fn}: `distance` must be LpDistance with normalize_embeddings=True and p=2 (as PML asserts); got {distance!r}")
     num_bins = check_static_int(num_bins, "num_bins", fn)
+    block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
     mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
-    pos, neg = clip_weights(b.pos), clip_weights(b.neg)
-    n_pos = jnp.sum(pos, axis=1)
-    has_pos = n_pos > 0
-
-    dist = distance(b.emb, b.ref)
     hist_max = 2.0**distance.power
     delta = hist_max / num_bins
-    nodes = jnp.linspace(0.0, hist_max, num_bins + 1, dtype=dist.dtype)
-    pulse = jax.nn.relu(1.0 - jnp.abs(dist[None, :, :] - nodes[:, None, None]) / delta)  # [K+1, B, B]
-    h_pos = jnp.einsum("kij,ij->ik", pulse, pos)
-    h_neg = jnp.einsum("kij,ij->ik", pulse, neg)
-    big_h_pos = jnp.cumsum(h_pos, axis=1)
-    big_h = jnp.cumsum(h_pos + h_neg, axis=1)
-    prod = h_pos * big_h_pos
-    ok = (prod > 0) & (big_h > 0)
-    fast_ap = jnp.sum(jnp.where(ok, prod / jnp.where(ok, big_h, 1.0), 0.0), axis=1)
-    ap = reduce.safe_divide(fast_ap, n_pos)
-    losses = (1.0 - ap) * mw
-    # PML returns 0 when no (query, bin) has positive mass at all (never for finite input).
-    weights = (has_pos & reduce.global_any(ok, axis_name)).astype(b.dtype)
-    return finish(reduce.apply(red, losses, weights, axis_name, b.context), b.dtype)
+
+    def elements(dist, pos, neg, aw, mw):
+        pos, neg = clip_weights(pos), clip_weights(neg)
+        n_pos = jnp.sum(pos, axis=1)
+        nodes = jnp.linspace(0.0, hist_max, num_bins + 1, dtype=dist.dtype)
+        pulse = jax.nn.relu(1.0 - jnp.abs(dist[None, :, :] - nodes[:, None, None]) / delta)  # [K+1, blk, B]
+        h_pos = jnp.einsum("kij,ij->ik", pulse, pos)
+        h_neg = jnp.einsum("kij,ij->ik", pulse, neg)
+        big_h_pos = jnp.cumsum(h_pos, axis=1)
+        big_h = jnp.cumsum(h_pos + h_neg, axis=1)
+        prod = h_pos * big_h_pos
+        ok = (prod > 0) & (big_h > 0)
+        fast_ap = jnp.sum(jnp.where(ok, prod / jnp.where(ok, big_h, 1.0), 0.0), axis=1)
+        ap = reduce.safe_divide(fast_ap, n_pos)
+        # PML returns 0 when no (query, bin) of the batch has positive mass (the gate).
+        return [((1.0 - ap) * mw, (n_pos > 0).astype(dist.dtype))], [ok]
+
+    value = evaluate(b, distance, red, elements, rows=(mw,), block_size=block_size, fn=fn, one_per_anchor=True)
+    return finish(value, b.dtype)
 
 
 @front_door
@@ -189,7 +198,8 @@ def smooth_ap_loss(
     Args:
       miner_output: optional PairMask / TripletMask converted to per-sample weights
         (``count / max count``, PML's ``convert_to_weights``).
-      block_size: queries per block of the ``O(B^3)`` comparison (static; default: auto).
+      block_size: queries per block (static); default: as many as keep one ``[block, B, B]``
+        comparison tensor near 4M elements (see the module docstring). Takes any reduction.
 
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-query losses).
@@ -199,6 +209,9 @@ def smooth_ap_loss(
         queries and the items they rank are gathered from every device; returns the single-device loss
         on the concatenated batch (gradients exact after ``pmean``). A mask or ``miner_output`` is then
         ``[B_local, B_global]``. Combines with ``block_size``.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``where``,
+    ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "smooth_ap_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -207,17 +220,19 @@ def smooth_ap_loss(
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
-    n = b.emb.shape[0]
-    mw = mask_sample_weights(miner_output, n, b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
-    sim = distance(b.emb, b.ref)
-    eye = _self_matrix(b) * b.anchor_weight[:, None]
-    p_w = clip_weights(b.pos) + eye
-    a_w = jnp.maximum(p_w, clip_weights(b.neg))
-    sums = _rank_sums(sim, jnp.stack([p_w, a_w]), temperature, jax.nn.sigmoid, block_size)
-    ratio = (1.0 + sums[0]) / (1.0 + sums[1])
-    ap = reduce.safe_divide(jnp.sum(p_w * ratio, axis=1), jnp.sum(p_w, axis=1))
-    losses = (1.0 - ap) * mw
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, b.context), b.dtype)
+    mw = mask_sample_weights(miner_output, b.emb.shape[0], b.dtype, valid=b.anchor_weight, fn=fn, axis_name=axis_name)
+
+    def elements(sim, pos, neg, aw, mw, self_cols):
+        p_w = clip_weights(pos) + _self_matrix(self_cols, sim.shape[1], sim.dtype) * aw[:, None]  # P_q: the query too
+        a_w = jnp.maximum(p_w, clip_weights(neg))
+        sums = _rank_sums(sim, jnp.stack([p_w, a_w]), temperature, jax.nn.sigmoid)
+        ratio = (1.0 + sums[0]) / (1.0 + sums[1])
+        ap = reduce.safe_divide(jnp.sum(p_w * ratio, axis=1), jnp.sum(p_w, axis=1))
+        return [((1.0 - ap) * mw, aw)], None
+
+    block_size = _rank_block(block_size, b)
+    value = evaluate(b, distance, red, elements, rows=(mw, b.self_cols), block_size=block_size, fn=fn, one_per_anchor=True)
+    return finish(value, b.dtype)
 
 
 @front_door
@@ -258,7 +273,11 @@ def pnp_loss(
       axis_name: inside ``pmap``/``shard_map``/``vmap(axis_name=...)``: this device's rows are the
         queries and the items they rank are gathered from every device; returns the single-device loss
         on the concatenated batch (gradients exact after ``pmean``). A mask is then ``[B_local, B_global]``.
-      block_size: queries per block of the ``O(B^3)`` comparison (static; default: auto).
+      block_size: queries per block (static); default: as many as keep one ``[block, B, B]``
+        comparison tensor near 4M elements (see the module docstring). Takes any reduction.
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``where``,
+    ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "pnp_loss"
     red = reduce.resolve(reduction, fn=fn)
@@ -270,22 +289,27 @@ def pnp_loss(
     block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     bt = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name, contrast=True)
-    sim = distance(bt.emb, bt.ref)
-    pos = clip_weights(bt.pos)
-    has_pos = jnp.any(pos > 0, axis=1)
-    p_w = pos + _self_matrix(bt) * has_pos[:, None].astype(bt.dtype)
-    rank = _rank_sums(sim, clip_weights(bt.neg)[None], anneal, _pnp_sigmoid, block_size)[0]
-    if variant == "Ds":
-        f = jnp.log1p(rank)
-    elif variant == "Dq":
-        f = (1.0 + rank) ** (-alpha)
-    elif variant == "Iu":
-        f = (1.0 + rank) * jnp.log1p(rank)
-    elif variant == "Ib":
-        f = (b * rank - jnp.log1p(b * rank)) / b**2
-    else:
-        f = rank
-    per_query = reduce.safe_divide(jnp.sum(jnp.where(p_w > 0, p_w * f, 0.0), axis=1), jnp.sum(p_w, axis=1))
-    if variant == "Dq":
-        per_query = 1.0 - per_query
-    return finish(reduce.apply(red, per_query, has_pos.astype(bt.dtype), axis_name, bt.context), bt.dtype)
+
+    def elements(sim, pos, neg, aw, self_cols):
+        pos = clip_weights(pos)
+        has_pos = jnp.any(pos > 0, axis=1)
+        p_w = pos + _self_matrix(self_cols, sim.shape[1], sim.dtype) * has_pos[:, None].astype(sim.dtype)
+        rank = _rank_sums(sim, clip_weights(neg)[None], anneal, _pnp_sigmoid)[0]
+        if variant == "Ds":
+            f = jnp.log1p(rank)
+        elif variant == "Dq":
+            f = (1.0 + rank) ** (-alpha)
+        elif variant == "Iu":
+            f = (1.0 + rank) * jnp.log1p(rank)
+        elif variant == "Ib":
+            f = (b * rank - jnp.log1p(b * rank)) / b**2
+        else:
+            f = rank
+        per_query = reduce.safe_divide(jnp.sum(jnp.where(p_w > 0, p_w * f, 0.0), axis=1), jnp.sum(p_w, axis=1))
+        if variant == "Dq":
+            per_query = 1.0 - per_query
+        return [(per_query, has_pos.astype(sim.dtype))], None
+
+    block_size = _rank_block(block_size, bt)
+    value = evaluate(bt, distance, red, elements, rows=(bt.self_cols,), block_size=block_size, fn=fn, one_per_anchor=True)
+    return finish(value, bt.dtype)

@@ -14,12 +14,13 @@ import numpy as np
 
 from jaxmetric._src import collectives, pairs as _pairs, triplets as _triplets, validate
 from jaxmetric import reduce
+from jaxmetric._src.engine import evaluate
 from jaxmetric._src.front_door import front_door
 from jaxmetric._src.engine import triplet_partials
 from jaxmetric.distances import LpDistance
 from jaxmetric._src.labels import require_class_ids, resolve_labelled
 from jaxmetric.masks import TripletMask
-from jaxmetric._src.validate import check_distance, reject_ref
+from jaxmetric._src.validate import check_block_size, check_distance, reject_ref
 from jaxmetric._src.numerics import finish
 
 if TYPE_CHECKING:  # annotations only: no import at run time, so no import circle
@@ -267,6 +268,7 @@ def ranked_list_loss(
     alpha: Scalar | None = None, Tp: Scalar = 0.0, distance: BaseDistance = LpDistance(),
     reduction: ReductionLike = "mean", ref_emb: ArrayLike | None = None, ref_labels: ArrayLike | None = None,
     where: ArrayLike | None = None, ref_where: ArrayLike | None = None, axis_name: AxisName | None = None,
+    block_size: int | None = None,
 ) -> Array:
     r"""Ranked list loss (Wang, Hua, Kodirov, Hu, Garnier & Robertson, "Ranked List Loss for
     Deep Metric Learning", CVPR 2019), per anchor :math:`i` with boundary :math:`\alpha`
@@ -299,27 +301,26 @@ def ranked_list_loss(
     anchors ranked against the gathered global batch (:math:`B` counts the global real rows);
     every device returns the loss of the concatenated global batch.
 
+    ``block_size``: anchors per block, each block rematerialised in the backward pass (memory
+    ``O(block_size * B)``); an anchor's loss reads its own row alone, so any reduction blocks.
+
     Returns:
       Scalar loss (``"none"``: the ``[B]`` per-anchor losses).
+
+    Shared arguments (``embeddings``, ``labels_or_mask``, ``distance``, ``reduction``, ``where``,
+    ``axis_name``, ``block_size``): :ref:`shared-arguments`.
     """
     fn = "ranked_list_loss"
     red = reduce.resolve(reduction, fn=fn)
     check_distance(distance, fn)
+    block_size = check_block_size(block_size, fn)
     reject_ref(fn, ref_emb, ref_labels, ref_where)
     if isinstance(imbalance, (int, float)) and not 0 <= imbalance <= 1:
         raise ValueError(f"{fn}: `imbalance` must be in [0, 1]; got {imbalance!r}")
     if alpha is None:
         alpha = 1.0 + margin / 2.0
     b = _pairs.from_inputs(fn, embeddings, labels_or_mask, where=where, axis_name=axis_name)
-    dt = b.dtype
-    bsz = b.emb.shape[0]
-    if axis_name is None:
-        mat = distance(b.emb, b.emb) * (1 - jnp.eye(bsz, dtype=dt))
-    else:
-        mat = distance(b.emb, b.ref) * _pairs._not_self(b.self_cols, b.ref.shape[0], dt)
     pos_thr = alpha - margin
-    in_p = (b.pos > 0) & (mat > pos_thr) & (mat > 0)
-    in_n = (b.neg > 0) & (mat < alpha) & (mat > 0)
     cols = jnp.sum(b.ref_weight)
 
     def weighted(member, x, t):
@@ -331,7 +332,13 @@ def ranked_list_loss(
         den = jnp.sum(e, axis=1) + cols * 1e-5 * jnp.exp(-m[:, 0])
         return reduce.safe_divide(num, den)
 
-    loss_p = weighted(in_p, mat - pos_thr, Tp)
-    loss_n = weighted(in_n, alpha - mat, Tn)
-    losses = (1.0 - imbalance) * loss_p + imbalance * loss_n
-    return finish(reduce.apply(red, losses, b.anchor_weight, axis_name, b.context), dt)
+    def elements(mat, pos, neg, aw, self_cols):
+        mat = mat * _pairs._not_self(self_cols, mat.shape[1], mat.dtype)  # PML zeroes the diagonal
+        in_p = (pos > 0) & (mat > pos_thr) & (mat > 0)
+        in_n = (neg > 0) & (mat < alpha) & (mat > 0)
+        loss_p = weighted(in_p, mat - pos_thr, Tp)
+        loss_n = weighted(in_n, alpha - mat, Tn)
+        return [((1.0 - imbalance) * loss_p + imbalance * loss_n, aw)], None
+
+    value = evaluate(b, distance, red, elements, rows=(b.self_cols,), block_size=block_size, fn=fn, one_per_anchor=True)
+    return finish(value, b.dtype)
