@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxmetric as jm
-from jaxmetric.losses import triplet_based
+from jaxmetric._src import triplets as _triplets
 from tests.pml_utils import assert_close
 
 B, R, D, C = 24, 20, 8, 4
@@ -86,11 +86,11 @@ def test_margin_sorted_path_and_fallback(data):
     m = jm.triplet_margin_miner(emb, labels, type_of_triplets="all", margin=0.3)
     tm = m  # already valid for the loss (no where, self-pairs excluded by the miner)
     x = jm.LpDistance()(emb, emb)
-    *_, ok = triplet_based._hinge_sorted_margin(x, tm, 0.05, True)
+    *_, ok = _triplets.hinge_sums_margin_form(x, tm, 0.05, True)
     assert bool(ok)
     rng = np.random.default_rng(4)
     scrambled = jm.TripletMask.from_margin(m.pos, m.neg, jnp.asarray(rng.normal(size=(B, B))), -0.5, 0.5)
-    *_, ok = triplet_based._hinge_sorted_margin(x, scrambled, 0.05, True)
+    *_, ok = _triplets.hinge_sums_margin_form(x, scrambled, 0.05, True)
     assert not bool(ok)
     for mask in (m, scrambled):
         for kw in (dict(), dict(reduction="mean")):

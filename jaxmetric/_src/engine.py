@@ -19,6 +19,8 @@ block at a time and reduces them together, so its ``block_size`` takes every red
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -126,6 +128,78 @@ def triplet_partials(red, cube, rows, shared=(), *, context=None, block_size=Non
         return reduce.partial(red, losses, weights, reduce.Context(labels=lb, anchor_weight=awb))
 
     return map_blocks(one, (labels, aw, *rows), tuple(shared), block=block)
+
+
+def triplet_loss(red, x, terms, pos, neg, mask=None, *, x_pn=None, params=(), hinge_margin=None, context=None, axis_name=None):
+    """The reduced loss (or the ``"none"`` elements) of a triplet loss over a selection.
+
+    ``terms(x_ap, x_an, x_pn, *params)`` is the elementwise loss of triplets, from the oriented
+    distances ``x`` ``[B, R]`` (and ``x_pn`` ``[R, R]`` or None). The selection is every positive
+    with every negative of an anchor (``pos``, ``neg`` ``[B, R]``, ``mask`` None) or a
+    :class:`~jaxmetric.TripletMask` of any form, each read the cheapest exact way: the list
+    form gathered (``"none"``: ``[B, K]``), the others by blocks of anchors
+    (:func:`triplet_partials`, ``"none"`` and plain callables: the ``[B, R, R]`` cube). When the
+    terms are the plain hinge ``[x_ap - x_an + hinge_margin]_+`` and the reduction counts every
+    or every non-zero term, sorting and prefix sums replace the blocks (factored pairs and the
+    margin form: no cube, ``O(B R)`` memory).
+    """
+    if mask is not None and mask.form == "list":
+        x_pn_l = None if x_pn is None else x_pn[mask.p_idx, mask.n_idx]
+        losses = terms(jnp.take_along_axis(x, mask.p_idx, axis=1), jnp.take_along_axis(x, mask.n_idx, axis=1), x_pn_l, *params)
+        return reduce.apply(red, losses, mask.weights, axis_name, context=context)
+    weight_fn, rows, shared = (_factored_weights, (pos, neg), ()) if mask is None else mask.anchor_blocks()
+    if not reduce.is_additive(red):  # every element: the cube
+        w = weight_fn(*rows, *shared).astype(x.dtype)
+        return reduce.apply(red, _cube_terms(terms, x, x_pn, params), w, axis_name, context=context)
+    sums = hinge_margin is not None and reduce.is_builtin(red) and red.high is None and red.low in (None, 0.0)
+    if sums and mask is None:
+        num, den = _triplets.hinge_sums(x, pos, x, neg, hinge_margin, nonzero_only=red.low is not None)
+    elif sums and mask.form == "margin":
+        num, den = _margin_form_sums(red.kind, red.low, red.high, x, mask, terms, tuple(params), hinge_margin)
+    else:
+        num, den = _blocked_triplets(red, x, x_pn, terms, params, weight_fn, rows, shared, context)
+    return reduce.finalize(red, num, den, axis_name)
+
+
+def _factored_weights(wp, wn):
+    return wp[:, :, None] * wn[:, None, :]
+
+
+def _cube_terms(terms, x, x_pn, params):
+    """``terms`` of every triplet of a block of anchors ``x`` ``[blk, R]``: ``[blk, R, R]``."""
+    return terms(x[:, :, None], x[:, None, :], None if x_pn is None else x_pn[None, :, :], *params)
+
+
+def _blocked_triplets(red, x, x_pn, terms, params, weight_fn, rows, shared, context):
+    """``(num, den)`` of ``red`` over the triplets of ``weight_fn``'s blocks. (A built-in
+    reduction is compiled once per shape and static options; its thresholds may be traced.)"""
+    labels, aw = (None, None) if context is None else (context.labels, context.anchor_weight)
+    args = (x, x_pn, terms, tuple(params), weight_fn, tuple(rows), tuple(shared), labels, aw)
+    if reduce.is_builtin(red):
+        return _builtin_blocked_triplets(red.kind, red.low, red.high, *args)
+    return _triplet_blocks(red, *args)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "terms", "weight_fn"))
+def _builtin_blocked_triplets(kind, low, high, x, x_pn, terms, params, weight_fn, rows, shared, labels, aw):
+    return _triplet_blocks(reduce.Reduction(kind, low, high), x, x_pn, terms, params, weight_fn, rows, shared, labels, aw)
+
+
+def _triplet_blocks(red, x, x_pn, terms, params, weight_fn, rows, shared, labels, aw):
+    def cube(xb, *args):
+        return _cube_terms(terms, xb, x_pn, params), weight_fn(*args)
+
+    return triplet_partials(red, cube, (x, *rows), shared, context=reduce.Context(labels=labels, anchor_weight=aw))
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "terms"))
+def _margin_form_sums(kind, low, high, x, mask, terms, params, margin):
+    """The sorted sums of a margin-form mask, or the exact blocked path when the loss's
+    distances are not monotone in the mask's (decided on device, ``lax.cond``)."""
+    num, den, ok = _triplets.hinge_sums_margin_form(x, mask, margin, low is not None)
+    weight_fn, rows, shared = mask.anchor_blocks()
+    red = reduce.Reduction(kind, low, high)
+    return jax.lax.cond(ok, lambda: (num, den), lambda: _triplet_blocks(red, x, None, terms, params, weight_fn, rows, shared, None, None))
 
 
 def map_row_blocks(f, xs, block_size=None, *, fn=""):

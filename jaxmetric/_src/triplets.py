@@ -6,6 +6,9 @@
   expression PML uses (``d_an - d_ap <= margin``), not a rearranged one.
 * ``margin_pair_counts``: PML's ``convert_to_pairs`` for the margin rule
   ``lo < x[a, n] - x[a, p] <= hi`` in ``O(B R log R)`` time and ``O(B R)`` memory.
+* ``hinge_sums`` / ``hinge_sums_margin_form``: the hinge ``[x_ap - x_an + margin]_+`` summed
+  over every (positive, negative) pair of each anchor, or over a margin-form selection, by
+  sorting and prefix sums: ``O(B R log R)`` time, ``O(B R)`` memory, no cube.
 * ``*_cube``: the dense weights of a block of anchors, for blocked evaluation.
 * ``block_size``: how many anchors' ``[blk, R, R]`` temporaries fit one block of
   :func:`jaxmetric._src.blocks.map_blocks`.
@@ -118,6 +121,83 @@ def margin_pair_counts(pos, neg, x, lo, hi):
     cnt_n = jnp.take_along_axis(cw_p, j_lo, axis=1) - jnp.take_along_axis(cw_p, j_hi, axis=1)
     neg_counts = jnp.where(neg > 0, neg * jnp.maximum(cnt_n, 0.0), 0.0)
     return pos_counts.astype(dtype), neg_counts.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("nonzero_only",))
+def hinge_sums(x_ap, wp, x_an, wn, margin, nonzero_only: bool):
+    """Partial sums ``(num, den)`` of ``sum_{a,p,n} wp wn relu(x_ap - x_an + margin)`` without the
+    cube: each anchor's negatives sorted once, each positive's run of violating negatives found by
+    binary search and its hinge sum read from prefix sums. ``den`` counts the non-zero terms
+    (``nonzero_only``) or all selected triplets."""
+    # Centre per anchor so the prefix-sum difference below does not lose precision.
+    centre = jax.lax.stop_gradient(jnp.sum(jnp.where(wn > 0, x_an, 0.0), 1, keepdims=True) / jnp.maximum(jnp.sum(wn > 0, 1, keepdims=True), 1))
+    x_an = x_an - centre
+    thr = x_ap - centre + margin
+    key = jnp.where(wn > 0, x_an, jnp.inf)
+    wx = jnp.where(wn > 0, wn * x_an, 0.0)
+    key, w_sorted, wx_sorted = jax.lax.sort((key, wn, wx), dimension=1, num_keys=1)
+    zeros = jnp.zeros((x_an.shape[0], 1), x_an.dtype)
+    cw = jnp.concatenate([zeros, jnp.cumsum(w_sorted, axis=1)], axis=1)
+    cwx = jnp.concatenate([zeros, jnp.cumsum(wx_sorted, axis=1)], axis=1)
+    # Number of negatives with x_an < thr (strictly: a hinge of exactly 0 is not "non-zero").
+    # (searchsorted(side="left") by binary search: 3x faster than method="sort" on CPU at B=2048.)
+    k = first_false(key, jnp.full((key.shape[0],), key.shape[1]), jax.lax.stop_gradient(thr), "lt")
+    s_w = jnp.take_along_axis(cw, k, axis=1)
+    s_wx = jnp.take_along_axis(cwx, k, axis=1)
+    wp = jnp.where(wp > 0, wp, 0.0)
+    num = jnp.sum(jnp.where(wp > 0, wp * (s_w * thr - s_wx), 0.0))
+    if nonzero_only:
+        den = jnp.sum(wp * s_w)
+    else:
+        den = jnp.sum(jnp.sum(wp, axis=1) * jnp.sum(wn, axis=1))
+    return num, den
+
+
+
+def hinge_sums_margin_form(y, tm, margin, nonzero_only: bool):
+    """``(num, den, ok)``: partial sums of the hinge ``relu(y_ap - y_an + margin)`` over the
+    triplets of a margin-form mask ``tm``.
+
+    Negatives are sorted per anchor by (mask distance, loss distance). ``ok`` says the loss's
+    distances are non-decreasing along that order (then the result is exact); when it is False
+    the caller uses the blocked path.
+    """
+    sg = jax.lax.stop_gradient
+    wp, wn, xm = tm.pos, tm.neg, sg(tm.x)
+    b, r = y.shape
+    valid = wn > 0
+    key1 = jnp.where(valid, xm, jnp.inf)
+    key2 = jnp.where(valid, sg(y), jnp.inf)
+    iota = jnp.broadcast_to(jnp.arange(r, dtype=jnp.int32)[None, :], (b, r))
+    k1s, k2s, perm = jax.lax.sort((key1, key2, iota), dimension=1, num_keys=2)
+    length = jnp.sum(valid, axis=1)
+    ys = jnp.take_along_axis(y, perm, axis=1)
+    ws = jnp.where(jnp.arange(r)[None, :] < length[:, None], jnp.take_along_axis(wn, perm, axis=1), 0.0)
+    # Monotone check over the valid prefix of each row.
+    inside = jnp.arange(1, r)[None, :] < length[:, None]
+    ok = jnp.all(jnp.where(inside, k2s[:, 1:] >= k2s[:, :-1], True))
+    # Centre per anchor so the prefix-sum difference below does not lose precision.
+    centre = sg(jnp.sum(jnp.where(ws > 0, ys, 0.0), axis=1, keepdims=True) / jnp.maximum(length[:, None], 1))
+    zeros = jnp.zeros((b, 1), y.dtype)
+    cw = jnp.concatenate([zeros, jnp.cumsum(ws, axis=1)], axis=1)
+    cwy = jnp.concatenate([zeros, jnp.cumsum(jnp.where(ws > 0, ws * (ys - centre), 0.0), axis=1)], axis=1)
+    lo, hi = tm.lo, tm.hi
+    k_hi = first_false(k1s, length, xm, "sub_le", hi)
+    k_lo = first_false(k1s, length, xm, "sub_le", lo)
+    # PML's violation (x_ap - x_an) + margin > 0, in its own rounding.
+    k_nz = first_false(k2s, length, sg(y), "hinge", jnp.asarray(margin, y.dtype))
+    s_ = k_lo
+    e_sel = jnp.maximum(s_, k_hi)
+    e_nz = jnp.maximum(s_, jnp.minimum(k_hi, k_nz))
+
+    def run(c, e):
+        return jnp.take_along_axis(c, e, axis=1) - jnp.take_along_axis(c, s_, axis=1)
+
+    wp_ = jnp.where(wp > 0, wp, 0.0)
+    n_nz = run(cw, e_nz)
+    num = jnp.sum(jnp.where(wp_ > 0, wp_ * (n_nz * (y - centre + margin) - run(cwy, e_nz)), 0.0))
+    den = jnp.sum(wp_ * (n_nz if nonzero_only else run(cw, e_sel)))
+    return num, den, ok
 
 
 def margin_cube(pos, neg, x, lo, hi):
