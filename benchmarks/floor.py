@@ -11,13 +11,15 @@ separately.
     python benchmarks/floor.py                          # B = 512, 1024, 4096 -> markdown
     python benchmarks/floor.py --batch-sizes 256 --repeats 3 --losses supcon_loss ntxent_loss
 
-A loss whose median exceeds ``--budget`` seconds at one batch size is not run at the larger
-ones (reported as skipped, with the time that stopped it): the O(B^3) listwise losses.
+A loss whose time, grown quadratically from one batch size to the next, would exceed
+``--budget`` seconds per call is not run at the larger ones (reported as skipped, with the
+time that stopped it): the O(B^3) listwise losses.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import sys
@@ -105,25 +107,34 @@ def measure(names, b, dim, repeats):
         yield name, statistics.median(times), statistics.median(floors), first
 
 
+def _cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 1024, 4096])
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--budget", type=float, default=10.0, help="seconds per call above which larger batches are skipped")
+    p.add_argument("--budget", type=float, default=10.0, help="projected seconds per call above which larger batches are skipped")
     p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
     args = p.parse_args(argv)
-    print(f"Machine: {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}; "
+    print(f"Machine: {_cpu()}, {os.cpu_count()} cores, device {jax.devices()[0].device_kind}; "
           f"Python {platform.python_version()}, jax {jax.__version__}, numpy {np.__version__}")
     print(f"`python {' '.join(['benchmarks/floor.py'] + sys.argv[1:])}`; D={args.dim}, float32, "
           f"jit(value_and_grad), median of {args.repeats}\n")
     print("| loss | B | median | floor | time / floor | first call |\n|---|---|---|---|---|---|")
     stopped = {}
-    for b in args.batch_sizes:
+    sizes = sorted(args.batch_sizes)
+    for i, b in enumerate(sizes):
         names = [n for n in args.losses if n not in stopped]
         for name, t, f, first in measure(names, b, args.dim, args.repeats):
             print(f"| {name} | {b} | {t * 1e3:.1f} ms | {f * 1e3:.1f} ms | {t / f:.1f}x | {first:.1f} s |", flush=True)
-            if t > args.budget:
+            if i + 1 < len(sizes) and t * (sizes[i + 1] / b) ** 2 > args.budget:
                 stopped[name] = (b, t)
         for name, (b0, t0) in stopped.items():
             if b0 < b:

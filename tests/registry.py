@@ -374,10 +374,10 @@ HOST_METRICS = {
 # reducer factories and utilities. Each has its own tests; the bad-input table covers the
 # ones that take user arrays.
 HELPERS = {
-    "pair_mask": "builds a PairMask from labels (tests/test_core.py)",
-    "from_indices": "converts a PML indices tuple to a mask (tests/test_core.py)",
-    "to_pairs": "converts a TripletMask to pairs (tests/test_core.py)",
-    "threshold": "reduction factory (tests/test_core.py)",
+    "pair_mask": "builds a PairMask from labels (tests/test_masks.py)",
+    "from_indices": "converts a PML indices tuple to a mask (tests/test_masks.py)",
+    "to_pairs": "converts a TripletMask to pairs (tests/test_masks.py)",
+    "threshold": "reduction factory (tests/test_reduce.py)",
     "class_weighted": "reduction factory (tests/test_reducers_context.py)",
     "divisor": "reduction factory (tests/test_reducers_context.py)",
     "per_anchor": "reduction factory (tests/test_reducers_context.py)",

@@ -1,4 +1,6 @@
-"""Parity of the six foundation losses with PML 2.9 (float64, value and gradient)."""
+"""Parity with PML 2.9 (float64, value and gradient) of contrastive, triplet margin,
+multi-similarity, circle, NT-Xent and SupCon: labels, reference sets, index-tuple masks, edge
+batches, triplet sampling and the pinned differences."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
